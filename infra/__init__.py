@@ -1,0 +1,1 @@
+"""Embedded launcher, production configs and the `resonate` command line."""

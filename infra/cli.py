@@ -1,0 +1,131 @@
+"""`resonate`: the single entry point (up, demo, worker, schemas, convert-musicnn)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from schemas.settings import Settings
+
+app = typer.Typer(add_completion=False, help="Resonate: real-time music recommendations.")
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Environment (RESONATE_*) plus explicit command-line overrides."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def up(
+    workers: Annotated[int | None, typer.Option(help="Faust workers to start.")] = None,
+    partitions: Annotated[int | None, typer.Option(help="Partitions per topic.")] = None,
+) -> None:
+    """Start the embedded stack and keep it running until Ctrl-C."""
+    from infra.stack import EmbeddedStack
+
+    _logging()
+    settings = _settings(workers=workers, partitions=partitions)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with EmbeddedStack(settings=settings) as stack:
+        typer.echo(f"stack up; addresses in {stack.run_dir / 'stack.json'}")
+        typer.echo(json.dumps(json.loads((stack.run_dir / "stack.json").read_text()), indent=2))
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        typer.echo("stopping ...")
+
+
+@app.command()
+def demo(
+    audio_dir: Annotated[
+        Path | None, typer.Option(help="Use your own music files instead of a synthetic catalog.")
+    ] = None,
+    listeners: Annotated[int, typer.Option(help="Simulated listeners.")] = 4,
+) -> None:
+    """Start the stack, upload a catalog, simulate listeners, print live recommendations."""
+    from infra.demo import folder_catalog, run_demo, synth_catalog
+    from infra.stack import EmbeddedStack
+    from models.convert_musicnn import MUSICNN_CARD
+
+    _logging()
+    base = _settings()
+    if audio_dir is not None:
+        catalog = folder_catalog(audio_dir)
+        roots = [audio_dir.resolve()]
+        if not catalog:
+            raise typer.BadParameter(f"no audio files under {audio_dir}")
+    else:
+        folder = (base.run_dir / "demo-audio").resolve()
+        catalog = synth_catalog(folder)
+        roots = [folder]
+    settings = base.model_copy(update={"audio_roots": [*base.audio_roots, *roots]})
+    with EmbeddedStack(settings=settings) as stack:
+        run_demo(
+            stack.settings,
+            catalog=catalog,
+            dim=MUSICNN_CARD.embed_dim,
+            echo=typer.echo,
+            listeners=listeners,
+        )
+
+
+@app.command()
+def worker() -> None:
+    """Run one Faust worker (settings from RESONATE_* variables; `up` starts these)."""
+    from infra.worker import run_worker
+    from models.convert_musicnn import MUSICNN_CARD
+
+    _logging()
+    run_worker(_settings(), MUSICNN_CARD)
+
+
+@app.command()
+def schemas(
+    out: Annotated[Path, typer.Option(help="Folder for the JSON Schema files.")] = Path(
+        "schemas-json"
+    ),
+) -> None:
+    """Write the JSON Schemas of the public events (one file per topic)."""
+    from schemas.events import json_schemas
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        path = out / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2) + "\n")
+        typer.echo(str(path))
+
+
+@app.command("convert-musicnn")
+def convert_musicnn(
+    out: Annotated[Path | None, typer.Option(help="Where to write the weights.")] = None,
+) -> None:
+    """Convert MusiCNN's TensorFlow checkpoint (musicnn wheel) to PyTorch weights, once."""
+    from models.convert_musicnn import convert
+
+    _logging()
+    path = convert(out or _settings().weights_path)
+    typer.echo(str(path))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

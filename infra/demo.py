@@ -1,0 +1,255 @@
+"""`resonate demo`: upload a catalog, simulate listeners, print live recommendations.
+
+Talks to the stack only the way a platform would: JSON events on Kafka in,
+recommendations read back from the output topic by a plain consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.events import Interaction, InteractionType, Recommendation, TrackUpload
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = {".wav", ".ogg", ".flac", ".mp3", ".m4a", ".aiff", ".au"}
+
+
+@dataclass(frozen=True)
+class CatalogTrack:
+    """One track of the demo catalog."""
+
+    track_id: str
+    path: Path
+    artist_id: str
+    genre: str
+
+
+def synth_catalog(folder: Path, *, per_style: int = 6, seconds: float = 12.0) -> list[CatalogTrack]:
+    """A small catalog of synthetic music in three styles (so the demo needs no data)."""
+    import soundfile as sf
+
+    sr = 22_050
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    t = np.arange(int(sr * seconds)) / sr
+    out: list[CatalogTrack] = []
+    for style in ("ambient", "techno", "rock"):
+        for i in range(per_style):
+            root = 110.0 * 2 ** (rng.integers(0, 12) / 12)
+            if style == "ambient":  # slow swelling chords
+                y = sum(np.sin(2 * np.pi * root * r * t) for r in (1, 1.25, 1.5, 2))
+                y = y * (0.6 + 0.4 * np.sin(2 * np.pi * 0.2 * t))
+            elif style == "techno":  # four-on-the-floor kick, hats, bass
+                bpm = 120 + 4 * i
+                beat = (t * bpm / 60) % 1
+                y = np.sin(2 * np.pi * 55 * t) * np.exp(-beat * 12) * 3
+                y = y + 0.3 * rng.standard_normal(t.size) * (((t * bpm / 30) % 1) < 0.05)
+                y = y + 0.5 * np.sign(np.sin(2 * np.pi * root / 2 * t))
+            else:  # distorted power chords with a backbeat
+                y = np.tanh(6 * (np.sin(2 * np.pi * root * t) + np.sin(2 * np.pi * root * 1.5 * t)))
+                y = y + 0.6 * rng.standard_normal(t.size) * (((t * 2) % 1) < 0.08)
+            y = 0.3 * y / (np.max(np.abs(y)) + 1e-9)
+            path = folder / f"{style}-{i}.wav"
+            sf.write(path, y.astype(np.float32), sr)
+            out.append(
+                CatalogTrack(
+                    track_id=f"{style}-{i}",
+                    path=path,
+                    artist_id=f"{style}-artist-{i % 3}",
+                    genre=style,
+                )
+            )
+    return out
+
+
+def folder_catalog(folder: Path) -> list[CatalogTrack]:
+    """Every audio file below ``folder``; the parent folder name stands in for the artist."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    return [
+        CatalogTrack(
+            track_id=p.stem, path=p.resolve(), artist_id=p.parent.name or "unknown", genre=""
+        )
+        for p in files
+    ]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Bus:
+    """A plain kafka-python producer and a group-less consumer of the recommendations."""
+
+    def __init__(self, settings: Settings) -> None:
+        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+        self.s = settings
+        self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        topic = settings.topic(settings.recommendations_topic)
+        # No consumer group: a group join takes ~20 s on Tansu; manual assignment is instant.
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+        )
+        parts = self.consumer.partitions_for_topic(topic) or set(range(settings.partitions))
+        self.consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
+        self.consumer.seek_to_end()
+
+    def send(self, topic: str, key: str, value: bytes) -> None:
+        self.producer.send(self.s.topic(topic), key=key.encode(), value=value)
+
+    def flush(self) -> None:
+        self.producer.flush(timeout=30)
+
+    def recommendations(self, timeout_s: float) -> Iterable[Recommendation]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = self.consumer.poll(timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    yield Recommendation.model_validate_json(r.value)
+
+    def close(self) -> None:
+        self.producer.close(timeout=5)
+        self.consumer.close()
+
+
+def upload_all(bus: Bus, tracks: list[CatalogTrack]) -> dict[str, float]:
+    """Publish one upload event per track; returns track -> send time."""
+    sent: dict[str, float] = {}
+    for tr in tracks:
+        ev = TrackUpload(
+            event_id=uuid.uuid4().hex,
+            track_id=tr.track_id,
+            audio_uri=tr.path.resolve().as_uri(),
+            title=tr.track_id,
+            artist_id=tr.artist_id,
+            genre=tr.genre or None,
+            uploaded_at=now(),
+        )
+        bus.send(bus.s.uploads_topic, tr.track_id, ev.model_dump_json().encode())
+        sent[tr.track_id] = time.time()
+    bus.flush()
+    return sent
+
+
+def wait_searchable(
+    settings: Settings, ids: list[str], dim: int, *, timeout_s: float
+) -> dict[str, float]:
+    """Poll Milvus until every id is stored; returns id -> time first seen."""
+    from serving.milvus_store import TrackStore
+
+    seen: dict[str, float] = {}
+    with TrackStore(
+        uri=settings.milvus_uri, collection=settings.milvus_collection, dim=dim
+    ) as store:
+        deadline = time.monotonic() + timeout_s
+        while len(seen) < len(ids) and time.monotonic() < deadline:
+            try:
+                found = store.get([i for i in ids if i not in seen])
+            except Exception:  # the collection appears with the first upload
+                found = {}
+            for tid in found:
+                seen[tid] = time.time()
+            time.sleep(0.05)
+    return seen
+
+
+def interaction(user: str, track: str, kind: InteractionType) -> Interaction:
+    return Interaction(
+        event_id=uuid.uuid4().hex,
+        type=kind,
+        user_id=user,
+        track_id=track,
+        occurred_at=now(),
+        listened_ms=25_000 if kind is not InteractionType.SKIP else 4_000,
+        track_duration_ms=30_000,
+    )
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    qs = statistics.quantiles(values, n=20, method="inclusive") if len(values) > 1 else values * 19
+    return {"n": len(values), "median_s": statistics.median(values), "p95_s": qs[18]}
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    catalog: list[CatalogTrack],
+    dim: int,
+    echo: Callable[[str], None],
+    listeners: int = 4,
+    plays_each: int = 4,
+) -> dict[str, Any]:
+    """Upload, listen, print; returns the latencies measured (also written to run_dir)."""
+    bus = Bus(settings)
+    try:
+        echo(f"uploading {len(catalog)} tracks ...")
+        sent = upload_all(bus, catalog)
+        seen = wait_searchable(settings, list(sent), dim, timeout_s=300)
+        upload_lat = [seen[t] - sent[t] for t in seen]
+        echo(f"{len(seen)}/{len(sent)} tracks searchable in Milvus")
+        by_genre: dict[str, list[CatalogTrack]] = {}
+        for tr in catalog:
+            by_genre.setdefault(tr.genre or tr.artist_id, []).append(tr)
+        groups = list(by_genre.values())
+        rng = np.random.default_rng(1)
+        event_lat: list[float] = []
+        pending: dict[str, float] = {}
+        for step in range(plays_each):
+            for u in range(listeners):
+                user = f"listener-{u}"
+                taste = groups[u % len(groups)]
+                other = groups[(u + 1) % len(groups)]
+                kind = InteractionType.SKIP if step == plays_each - 1 else InteractionType.PLAY
+                pool = other if kind is InteractionType.SKIP else taste
+                track = pool[int(rng.integers(0, len(pool)))].track_id
+                ev = interaction(user, track, kind)
+                bus.send(settings.interactions_topic, user, ev.model_dump_json().encode())
+                pending[ev.event_id] = time.time()
+                echo(f"  {user} {kind.value}s {track}")
+            bus.flush()
+            for rec in _collect(bus, pending, timeout_s=30):
+                event_lat.append(time.time() - pending.pop(rec.source_event_id or "", time.time()))
+                echo(
+                    f"→ {rec.user_id}: "
+                    + "; ".join(f"{i.track_id} ({i.score:.2f}, {i.reason})" for i in rec.items[:5])
+                )
+        result = {
+            "tracks": len(catalog),
+            "upload_to_searchable": percentiles(upload_lat),
+            "event_to_recommendation": percentiles(event_lat),
+        }
+        out = settings.run_dir / "demo-latency.json"
+        out.write_text(json.dumps(result, indent=2))
+        echo(json.dumps(result, indent=2))
+        return result
+    finally:
+        bus.close()
+
+
+def _collect(bus: Bus, pending: dict[str, float], *, timeout_s: float) -> list[Recommendation]:
+    """Recommendations answering the pending events (stop when all answered)."""
+    got: list[Recommendation] = []
+    want = set(pending)
+    for rec in bus.recommendations(timeout_s):
+        if rec.source_event_id in want:
+            got.append(rec)
+            want.discard(rec.source_event_id)
+        if not want:
+            break
+    return got

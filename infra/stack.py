@@ -1,0 +1,268 @@
+"""The embedded stack: Tansu, Milvus Lite, Triton (pytriton) and Faust workers on loopback.
+
+Every component here is the real thing, started as a child process; anything
+whose address is already set in the settings (a production Kafka, Triton or
+Milvus) is used as it is instead. The addresses in use are written to
+``<run_dir>/stack.json`` so producers, tests and the demo can find them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from infra.milvus_lite import MilvusLiteServer
+from infra.procs import StartupError, free_port, stop_process, wait_until
+from infra.tansu import TansuBroker
+from infra.topics import ensure_topics
+from infra.triton_proc import TritonProcess
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as RESONATE_* variables, to hand them to a child process."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if isinstance(value, list | tuple):
+            env[f"RESONATE_{name.upper()}"] = json.dumps([str(v) for v in value])
+        else:
+            env[f"RESONATE_{name.upper()}"] = str(value)
+    return env
+
+
+def ensure_weights(path: Path) -> Path:
+    """Convert MusiCNN's TensorFlow checkpoint (from the musicnn wheel) once."""
+    if not path.is_file():
+        from models.convert_musicnn import convert
+
+        log.info("converting MusiCNN weights to %s", path)
+        convert(path)
+    return path
+
+
+@dataclass
+class WorkerProc:
+    """A Faust worker child process and where it reports."""
+
+    index: int
+    metrics_port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=2) as resp:
+            return str(resp.read().decode())
+
+    def is_ready(self) -> bool:
+        return "resonate_worker_ready 1.0" in self.metrics_text()
+
+
+class EmbeddedStack:
+    """Start what the settings leave empty, then the workers; stop all on exit."""
+
+    def __init__(self, *, settings: Settings, startup_timeout_s: float = 240.0) -> None:
+        self.base = settings
+        self.startup_timeout_s = startup_timeout_s
+        self.run_dir = settings.run_dir.resolve()
+        self.log_dir = self.run_dir / "logs"
+        self.settings = settings  # resolved addresses once started
+        self.workers: list[WorkerProc] = []
+        self.triton_metrics_url = ""
+        self._stack = ExitStack()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def __enter__(self) -> EmbeddedStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        s = self.base
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        weights = ensure_weights(s.weights_path.resolve())
+        t0 = time.monotonic()
+        starters: dict[str, Any] = {}
+        if not s.kafka_bootstrap:
+            starters["kafka"] = TansuBroker(
+                host=s.host, port=s.kafka_port, log_path=self.log_dir / "tansu.log"
+            )
+        if not s.milvus_uri:
+            starters["milvus"] = MilvusLiteServer(
+                db_path=self.run_dir / "milvus" / "resonate.db",
+                host=s.host,
+                port=s.milvus_port,
+                log_path=self.log_dir / "milvus.log",
+            )
+        if not s.triton_url:
+            starters["triton"] = TritonProcess(
+                weights_path=weights,
+                model_name=s.triton_model,
+                host=s.host,
+                http_port=s.triton_http_port or free_port(s.host),
+                grpc_port=s.triton_grpc_port or free_port(s.host),
+                metrics_port=s.triton_metrics_port or free_port(s.host),
+                log_path=self.log_dir / "triton.log",
+            )
+        # The three start independently; Triton's model load dominates, so overlap them.
+        with ThreadPoolExecutor(max(1, len(starters))) as pool:
+            futures = {
+                name: pool.submit(self._stack.enter_context, c) for name, c in starters.items()
+            }
+            for name, fut in futures.items():
+                fut.result()
+                log.info("%s ready", name)
+        update: dict[str, Any] = {}
+        if "kafka" in starters:
+            update["kafka_bootstrap"] = starters["kafka"].bootstrap
+        if "milvus" in starters:
+            update["milvus_uri"] = starters["milvus"].uri
+        if "triton" in starters:
+            update["triton_url"] = starters["triton"].url
+            self.triton_metrics_url = starters["triton"].metrics_url
+        self.settings = s.model_copy(update=update)
+        r = self.settings
+        ensure_topics(
+            r.kafka_bootstrap,
+            [
+                r.topic(r.interactions_topic),
+                r.topic(r.uploads_topic),
+                r.topic(r.recommendations_topic),
+            ],
+            partitions=r.partitions,
+            timeout_s=r.timeout_s,
+        )
+        for i in range(r.workers):
+            self.start_worker(i)
+        self.wait_workers_ready()
+        self.write_state()
+        log.info("embedded stack up in %.1f s", time.monotonic() - t0)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            self.stop_worker(w.index)
+        self._stack.close()
+        state = self.run_dir / "stack.json"
+        state.unlink(missing_ok=True)
+
+    # --- workers ---------------------------------------------------------------------
+
+    def start_worker(self, index: int) -> WorkerProc:
+        """Start (or restart) worker ``index`` as a child process."""
+        existing = next((w for w in self.workers if w.index == index), None)
+        port = (
+            existing.metrics_port
+            if existing
+            else (self.settings.metrics_port + index if self.settings.metrics_port else free_port())
+        )
+        w = existing or WorkerProc(
+            index=index, metrics_port=port, log_path=self.log_dir / f"worker-{index}.log"
+        )
+        env = {
+            **os.environ,
+            **settings_env(self.settings.model_copy(update={"metrics_port": port})),
+        }
+        w._log = w.log_path.open("ab")
+        w.proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "worker"],
+            stdout=w._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+        )
+        if existing is None:
+            self.workers.append(w)
+        return w
+
+    def stop_worker(self, index: int, *, kill: bool = False) -> None:
+        """Stop worker ``index``: SIGTERM (graceful) or SIGKILL (a crash)."""
+        w = self.workers[index]
+        if w.proc is not None:
+            if kill:
+                w.proc.kill()
+                w.proc.wait(timeout=10)
+            else:
+                stop_process(w.proc, name=f"worker-{index}", timeout_s=20)
+            w.proc = None
+        if w._log is not None:
+            w._log.close()
+            w._log = None
+
+    def wait_workers_ready(self, timeout_s: float | None = None) -> None:
+        for w in self.workers:
+            if w.proc is None:
+                continue
+            try:
+                wait_until(
+                    w.is_ready,
+                    what=f"worker-{w.index}",
+                    timeout_s=timeout_s or self.startup_timeout_s,
+                    proc=w.proc,
+                    interval_s=0.5,
+                )
+            except StartupError as exc:
+                tail = "\n".join(w.log_path.read_text(errors="replace").splitlines()[-40:])
+                raise StartupError(f"{exc}\n--- {w.log_path} (tail) ---\n{tail}") from exc
+
+    # --- state file ------------------------------------------------------------------
+
+    def write_state(self) -> Path:
+        r = self.settings
+        state = {
+            "kafka_bootstrap": r.kafka_bootstrap,
+            "triton_url": r.triton_url,
+            "triton_metrics_url": self.triton_metrics_url,
+            "milvus_uri": r.milvus_uri,
+            "topic_prefix": r.topic_prefix,
+            "topics": {
+                "interactions": r.topic(r.interactions_topic),
+                "uploads": r.topic(r.uploads_topic),
+                "recommendations": r.topic(r.recommendations_topic),
+            },
+            "worker_metrics": [w.metrics_url for w in self.workers],
+            "pid": os.getpid(),
+        }
+        path = self.run_dir / "stack.json"
+        path.write_text(json.dumps(state, indent=2))
+        return path
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """The addresses a running `resonate up` wrote."""
+    path = run_dir / "stack.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is `resonate up` running?")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data

@@ -1,0 +1,1 @@
+"""Torch modules, the audio front end, training and evaluation."""

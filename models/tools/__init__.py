@@ -1,0 +1,1 @@
+"""Offline helper scripts for model conversion and test fixtures."""

@@ -1,0 +1,1 @@
+"""Pure data models: the public event contract and the settings object."""

@@ -1,0 +1,97 @@
+"""The public event contract: what platforms publish and what consumer apps read.
+
+JSON on the wire, UTF-8. Interactions and recommendations are keyed by
+``user_id``, uploads by ``track_id``. Fields may be added later; none may be
+renamed. ``resonate schemas`` writes the JSON Schemas of these models.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+
+class _Event(BaseModel):
+    # Frozen: events are facts. extra="ignore": producers may already send fields
+    # a later version of this contract adds, and that must not fail validation.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class InteractionType(StrEnum):
+    """What the listener did with a track."""
+
+    PLAY = "play"
+    SKIP = "skip"
+    LIKE = "like"
+
+
+class Interaction(_Event):
+    """A listener played, skipped or liked a track (topic ``interactions``)."""
+
+    event_id: Id = Field(
+        description="Unique id of this event; replays with the same id count once."
+    )
+    type: InteractionType = Field(description="play, skip or like.")
+    user_id: Id = Field(description="Listener id; the Kafka message key.")
+    track_id: Id = Field(description="Track id.")
+    occurred_at: AwareDatetime = Field(description="When it happened (RFC 3339, with offset).")
+    listened_ms: int | None = Field(
+        default=None, ge=0, description="How long the track was listened to, in ms."
+    )
+    track_duration_ms: int | None = Field(
+        default=None, ge=0, description="Full track duration in ms, if known."
+    )
+
+
+class TrackUpload(_Event):
+    """A new track was uploaded (topic ``track-uploads``)."""
+
+    event_id: Id = Field(description="Unique id of this event.")
+    track_id: Id = Field(description="Track id; the Kafka message key.")
+    audio_uri: str = Field(
+        min_length=1,
+        description="file:// under an allowed audio root, or http(s):// on an allowed host.",
+    )
+    title: str | None = Field(default=None, description="Track title.")
+    artist_id: str | None = Field(default=None, description="Artist id (diversity rule).")
+    genre: str | None = Field(default=None, description="Genre label given by the platform.")
+    release_date: date | None = Field(default=None, description="Release date (YYYY-MM-DD).")
+    uploaded_at: AwareDatetime = Field(description="When it was uploaded (RFC 3339).")
+
+
+class RecommendedItem(_Event):
+    """One recommended track with its score and a human-readable reason."""
+
+    track_id: str = Field(description="Recommended track.")
+    score: float = Field(description="Fused score; higher is better; comparable within a list.")
+    reason: str = Field(description="Short explanation shown to the listener.")
+
+
+class Recommendation(_Event):
+    """A refreshed top-K list for one listener (topic ``recommendations``)."""
+
+    user_id: str = Field(description="Listener id; the Kafka message key.")
+    generated_at: datetime = Field(description="When the list was computed (UTC).")
+    source_event_id: str | None = Field(
+        default=None, description="The interaction that triggered this refresh, if any."
+    )
+    model_version: str = Field(description="Version of the models that produced the list.")
+    items: list[RecommendedItem] = Field(description="Top-K items, best first.")
+
+
+#: topic role -> model, for `resonate schemas` and the codec.
+PUBLIC_EVENTS: dict[str, type[BaseModel]] = {
+    "interactions": Interaction,
+    "track-uploads": TrackUpload,
+    "recommendations": Recommendation,
+}
+
+
+def json_schemas() -> dict[str, dict[str, object]]:
+    """JSON Schema (draft 2020-12, as pydantic emits it) of every public event."""
+    return {name: model.model_json_schema() for name, model in PUBLIC_EVENTS.items()}

@@ -1,0 +1,1 @@
+"""Clients of the serving components: Triton (audio encoder) and Milvus (track vectors)."""

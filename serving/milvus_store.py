@@ -1,0 +1,483 @@
+"""Track vectors and metadata in Milvus: the store behind audio k-NN and cold start.
+
+``TrackStore`` wraps ``pymilvus.MilvusClient`` with the one schema Resonate uses, so the
+rest of the code never sees Milvus types or exceptions. The same class talks to the
+embedded Milvus Lite (FLAT / IVF_FLAT / AUTOINDEX only) and to a Milvus server (HNSW too);
+only ``uri`` and ``index_type`` change.
+
+Visibility: the collection is created with ``consistency_level="Strong"`` and every read
+passes it explicitly, so a row is searchable as soon as ``upsert`` returns -- no ``flush``
+(which seals segments and is slow) is needed. Measured on milvus-lite 2.5.1: an upserted
+row is found by the very next search, and Lite showed this with every consistency level
+(it is one process with no time-tick lag). On a Milvus server the default "Bounded" level
+may hide writes for up to ``common.gracefulTime`` (5 s by default), hence "Strong".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Milvus rejects a search or query asking for more than this many results.
+MAX_LIMIT = 16_384
+# An exclusion list longer than this is honoured by over-fetching instead of a filter
+# expression, to keep the expression (parsed on every search) small.
+_MAX_FILTER_IDS = 2_000
+_CONSISTENCY = "Strong"
+
+_META_FIELDS = [
+    "track_id",
+    "artist_id",
+    "genre",
+    "release_date",
+    "uploaded_at",
+    "top_tags",
+    "model_version",
+]
+_HIT_FIELDS = ["artist_id", "genre", "top_tags", "uploaded_at"]
+
+
+class MilvusError(RuntimeError):
+    """A Milvus call failed (bad request, server-side error, schema mismatch)."""
+
+
+class MilvusUnavailable(MilvusError):
+    """Milvus cannot be reached (not started, crashed, network down, timed out)."""
+
+
+@dataclass(frozen=True, eq=False)
+class TrackRow:
+    """One track as stored: its audio embedding and the metadata recommendations need.
+
+    ``eq=False`` because the embedding is an array (``==`` on arrays is element-wise).
+    """
+
+    track_id: str
+    embedding: npt.NDArray[np.float32] | Sequence[float]
+    artist_id: str
+    genre: str
+    release_date: str  # ISO date "YYYY-MM-DD" or "" when unknown
+    uploaded_at_ms: int  # unix milliseconds
+    top_tags: tuple[str, ...]
+    model_version: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search or recency result. ``score`` is the cosine similarity (higher is closer);
+    ``recent()`` results have ``score`` 0.0 since there is no query vector."""
+
+    track_id: str
+    score: float
+    artist_id: str
+    genre: str
+    top_tags: tuple[str, ...]
+    uploaded_at_ms: int
+
+
+def _split_tags(value: str) -> tuple[str, ...]:
+    return tuple(t for t in value.split(",") if t)
+
+
+def _id_list(ids: Iterable[str]) -> str:
+    # JSON string literals are valid Milvus string literals (double quotes, backslash
+    # escapes), so arbitrary ids cannot break out of the expression.
+    return "[" + ",".join(json.dumps(i) for i in ids) + "]"
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    from pymilvus.exceptions import ConnectionNotExistException, MilvusUnavailableException
+
+    if isinstance(exc, MilvusUnavailableException | ConnectionNotExistException):
+        return True
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover - pymilvus depends on grpc
+        return False
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    text = str(exc).lower()
+    return any(
+        s in text
+        for s in ("unavailable", "fail connecting", "deadline exceeded", "connection refused")
+    )
+
+
+class TrackStore:
+    """Client of the track collection; use as a context manager.
+
+    Thread safety: the wrapper may be used from one thread at a time; an internal lock
+    serialises calls, so the Faust agents can share one instance through a thread
+    executor without interleaving requests. Create one per process (not per call):
+    entering it opens a gRPC channel and waits for the server.
+    """
+
+    def __init__(
+        self,
+        *,
+        uri: str,
+        collection: str,
+        dim: int,
+        timeout_s: float = 30.0,
+        index_type: str = "FLAT",
+        metric: str = "COSINE",
+        nlist: int = 1024,
+        nprobe: int = 32,
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 200,
+        hnsw_ef: int = 128,
+    ) -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        index_type = index_type.upper()
+        if index_type not in {"FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"}:
+            raise ValueError(f"unsupported index_type {index_type!r}")
+        self.uri = uri
+        self.collection = collection
+        self.dim = dim
+        self.timeout_s = timeout_s
+        self.index_type = index_type
+        self.metric = metric.upper()
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
+        self.hnsw_ef = hnsw_ef
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def open(self) -> TrackStore:
+        """Connect, waiting up to ``timeout_s`` for the server to answer."""
+        from pymilvus import MilvusClient
+
+        deadline = time.monotonic() + self.timeout_s
+        last: BaseException | None = None
+        while True:
+            client: Any = None
+            # Short attempts, bounded by what is left, so a dead server fails near timeout_s.
+            attempt_s = min(5.0, max(0.5, deadline - time.monotonic()))
+            try:
+                client = MilvusClient(uri=self.uri, timeout=attempt_s)
+                client.list_collections(timeout=attempt_s)
+                self._client = client
+                return self
+            except Exception as exc:  # the server may still be booting: retry until deadline
+                last = exc
+                if client is not None:
+                    client.close()
+            if time.monotonic() >= deadline:
+                raise MilvusUnavailable(
+                    f"Milvus at {self.uri} not reachable within {self.timeout_s:.0f} s: {last}"
+                ) from last
+            time.sleep(0.3)
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def __enter__(self) -> TrackStore:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(client)`` under the lock, translating pymilvus errors into ours."""
+        with self._lock:
+            if self._client is None:
+                raise MilvusError("TrackStore is not open (use it as a context manager)")
+            try:
+                return fn(self._client)
+            except MilvusError:
+                raise
+            except Exception as exc:
+                kind = MilvusUnavailable if _is_unavailable(exc) else MilvusError
+                raise kind(f"Milvus {what} on {self.collection!r} failed: {exc}") from exc
+
+    # --- schema ----------------------------------------------------------------------
+
+    def _index_params(self, client: Any) -> Any:
+        params = client.prepare_index_params()
+        extra: dict[str, Any] = {}
+        if self.index_type == "IVF_FLAT":
+            extra = {"nlist": self.nlist}
+        elif self.index_type == "HNSW":
+            extra = {"M": self.hnsw_m, "efConstruction": self.hnsw_ef_construction}
+        params.add_index(
+            field_name="embedding",
+            index_type=self.index_type,
+            metric_type=self.metric,
+            params=extra,
+        )
+        return params
+
+    def _search_params(self, k: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"metric_type": self.metric}
+        if self.index_type == "IVF_FLAT":
+            params["params"] = {"nprobe": self.nprobe}
+        elif self.index_type == "HNSW":
+            params["params"] = {"ef": max(self.hnsw_ef, k)}  # HNSW needs ef >= k
+        return params
+
+    def ensure_collection(self) -> None:
+        """Create the collection with index if missing (idempotent), then load it."""
+        from pymilvus import DataType, MilvusClient
+
+        def run(client: Any) -> None:
+            if client.has_collection(self.collection, timeout=self.timeout_s):
+                self._check_dim(client)
+            else:
+                schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+                schema.add_field("track_id", DataType.VARCHAR, is_primary=True, max_length=128)
+                schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
+                schema.add_field("artist_id", DataType.VARCHAR, max_length=128)
+                schema.add_field("genre", DataType.VARCHAR, max_length=128)
+                schema.add_field("release_date", DataType.VARCHAR, max_length=32)
+                schema.add_field("uploaded_at", DataType.INT64)
+                schema.add_field("top_tags", DataType.VARCHAR, max_length=1024)
+                schema.add_field("model_version", DataType.VARCHAR, max_length=128)
+                log.info(
+                    "creating Milvus collection %r (dim %d, %s/%s)",
+                    self.collection,
+                    self.dim,
+                    self.index_type,
+                    self.metric,
+                )
+                client.create_collection(
+                    self.collection,
+                    schema=schema,
+                    index_params=self._index_params(client),
+                    consistency_level=_CONSISTENCY,
+                    timeout=self.timeout_s,
+                )
+            client.load_collection(self.collection, timeout=self.timeout_s)
+
+        self._call("ensure_collection", run)
+
+    def _check_dim(self, client: Any) -> None:
+        info = client.describe_collection(self.collection, timeout=self.timeout_s)
+        for f in info.get("fields", []):
+            if f.get("name") == "embedding":
+                dim = int(f.get("params", {}).get("dim", -1))
+                if dim != self.dim:
+                    raise MilvusError(
+                        f"collection {self.collection!r} stores dim {dim}, expected {self.dim}"
+                    )
+                return
+        raise MilvusError(f"collection {self.collection!r} has no 'embedding' field")
+
+    def drop(self) -> None:
+        """Drop the collection if it exists (tests, re-indexing)."""
+        self._call(
+            "drop",
+            lambda c: c.drop_collection(self.collection, timeout=self.timeout_s),
+        )
+
+    # --- writes ----------------------------------------------------------------------
+
+    def _to_entity(self, row: TrackRow) -> dict[str, Any]:
+        vec = np.asarray(row.embedding, dtype=np.float32).reshape(-1)
+        if vec.shape[0] != self.dim:
+            raise ValueError(f"{row.track_id}: embedding has dim {vec.shape[0]}, not {self.dim}")
+        if not np.all(np.isfinite(vec)) or not np.any(vec):
+            # A zero or NaN vector has no cosine similarity and would poison search results.
+            raise ValueError(f"{row.track_id}: embedding is zero or not finite")
+        for tag in row.top_tags:
+            if "," in tag:
+                raise ValueError(f"{row.track_id}: tag {tag!r} contains a comma")
+        return {
+            "track_id": row.track_id,
+            "embedding": vec.tolist(),
+            "artist_id": row.artist_id,
+            "genre": row.genre,
+            "release_date": row.release_date,
+            "uploaded_at": int(row.uploaded_at_ms),
+            "top_tags": ",".join(row.top_tags),
+            "model_version": row.model_version,
+        }
+
+    def upsert(self, rows: Sequence[TrackRow]) -> int:
+        """Insert or replace rows by ``track_id``; searchable as soon as this returns."""
+        if not rows:
+            return 0
+        # Last one wins inside a batch, as it would across batches.
+        entities = list({r.track_id: self._to_entity(r) for r in rows}.values())
+        self._call(
+            "upsert",
+            lambda c: c.upsert(self.collection, entities, timeout=self.timeout_s),
+        )
+        return len(entities)
+
+    def delete(self, track_ids: Collection[str]) -> None:
+        """Remove tracks by id (missing ids are ignored)."""
+        if not track_ids:
+            return
+        ids = list(track_ids)
+        self._call(
+            "delete",
+            lambda c: c.delete(self.collection, ids=ids, timeout=self.timeout_s),
+        )
+
+    # --- reads -----------------------------------------------------------------------
+
+    def get(self, track_ids: Collection[str]) -> dict[str, TrackRow]:
+        """Rows (with vectors) of the ids that exist; missing ids are absent."""
+        if not track_ids:
+            return {}
+        ids = list(dict.fromkeys(track_ids))
+        res = self._call(
+            "get",
+            lambda c: c.get(
+                self.collection,
+                ids=ids,
+                output_fields=[*_META_FIELDS, "embedding"],
+                timeout=self.timeout_s,
+                consistency_level=_CONSISTENCY,
+            ),
+        )
+        out: dict[str, TrackRow] = {}
+        for r in res:
+            out[r["track_id"]] = TrackRow(
+                track_id=r["track_id"],
+                embedding=np.asarray(r["embedding"], dtype=np.float32),
+                artist_id=r["artist_id"],
+                genre=r["genre"],
+                release_date=r["release_date"],
+                uploaded_at_ms=int(r["uploaded_at"]),
+                top_tags=_split_tags(r["top_tags"]),
+                model_version=r["model_version"],
+            )
+        return out
+
+    def search(
+        self,
+        vector: npt.NDArray[np.float32] | Sequence[float],
+        *,
+        k: int,
+        exclude: Collection[str] = (),
+    ) -> list[Hit]:
+        """The ``k`` nearest tracks by cosine similarity, best first, none of ``exclude``.
+
+        Short exclusion lists become a ``track_id not in [...]`` filter (exact: Milvus
+        pre-filters); very long ones are honoured by over-fetching and dropping.
+        """
+        if k < 1:
+            return []
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vec.shape[0] != self.dim:
+            raise ValueError(f"query vector has dim {vec.shape[0]}, not {self.dim}")
+        excluded = set(exclude)
+        expr = ""
+        limit = k
+        if excluded and len(excluded) <= _MAX_FILTER_IDS:
+            expr = f"track_id not in {_id_list(sorted(excluded))}"
+        elif excluded:
+            limit = k + len(excluded)
+        limit = min(limit, MAX_LIMIT)
+        res = self._call(
+            "search",
+            lambda c: c.search(
+                self.collection,
+                data=[vec.tolist()],
+                filter=expr,
+                limit=limit,
+                output_fields=_HIT_FIELDS,
+                search_params=self._search_params(limit),
+                anns_field="embedding",
+                timeout=self.timeout_s,
+                consistency_level=_CONSISTENCY,
+            ),
+        )
+        hits: list[Hit] = []
+        for r in res[0] if res else []:
+            tid = str(r.get("id", r.get("track_id")))
+            if tid in excluded:
+                continue
+            ent = r.get("entity", r)
+            hits.append(
+                Hit(
+                    track_id=tid,
+                    score=float(r["distance"]),
+                    artist_id=ent["artist_id"],
+                    genre=ent["genre"],
+                    top_tags=_split_tags(ent["top_tags"]),
+                    uploaded_at_ms=int(ent["uploaded_at"]),
+                )
+            )
+            if len(hits) == k:
+                break
+        return hits
+
+    def recent(self, since_ms: int, limit: int) -> list[Hit]:
+        """Tracks uploaded at or after ``since_ms``, newest first (cold-start candidates).
+
+        Milvus queries cannot sort, so this fetches up to ``MAX_LIMIT`` matches and sorts
+        here; keep ``since_ms`` recent enough that the window holds fewer uploads.
+        """
+        if limit < 1:
+            return []
+        res = self._call(
+            "recent",
+            lambda c: c.query(
+                self.collection,
+                filter=f"uploaded_at >= {int(since_ms)}",
+                output_fields=["track_id", *_HIT_FIELDS],
+                limit=MAX_LIMIT,
+                timeout=self.timeout_s,
+                consistency_level=_CONSISTENCY,
+            ),
+        )
+        if len(res) >= MAX_LIMIT:
+            log.warning(
+                "recent(): more than %d uploads since %d; result truncated", MAX_LIMIT, since_ms
+            )
+        res.sort(key=lambda r: (-int(r["uploaded_at"]), r["track_id"]))
+        return [
+            Hit(
+                track_id=r["track_id"],
+                score=0.0,
+                artist_id=r["artist_id"],
+                genre=r["genre"],
+                top_tags=_split_tags(r["top_tags"]),
+                uploaded_at_ms=int(r["uploaded_at"]),
+            )
+            for r in res[:limit]
+        ]
+
+    def count(self) -> int:
+        """Number of live rows (replaced and deleted rows are not counted)."""
+        res = self._call(
+            "count",
+            lambda c: c.query(
+                self.collection,
+                filter="",
+                output_fields=["count(*)"],
+                timeout=self.timeout_s,
+                consistency_level=_CONSISTENCY,
+            ),
+        )
+        return int(res[0]["count(*)"]) if res else 0

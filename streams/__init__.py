@@ -1,0 +1,1 @@
+"""Faust agents: thin I/O loops around the pure functions next to them."""

@@ -1,0 +1,198 @@
+"""Fusion ranking: user vector, candidate scoring, diversity and reasons (pure).
+
+The fusion agent gathers the inputs (user state, audio neighbours from Milvus,
+co-play and popularity stats from the track table) and calls :func:`rank`.
+Following DMM-HyRec's serving design, the user vector is recomputed per request
+and an ANN search over precomputed track embeddings gives the audio candidates;
+the collaborative signal is learnt online from co-plays within sessions, and
+popularity covers listeners with no usable history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas.events import InteractionType, RecommendedItem
+from streams.state import HistoryItem
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """How the signals are mixed; each component is scaled to [0, 1] first."""
+
+    audio: float = 0.6  # similarity of the track's audio to the listener's taste
+    collab: float = 0.3  # co-played with the listener's recent tracks
+    popularity: float = 0.1  # plays net of skips, across all listeners
+    fresh: float = 0.05  # bonus for a track uploaded recently (item cold start)
+    recency_decay: float = 0.85  # weight of the n-th most recent event is decay**n
+    like_boost: float = 2.0  # a like counts this many plays in the user vector
+    skip_weight: float = 0.5  # how hard skipped audio pushes the user vector away
+    fresh_window_ms: int = 24 * 3600 * 1000  # "recent" upload window
+
+
+DEFAULT_WEIGHTS = FusionWeights()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A track that one of the sources proposed, with what each source said."""
+
+    track_id: str
+    artist_id: str | None = None
+    audio: float = 0.0  # raw cosine similarity to the user vector
+    collab: float = 0.0  # weighted co-play count
+    popularity: float = 0.0  # plays net of skips
+    fresh: bool = False
+    similar_to: str | None = None  # played track whose audio is closest (audio reason)
+    coplayed_with: str | None = None  # played track it was co-played with (collab reason)
+
+
+def _unit(v: np.ndarray) -> np.ndarray | None:
+    n = float(np.linalg.norm(v))
+    return None if n == 0.0 or not np.isfinite(n) else v / n
+
+
+def recency_weights(n: int, decay: float) -> np.ndarray:
+    """Weights for n events oldest first: the newest gets 1, the one before decay, ..."""
+    return np.asarray(decay ** np.arange(n - 1, -1, -1), dtype=np.float64)
+
+
+def user_vector(
+    recent: Sequence[HistoryItem],
+    embeddings: Mapping[str, np.ndarray],
+    w: FusionWeights = DEFAULT_WEIGHTS,
+) -> np.ndarray | None:
+    """Recency-weighted taste vector; skips pull it away. None without any played audio."""
+    if not recent:
+        return None
+    weights = recency_weights(len(recent), w.recency_decay)
+    pos: np.ndarray | None = None
+    neg: np.ndarray | None = None
+    for h, wt in zip(recent, weights, strict=True):
+        e = embeddings.get(h.track_id)
+        if e is None:
+            continue
+        e = np.asarray(e, dtype=np.float64)
+        if h.type is InteractionType.SKIP:
+            neg = wt * e if neg is None else neg + wt * e
+        else:
+            k = wt * (w.like_boost if h.type is InteractionType.LIKE else 1.0)
+            pos = k * e if pos is None else pos + k * e
+    if pos is None:
+        return None
+    u = _unit(pos)
+    if u is None:
+        return None
+    if neg is not None and (nu := _unit(neg)) is not None:
+        u = _unit(u - w.skip_weight * nu)
+    return None if u is None else u.astype(np.float32)
+
+
+def collab_scores(
+    recent: Sequence[HistoryItem],
+    coplays: Mapping[str, Mapping[str, int]],
+    w: FusionWeights = DEFAULT_WEIGHTS,
+) -> dict[str, tuple[float, str]]:
+    """Candidate -> (recency-weighted co-play count, strongest history track)."""
+    out: dict[str, tuple[float, str]] = {}
+    weights = recency_weights(len(recent), w.recency_decay)
+    for h, wt in zip(recent, weights, strict=True):
+        if h.type is InteractionType.SKIP:
+            continue
+        for other, cnt in coplays.get(h.track_id, {}).items():
+            s = wt * cnt
+            prev = out.get(other)
+            if prev is None:
+                out[other] = (s, h.track_id)
+            else:
+                out[other] = (prev[0] + s, prev[1] if prev[0] >= s else h.track_id)
+    return out
+
+
+def _scaled(values: Sequence[float]) -> list[float]:
+    """Scale to [0, 1] by the maximum; an all-zero list stays zero."""
+    m = max(values, default=0.0)
+    return [v / m if m > 0 else 0.0 for v in values]
+
+
+def _reason(c: Candidate, parts: dict[str, float], titles: Mapping[str, str]) -> str:
+    def name(t: str | None) -> str:
+        return titles.get(t or "", t or "a track you played")
+
+    best = max(parts, key=lambda p: parts[p])
+    if parts[best] <= 0:
+        return "new upload" if c.fresh else "popular on Resonate"
+    if best == "audio":
+        return f"sounds like {name(c.similar_to)}, which you played"
+    if best == "collab":
+        return f"listeners who played {name(c.coplayed_with)} also played this"
+    if best == "fresh":
+        return "new upload that matches your taste"
+    return "popular on Resonate right now"
+
+
+def rank(
+    candidates: Sequence[Candidate],
+    *,
+    exclude: set[str],
+    k: int,
+    max_per_artist: int,
+    w: FusionWeights = DEFAULT_WEIGHTS,
+    titles: Mapping[str, str] | None = None,
+) -> list[RecommendedItem]:
+    """Fuse, drop heard tracks, apply the per-artist cap and explain each item."""
+    merged: dict[str, Candidate] = {}
+    for c in candidates:
+        if c.track_id in exclude:
+            continue
+        prev = merged.get(c.track_id)
+        merged[c.track_id] = c if prev is None else _merge(prev, c)
+    pool = list(merged.values())
+    if not pool:
+        return []
+    audio = _scaled([max(0.0, c.audio) for c in pool])
+    collab = _scaled([c.collab for c in pool])
+    pop = _scaled([c.popularity for c in pool])
+    scored = []
+    for c, a, co, p in zip(pool, audio, collab, pop, strict=True):
+        parts = {
+            "audio": w.audio * a,
+            "collab": w.collab * co,
+            "popularity": w.popularity * p,
+            "fresh": w.fresh * float(c.fresh),
+        }
+        scored.append((sum(parts.values()), c, parts))
+    # Ties (e.g. cold users with equal popularity) break on track id: deterministic output.
+    scored.sort(key=lambda s: (-s[0], s[1].track_id))
+    out: list[RecommendedItem] = []
+    per_artist: dict[str, int] = {}
+    for score, c, parts in scored:
+        if c.artist_id:
+            if per_artist.get(c.artist_id, 0) >= max_per_artist:
+                continue
+            per_artist[c.artist_id] = per_artist.get(c.artist_id, 0) + 1
+        out.append(
+            RecommendedItem(
+                track_id=c.track_id, score=round(score, 6), reason=_reason(c, parts, titles or {})
+            )
+        )
+        if len(out) == k:
+            break
+    return out
+
+
+def _merge(a: Candidate, b: Candidate) -> Candidate:
+    """One track proposed by several sources: keep the strongest value of each."""
+    return Candidate(
+        track_id=a.track_id,
+        artist_id=a.artist_id or b.artist_id,
+        audio=max(a.audio, b.audio),
+        collab=max(a.collab, b.collab),
+        popularity=max(a.popularity, b.popularity),
+        fresh=a.fresh or b.fresh,
+        similar_to=a.similar_to or b.similar_to,
+        coplayed_with=a.coplayed_with or b.coplayed_with,
+    )

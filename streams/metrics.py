@@ -1,0 +1,68 @@
+"""Prometheus metrics of a worker, on a registry of its own (no module-level globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Seconds buckets spanning a fast in-memory hop (ms) to a slow cold upload (tens of s).
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """All collectors one worker exposes; build one per process and pass it down."""
+
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "resonate_events_total",
+            "Events consumed, by topic and outcome (ok, invalid, duplicate, rejected, error).",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.upload_to_searchable = Histogram(
+            "resonate_upload_to_searchable_seconds",
+            "From an upload's uploaded_at to its vector being searchable in Milvus.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_to_recommendation = Histogram(
+            "resonate_event_to_recommendation_seconds",
+            "From an interaction's occurred_at to its refreshed recommendations being sent.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.triton_seconds = Histogram(
+            "resonate_triton_call_seconds",
+            "Triton audio-encoder calls (one batch of uploads).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.milvus_seconds = Histogram(
+            "resonate_milvus_call_seconds",
+            "Milvus calls by operation.",
+            ["op"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.table_size = Gauge(
+            "resonate_table_entries",
+            "Entries in a Faust table held by this worker.",
+            ["table"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "resonate_worker_ready",
+            "1 once the worker owns partitions and has recovered its tables.",
+            registry=r,
+        )
+        self.recommendations = Counter(
+            "resonate_recommendations_total",
+            "Recommendation lists emitted, by how the user vector was made.",
+            ["source"],
+            registry=r,
+        )
+
+    def serve(self, *, port: int, host: str = "127.0.0.1") -> None:
+        """Expose /metrics on host:port (a daemon thread)."""
+        start_http_server(port, addr=host, registry=self.registry)

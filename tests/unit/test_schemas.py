@@ -1,0 +1,105 @@
+"""The public event contract: field names, validation, JSON round trips."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.events import (
+    Interaction,
+    InteractionType,
+    Recommendation,
+    RecommendedItem,
+    TrackUpload,
+    json_schemas,
+)
+
+
+def _interaction(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "event_id": "e1",
+        "type": "play",
+        "user_id": "u1",
+        "track_id": "t1",
+        "occurred_at": "2026-11-22T10:00:00+01:00",
+        "listened_ms": 30000,
+        "track_duration_ms": 180000,
+    }
+    base.update(kw)
+    return base
+
+
+def test_interaction_parses_rfc3339_and_keeps_offset() -> None:
+    ev = Interaction.model_validate_json(json.dumps(_interaction()))
+    assert ev.type is InteractionType.PLAY
+    assert ev.occurred_at.utcoffset() is not None
+    assert ev.occurred_at.astimezone(UTC).hour == 9
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": "pause"},
+        {"user_id": ""},
+        {"occurred_at": "yesterday"},
+        {"occurred_at": "2026-11-22T10:00:00"},  # no offset: ambiguous, refused
+        {"listened_ms": -1},
+    ],
+)
+def test_interaction_rejects_contract_violations(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Interaction.model_validate(_interaction(**bad))
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    ev = Interaction.model_validate(_interaction(device="phone"))
+    assert not hasattr(ev, "device")
+
+
+def test_events_are_frozen() -> None:
+    ev = Interaction.model_validate(_interaction())
+    with pytest.raises(ValidationError):
+        ev.user_id = "other"  # type: ignore[misc]
+
+
+def test_upload_and_recommendation_round_trip() -> None:
+    up = TrackUpload.model_validate(
+        {
+            "event_id": "u1",
+            "track_id": "t9",
+            "audio_uri": "file:///music/a.ogg",
+            "release_date": "2024-05-01",
+            "uploaded_at": "2026-11-22T10:00:00Z",
+        }
+    )
+    assert TrackUpload.model_validate_json(up.model_dump_json()) == up
+    rec = Recommendation(
+        user_id="u1",
+        generated_at=datetime.now(UTC),
+        source_event_id="e1",
+        model_version="v1",
+        items=[RecommendedItem(track_id="t2", score=0.5, reason="popular")],
+    )
+    wire = json.loads(rec.model_dump_json())
+    assert set(wire) == {"user_id", "generated_at", "source_event_id", "model_version", "items"}
+    assert set(wire["items"][0]) == {"track_id", "score", "reason"}
+
+
+def test_json_schemas_cover_the_three_topics_with_descriptions() -> None:
+    schemas = json_schemas()
+    assert set(schemas) == {"interactions", "track-uploads", "recommendations"}
+    props = schemas["interactions"]["properties"]
+    assert isinstance(props, dict)
+    assert set(props) == {
+        "event_id",
+        "type",
+        "user_id",
+        "track_id",
+        "occurred_at",
+        "listened_ms",
+        "track_duration_ms",
+    }
+    assert all("description" in p for p in props.values())
