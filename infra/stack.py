@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -119,6 +120,9 @@ class EmbeddedStack:
                 host=s.host, port=s.kafka_port, log_path=self.log_dir / "tansu.log"
             )
         if not s.milvus_uri:
+            # Ephemeral like the memory-backed broker: vectors left over from an earlier
+            # run would outlive the catalog and user state that Kafka forgot.
+            shutil.rmtree(self.run_dir / "milvus", ignore_errors=True)
             starters["milvus"] = MilvusLiteServer(
                 db_path=self.run_dir / "milvus" / "resonate.db",
                 host=s.host,

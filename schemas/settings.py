@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     recommendations_topic: str = Field("recommendations", description="Refreshed top-K lists.")
     partitions: int = Field(4, description="Partitions of every topic the stack creates.")
     fetch_max_wait_ms: int = Field(
-        100, description="Longest a consumer fetch waits for data (Tansu holds fetches)."
+        25, description="Longest a consumer fetch waits for data (Tansu holds fetches)."
     )
     app_id: str = Field("resonate", description="Faust application id (consumer group).")
 
