@@ -161,7 +161,7 @@ def build_app(deps: Deps) -> faust.App:
         m.events.labels(topic=topic, outcome="invalid").inc()
         log.warning("invalid event on %s: %s (%r)", topic, ev.error, ev.raw[:200])
 
-    @app.agent(interactions)
+    @app.agent(interactions, name="on_interaction")
     async def on_interaction(stream: Any) -> None:
         """Fold an interaction into the user's state; fan out signals and a refresh."""
         async for ev in stream:
@@ -188,7 +188,7 @@ def build_app(deps: Deps) -> faust.App:
             m.events.labels(topic="interactions", outcome="ok").inc()
             m.table_size.labels(table="user-state").set(len(users))
 
-    @app.agent(signals)
+    @app.agent(signals, name="on_signal")
     async def on_signal(stream: Any) -> None:
         """Count plays, skips, co-plays and uploads per track (collaborative signal)."""
         async for sig in stream:
@@ -201,7 +201,7 @@ def build_app(deps: Deps) -> faust.App:
                 tracks[sig.track_id] = stats.model_dump(mode="json")
             m.table_size.labels(table="track-stats").set(len(tracks))
 
-    @app.agent(uploads)
+    @app.agent(uploads, name="on_upload")
     async def on_upload(stream: Any) -> None:
         """Decode, embed on Triton and upsert into Milvus, batching concurrent uploads."""
         async for batch in stream.take(s.upload_batch, within=s.upload_batch_wait_s):
@@ -214,7 +214,7 @@ def build_app(deps: Deps) -> faust.App:
             if valid:
                 await _ingest(valid, deps, lazy, signals)
 
-    @app.agent(refresh)
+    @app.agent(refresh, name="on_refresh")
     async def on_refresh(stream: Any) -> None:
         """Recompute and emit top-K for refreshed users (a burst for one user counts once)."""
         async for batch in stream.take(64, within=0.02):

@@ -1,0 +1,205 @@
+"""The Faust agents with ``agent.test_context()`` and memory tables (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+import pytest
+
+from models.convert_musicnn import MUSICNN_CARD
+from schemas.events import Interaction
+from schemas.settings import Settings
+from streams.app import Deps, RefreshRequest, build_app
+from streams.metrics import Metrics
+from streams.state import TrackSignal, UserState
+
+
+def _never() -> Any:
+    raise AssertionError("this test must not reach Milvus or Triton")
+
+
+@pytest.fixture()
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, Any]]:
+    """Captures what agents send to other topics instead of producing to a broker."""
+    out: list[tuple[str, Any, Any]] = []
+
+    async def send(self: faust.Topic, *, key: Any = None, value: Any = None, **kw: Any) -> None:
+        out.append((self.get_topic_name(), key, value))
+
+    monkeypatch.setattr(faust.Topic, "send", send)
+    return out
+
+
+@pytest.fixture()
+def app() -> Iterator[faust.App]:
+    metrics = Metrics()
+    deps = Deps(
+        settings=Settings(kafka_bootstrap="localhost:1", topic_prefix="unit-", seq_len=3),
+        card=MUSICNN_CARD,
+        metrics=metrics,
+        store_factory=_never,
+        encoder_factory=_never,
+    )
+    app = build_app(deps)
+    app.finalize()
+    app.conf.store = "memory://"
+    yield app
+
+
+def _ev(i: int, user: str, track: str, kind: str = "play") -> Interaction:
+    return Interaction.model_validate(
+        {
+            "event_id": f"e{i}",
+            "type": kind,
+            "user_id": user,
+            "track_id": track,
+            "occurred_at": f"2026-11-22T10:00:{i:02d}Z",
+        }
+    )
+
+
+async def test_interaction_agent_updates_state_and_fans_out(
+    app: faust.App, sent: list[tuple[str, Any, Any]]
+) -> None:
+    agent = app.agents["on_interaction"]
+    users = app.tables["user-state"]
+    async with agent.test_context() as a:
+        await a.put(_ev(1, "u1", "t1"), key="u1")
+        await a.put(_ev(2, "u1", "t2"), key="u1")
+        await a.put(_ev(2, "u1", "t2"), key="u1")  # replay: counted once
+        await a.put(_ev(3, "u1", "t3", "skip"), key="u1")
+    state = UserState.model_validate(users["u1"])
+    assert [h.track_id for h in state.recent] == ["t1", "t2", "t3"]
+    assert (state.plays, state.skips) == (2, 1)
+    refreshes = [v for t, _, v in sent if t == "unit-refresh"]
+    assert [r.source_event_id for r in refreshes] == ["e1", "e2", "e3"]
+    assert all(isinstance(r, RefreshRequest) for r in refreshes)
+    signals = [v for t, _, v in sent if t == "unit-track-signals"]
+    assert isinstance(signals[0], TrackSignal)
+    assert {(s.track_id, s.kind, s.other_track_id) for s in signals} == {
+        ("t1", "play", None),
+        ("t2", "play", None),
+        ("t1", "coplay", "t2"),
+        ("t2", "coplay", "t1"),
+        ("t3", "skip", None),
+    }
+
+
+async def test_signal_agent_counts_and_dedupes(
+    app: faust.App, sent: list[tuple[str, Any, Any]]
+) -> None:
+    agent = app.agents["on_signal"]
+    tracks = app.tables["track-stats"]
+    sig = TrackSignal(signal_id="s1", track_id="t1", kind="coplay", other_track_id="t2", at_ms=1)
+    async with agent.test_context() as a:
+        await a.put(sig, key="t1")
+        await a.put(sig, key="t1")
+        await a.put(TrackSignal(signal_id="s2", track_id="t1", kind="play", at_ms=2), key="t1")
+    assert tracks["t1"]["coplays"] == {"t2": 1}
+    assert tracks["t1"]["plays"] == 1
+
+
+class FakeEncoder:
+    """Stands in for the Triton client in unit tests only (integration uses real Triton)."""
+
+    calls: list[int] = []
+
+    async def __aenter__(self) -> FakeEncoder:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def embed(self, patches: Any) -> tuple[Any, Any]:
+        import numpy as np
+
+        self.calls.append(patches.shape[0])
+        n = patches.shape[0]
+        emb = np.tile(patches.mean(axis=(1, 2))[:, None], (1, 200)).astype("float32") + 1
+        tags = np.zeros((n, 50), "float32")
+        tags[:, 3] = 1.0
+        return emb, tags
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.rows: list[Any] = []
+
+    def __enter__(self) -> FakeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def ensure_collection(self) -> None:
+        return None
+
+    def upsert(self, rows: Any) -> int:
+        self.rows.extend(rows)
+        return len(rows)
+
+
+async def test_upload_agent_batches_embeds_and_stores(
+    tmp_path: Any, sent: list[tuple[str, Any, Any]]
+) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from schemas.events import TrackUpload
+
+    root = tmp_path / "audio"
+    root.mkdir()
+    for i in range(2):
+        t = np.arange(16_000 * 7) / 16_000
+        sf.write(root / f"s{i}.wav", 0.2 * np.sin(2 * np.pi * (220 + 110 * i) * t), 16_000)
+    store = FakeStore()
+    encoder = FakeEncoder()
+    encoder.calls = []
+    metrics = Metrics()
+    app = build_app(
+        Deps(
+            settings=Settings(kafka_bootstrap="localhost:1", audio_roots=[root]),
+            card=MUSICNN_CARD,
+            metrics=metrics,
+            store_factory=lambda: store,  # type: ignore[arg-type,return-value]
+            encoder_factory=lambda: encoder,  # type: ignore[arg-type,return-value]
+        )
+    )
+    app.finalize()
+    app.conf.store = "memory://"
+
+    def up(i: int, uri: str) -> TrackUpload:
+        return TrackUpload.model_validate(
+            {
+                "event_id": f"u{i}",
+                "track_id": f"t{i}",
+                "audio_uri": uri,
+                "artist_id": "a",
+                "uploaded_at": "2026-11-22T10:00:00Z",
+            }
+        )
+
+    async with app.agents["on_upload"].test_context() as a:
+        await a.put(up(0, (root / "s0.wav").as_uri()), key="t0")
+        await a.put(up(1, (root / "s1.wav").as_uri()), key="t1")
+        await a.put(up(2, "file:///etc/passwd"), key="t2")
+        await a.put(up(3, (root / "s0.wav").as_uri()), key="t3")  # flushes the batch
+        for _ in range(100):  # the agent batches with stream.take(); give it a moment
+            if len(store.rows) == 3:
+                break
+            await asyncio.sleep(0.05)
+    assert sorted(r.track_id for r in store.rows) == ["t0", "t1", "t3"]
+    row = next(r for r in store.rows if r.track_id == "t0")
+    assert abs(float(np.linalg.norm(row.embedding)) - 1.0) < 1e-5
+    assert row.top_tags[0] == MUSICNN_CARD.tag_names[3]
+    assert row.artist_id == "a" and row.uploaded_at_ms > 0
+    assert sum(encoder.calls) == 3 * 2  # 7 s at 16 kHz = 2 patches per track
+    text = metrics.registry.get_sample_value(
+        "resonate_events_total", {"topic": "track-uploads", "outcome": "rejected"}
+    )
+    assert text == 1.0
+    uploads = [v for t, _, v in sent if t.endswith("track-signals")]
+    assert {s.track_id for s in uploads} == {"t0", "t1", "t3"}
