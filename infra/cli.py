@@ -1,4 +1,4 @@
-"""`resonate`: the single entry point (up, demo, worker, schemas, convert-musicnn)."""
+"""`resonate`: the single entry point (up, demo, worker, schemas, convert-musicnn, export-triton)."""
 
 from __future__ import annotations
 
@@ -120,6 +120,24 @@ def convert_musicnn(
     _logging()
     path = convert(out or _settings().weights_path)
     typer.echo(str(path))
+
+
+@app.command("export-triton")
+def export_triton(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Model repository root; default <run_dir>/model_repository."),
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Converted MusiCNN weights; default the weights_path.")
+    ] = None,
+) -> None:
+    """Export MusiCNN as TorchScript + config.pbtxt for a production Triton (libtorch)."""
+    from models.export import export_command
+
+    _logging()
+    settings = _settings()
+    export_command(weights or settings.weights_path, out or settings.run_dir / "model_repository")
 
 
 def main() -> None:

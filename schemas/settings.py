@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         25, description="Longest a consumer fetch waits for data (Tansu holds fetches)."
     )
+    producer_max_batch_bytes: int = Field(
+        16384,
+        description="Faust producer batch size per partition (the embedded stack sets 1).",
+    )
     app_id: str = Field("resonate", description="Faust application id (consumer group).")
 
     # --- recommendation behaviour ---

@@ -128,6 +128,7 @@ def build_app(deps: Deps) -> faust.App:
         broker_session_timeout=10,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_batch_size=s.producer_max_batch_bytes,
     )
     interactions = app.topic(s.topic(s.interactions_topic), schema=PydanticSchema(Interaction))
     uploads = app.topic(s.topic(s.uploads_topic), schema=PydanticSchema(TrackUpload))

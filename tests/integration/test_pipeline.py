@@ -7,7 +7,6 @@ back through a plain consumer, as a platform would see them.
 from __future__ import annotations
 
 import csv
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,9 +16,9 @@ import pytest
 
 from infra.demo import Bus
 from infra.stack import EmbeddedStack
-from schemas.events import Interaction, Recommendation, TrackUpload
+from schemas.events import TrackUpload
 from schemas.settings import Settings
-from serving.milvus_store import TrackStore
+from tests.integration.events import answer, play, wait_stored
 
 # A track whose two clips (15 s and 75 s in) MusiCNN puts close together.
 PAIR_TRACK = "fretsonfire-songs-sectoid__Metal_madness"
@@ -72,41 +71,8 @@ def catalog(stack: EmbeddedStack, bus: Bus, clips: list[dict[str, str]], data_di
         )
         bus.send(stack.settings.uploads_topic, ev.track_id, ev.model_dump_json().encode())
     bus.flush()
-    s = stack.settings
-    with TrackStore(uri=s.milvus_uri, collection=s.milvus_collection, dim=200) as store:
-        deadline = time.monotonic() + 300
-        rows: dict = {}
-        while time.monotonic() < deadline:
-            try:
-                rows = store.get([c["clip_id"] for c in clips])
-            except Exception:
-                rows = {}
-            if len(rows) == len(clips):
-                break
-            time.sleep(0.5)
+    rows = wait_stored(stack.settings, [c["clip_id"] for c in clips])
     return {"clips": clips, "rows": rows}
-
-
-def play(bus: Bus, s: Settings, user: str, track: str, kind: str, at: datetime) -> str:
-    ev = Interaction.model_validate(
-        {
-            "event_id": uuid.uuid4().hex,
-            "type": kind,
-            "user_id": user,
-            "track_id": track,
-            "occurred_at": at,
-        }
-    )
-    bus.send(s.interactions_topic, user, ev.model_dump_json().encode())
-    bus.flush()
-    return ev.event_id
-
-
-def answer(bus: Bus, event_id: str, timeout_s: float = 60) -> Recommendation:
-    for rec in bus.recommendations(timeout_s):
-        if rec.source_event_id == event_id:
-            return rec
-    raise AssertionError(f"no recommendation for event {event_id} within {timeout_s} s")
 
 
 def test_uploaded_real_clips_are_in_milvus_with_tags(catalog: dict) -> None:
