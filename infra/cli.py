@@ -1,4 +1,4 @@
-"""`resonate`: the single entry point (up, demo, worker, schemas, convert-musicnn, export-triton)."""
+"""`resonate`: the single entry point of Resonate (see `resonate --help`)."""
 
 from __future__ import annotations
 
