@@ -76,11 +76,17 @@ def synth_catalog(folder: Path, *, per_style: int = 6, seconds: float = 12.0) ->
 
 
 def folder_catalog(folder: Path) -> list[CatalogTrack]:
-    """Every audio file below ``folder``; the parent folder name stands in for the artist."""
+    """Every audio file below ``folder``; a sub-folder name stands in for the artist.
+
+    Files directly in ``folder`` have no known artist (so no per-artist cap applies).
+    """
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     return [
         CatalogTrack(
-            track_id=p.stem, path=p.resolve(), artist_id=p.parent.name or "unknown", genre=""
+            track_id=p.stem,
+            path=p.resolve(),
+            artist_id=p.parent.name if p.parent != folder else "",
+            genre="",
         )
         for p in files
     ]
@@ -137,7 +143,7 @@ def upload_all(bus: Bus, tracks: list[CatalogTrack]) -> dict[str, float]:
             track_id=tr.track_id,
             audio_uri=tr.path.resolve().as_uri(),
             title=tr.track_id,
-            artist_id=tr.artist_id,
+            artist_id=tr.artist_id or None,
             genre=tr.genre or None,
             uploaded_at=now(),
         )
@@ -167,6 +173,18 @@ def wait_searchable(
                 seen[tid] = time.time()
             time.sleep(0.05)
     return seen
+
+
+def taste_groups(catalog: list[CatalogTrack], n: int) -> list[list[CatalogTrack]]:
+    """Tracks grouped by genre (else artist); without either, n runs of sorted names."""
+    by: dict[str, list[CatalogTrack]] = {}
+    for tr in catalog:
+        if tr.genre or tr.artist_id:
+            by.setdefault(tr.genre or tr.artist_id, []).append(tr)
+    if len(by) > 1:
+        return list(by.values())
+    size = max(1, -(-len(catalog) // max(1, n)))
+    return [catalog[i : i + size] for i in range(0, len(catalog), size)]
 
 
 def interaction(user: str, track: str, kind: InteractionType) -> Interaction:
@@ -214,10 +232,7 @@ def run_demo(
             got = wait_searchable(settings, list(one), dim, timeout_s=120)
             single_lat += [got[t] - one[t] for t in got]
             echo(f"new upload {tr.track_id} searchable after {single_lat[-1]:.2f} s")
-        by_genre: dict[str, list[CatalogTrack]] = {}
-        for tr in catalog:
-            by_genre.setdefault(tr.genre or tr.artist_id, []).append(tr)
-        groups = list(by_genre.values())
+        groups = taste_groups(catalog, listeners)
         rng = np.random.default_rng(1)
         event_lat: list[float] = []
         pending: dict[str, float] = {}
