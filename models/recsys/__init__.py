@@ -1,0 +1,1 @@
+"""Offline evaluation harness for sequential music recommendation (data, metrics, models)."""
