@@ -19,13 +19,10 @@ import importlib.util
 import logging
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
-from types import TracebackType
-from typing import IO
 
-from infra.procs import StartupError, free_port, port_open, stop_process, wait_until
+from infra.procs import ChildProcess, StartupError, free_port, port_open
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +66,7 @@ def milvus_ready(uri: str, *, timeout_s: float = 3.0) -> bool:
         client.close()
 
 
-def _tail(path: Path, *, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-class MilvusLiteServer:
+class MilvusLiteServer(ChildProcess):
     """Milvus Lite listening on ``host:port``, started on enter and stopped on exit.
 
     ``db_path`` is the data file (2.5.x) or data folder (3.x); its parent is created.
@@ -93,15 +83,12 @@ class MilvusLiteServer:
         startup_timeout_s: float = 60.0,
         log_level: str = "ERROR",
     ) -> None:
+        super().__init__(log_path=log_path, startup_timeout_s=startup_timeout_s)
         self.db_path = Path(db_path).absolute()
         self.host = host
         self.port = port or free_port(host)
-        self.log_path = log_path
-        self.startup_timeout_s = startup_timeout_s
         self.log_level = log_level
         self.version = milvus_lite_version()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def uri(self) -> str:
@@ -144,14 +131,10 @@ class MilvusLiteServer:
 
     def start(self) -> MilvusLiteServer:
         """Start the server and block until ``list_collections`` succeeds."""
-        if self._proc is not None:
-            raise RuntimeError("MilvusLiteServer already started")
         if port_open(self.host, self.port):
             raise StartupError(f"port {self.host}:{self.port} is already in use")
         args, env = self._command()
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         log.info(
             "starting Milvus Lite %s on %s (data %s, log %s)",
             self.version,
@@ -159,46 +142,11 @@ class MilvusLiteServer:
             self.db_path,
             self.log_path,
         )
-        self._proc = subprocess.Popen(
-            args,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=str(self.db_path.parent),  # the 2.x binary writes its side files here
+        # cwd: the 2.x binary writes its side files next to the database.
+        self._launch(args, env=env, cwd=self.db_path.parent)
+        self._await_ready(
+            lambda: port_open(self.host, self.port) and milvus_ready(self.uri),
+            what=f"Milvus Lite on {self.uri}",
         )
-        try:
-            wait_until(
-                lambda: port_open(self.host, self.port) and milvus_ready(self.uri),
-                what=f"Milvus Lite on {self.uri}",
-                timeout_s=self.startup_timeout_s,
-                proc=self._proc,
-                interval_s=0.3,
-            )
-        except StartupError as exc:
-            self.stop()
-            raise StartupError(
-                f"{exc}; log tail ({self.log_path}):\n{_tail(self.log_path)}"
-            ) from exc
         log.info("Milvus Lite ready on %s", self.uri)
         return self
-
-    def stop(self) -> None:
-        """Stop the server (idempotent); the data file stays on disk."""
-        if self._proc is not None:
-            stop_process(self._proc, name="Milvus Lite")
-            self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> MilvusLiteServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -7,6 +7,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +67,83 @@ def stop_process(proc: subprocess.Popen[bytes], *, name: str, timeout_s: float =
         log.warning("%s did not stop in %.0f s; killing it", name, timeout_s)
         proc.kill()
         proc.wait(timeout=5)
+
+
+def log_tail(path: Path, *, lines: int = 40) -> str:
+    """Last lines of a log file, for error messages ("" if there is none)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class ChildProcess:
+    """A service run as a child process: log file, readiness wait, clean stop.
+
+    Subclasses build the command in ``start()`` and call :meth:`_launch` then
+    :meth:`_await_ready`; used as a context manager it starts on enter, stops on exit.
+    """
+
+    name = "child process"
+
+    def __init__(self, *, log_path: Path, startup_timeout_s: float) -> None:
+        self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _launch(
+        self, args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        if self._proc is not None:
+            raise RuntimeError(f"{self.name} already started")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._proc = subprocess.Popen(
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(cwd) if cwd is not None else None,
+        )
+
+    def _await_ready(self, ready: Callable[[], bool], *, what: str) -> None:
+        """Wait for ``ready``; on failure stop the child and raise with its log tail."""
+        try:
+            wait_until(
+                ready,
+                what=what,
+                timeout_s=self.startup_timeout_s,
+                proc=self._proc,
+                interval_s=0.3,
+            )
+        except StartupError as exc:
+            self.stop()
+            raise StartupError(
+                f"{exc}; log tail ({self.log_path}):\n{log_tail(self.log_path)}"
+            ) from exc
+
+    def stop(self) -> None:
+        """Stop the child (idempotent)."""
+        if self._proc is not None:
+            stop_process(self._proc, name=self.name)
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -11,12 +11,9 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-import subprocess
 from pathlib import Path
-from types import TracebackType
-from typing import IO
 
-from infra.procs import StartupError, free_port, port_open, stop_process, wait_until
+from infra.procs import ChildProcess, StartupError, free_port, port_open
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +74,7 @@ def kafka_metadata_ok(bootstrap: str, *, timeout_s: float = 2.0) -> bool:
         admin.close()
 
 
-def tail(path: Path, *, lines: int = 40) -> str:
-    """Last lines of a log file, for error messages ("" if there is none)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class TansuBroker:
+class TansuBroker(ChildProcess):
     """A Tansu broker subprocess with memory storage, started on enter and stopped on exit.
 
     ``port=0`` picks a free port. The broker's stdout/stderr go to ``log_path``.
@@ -100,12 +88,9 @@ class TansuBroker:
         log_path: Path,
         startup_timeout_s: float = 30.0,
     ) -> None:
+        super().__init__(log_path=log_path, startup_timeout_s=startup_timeout_s)
         self.host = host
         self.port = port or free_port(host)
-        self.log_path = log_path
-        self.startup_timeout_s = startup_timeout_s
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -114,8 +99,6 @@ class TansuBroker:
 
     def start(self) -> TansuBroker:
         """Start the broker and block until it answers a Metadata request."""
-        if self._proc is not None:
-            raise RuntimeError("TansuBroker already started")
         binary = tansu_binary()
         if port_open(self.host, self.port):
             raise StartupError(f"port {self.bootstrap} is already in use")
@@ -132,8 +115,6 @@ class TansuBroker:
             "--advertised-listener-url",
             url,
         ]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         # Tansu reads its options from the environment too (LISTENER_URL, STORAGE_ENGINE,
         # ...); drop those so a stray variable cannot override the command line.
         env = {
@@ -150,41 +131,10 @@ class TansuBroker:
         }
         env.setdefault("RUST_LOG", "warn")
         log.info("starting Tansu on %s (log %s)", self.bootstrap, self.log_path)
-        self._proc = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        self._launch(args, env=env)
+        self._await_ready(
+            lambda: port_open(self.host, self.port) and kafka_metadata_ok(self.bootstrap),
+            what=f"Tansu broker on {self.bootstrap}",
         )
-        try:
-            wait_until(
-                lambda: port_open(self.host, self.port) and kafka_metadata_ok(self.bootstrap),
-                what=f"Tansu broker on {self.bootstrap}",
-                timeout_s=self.startup_timeout_s,
-                proc=self._proc,
-                interval_s=0.3,
-            )
-        except StartupError as exc:
-            self.stop()
-            raise StartupError(
-                f"{exc}; log tail ({self.log_path}):\n{tail(self.log_path)}"
-            ) from exc
         log.info("Tansu ready on %s", self.bootstrap)
         return self
-
-    def stop(self) -> None:
-        """Stop the broker (idempotent)."""
-        if self._proc is not None:
-            stop_process(self._proc, name="Tansu")
-            self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> TansuBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from infra.milvus_lite import MilvusLiteServer
-from infra.procs import StartupError
+from infra.procs import StartupError, log_tail
 from infra.tansu import TansuBroker
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +25,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         tansu.start()
     except (StartupError, OSError) as exc:
-        pytest.fail(f"Tansu broker did not start: {exc}\n--- {log_path} ---\n{_log_tail(log_path)}")
+        pytest.fail(f"Tansu broker did not start: {exc}\n--- {log_path} ---\n{log_tail(log_path)}")
     try:
         yield tansu.bootstrap
     finally:
@@ -51,7 +43,7 @@ def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         server.start()
     except (StartupError, OSError) as exc:
-        pytest.fail(f"Milvus Lite did not start: {exc}\n--- {log_path} ---\n{_log_tail(log_path)}")
+        pytest.fail(f"Milvus Lite did not start: {exc}\n--- {log_path} ---\n{log_tail(log_path)}")
     try:
         yield server.uri
     finally:
