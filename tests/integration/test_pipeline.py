@@ -135,3 +135,70 @@ def test_user_state_survives_a_worker_restart(
     # and their audio must still shape the list (their other clips rank in it).
     assert not set(first) & set(ids)
     assert {"singularity-music__Coherence__1", "asc-music__frontiers__1"} & set(ids), ids
+
+
+def test_tracks_without_audio_are_recommended_through_coplays(
+    stack: EmbeddedStack, bus: Bus, catalog: dict
+) -> None:
+    s = stack.settings
+    tag = uuid.uuid4().hex[:6]
+    a, b = f"noaudio-a-{tag}", f"noaudio-b-{tag}"
+    t0 = datetime.now(UTC)
+    for i in range(3):  # three listeners play a then b in one session
+        user = f"co-{tag}-{i}"
+        play(bus, s, user, a, "play", t0)
+        last = play(bus, s, user, b, "play", t0 + timedelta(minutes=3))
+        answer(bus, last)
+    newcomer = f"new-{tag}"
+    rec = answer(bus, play(bus, s, newcomer, a, "play", t0 + timedelta(minutes=5)))
+    by_id = {i.track_id: i for i in rec.items}
+    assert b in by_id, [i.track_id for i in rec.items]
+    assert a in by_id[b].reason and "also played" in by_id[b].reason
+    assert a not in by_id
+
+
+def test_upload_over_http_from_an_allowed_host(
+    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, weights_path: Path
+) -> None:
+    """http(s) audio URIs are fetched when the host is allowed (a local web server here)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(data_dir / "audio")
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    settings = Settings(
+        run_dir=tmp_path_factory.mktemp("stack-http"),
+        weights_path=weights_path,
+        topic_prefix=f"h{uuid.uuid4().hex[:6]}-",
+        audio_hosts=["127.0.0.1"],
+        workers=1,
+    )
+    clip = f"{PAIR_TRACK}__1"
+    try:
+        with EmbeddedStack(settings=settings) as st:
+            b = Bus(st.settings)
+            try:
+                for tid, host in ((clip, "127.0.0.1"), ("blocked", "localhost")):
+                    ev = TrackUpload(
+                        event_id=uuid.uuid4().hex,
+                        track_id=tid,
+                        audio_uri=f"http://{host}:{port}/{clip}.ogg",
+                        uploaded_at=datetime.now(UTC),
+                    )
+                    b.send(st.settings.uploads_topic, tid, ev.model_dump_json().encode())
+                b.flush()
+            finally:
+                b.close()
+            rows = wait_stored(st.settings, [clip], timeout_s=120)
+            assert clip in rows and rows[clip].top_tags
+            text = st.workers[0].metrics_text()
+            assert 'resonate_events_total{outcome="rejected",topic="track-uploads"} 1.0' in text, (
+                text
+            )
+    finally:
+        server.shutdown()
