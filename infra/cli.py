@@ -110,6 +110,47 @@ def schemas(
         typer.echo(str(path))
 
 
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="lastfm, 30music or events (interactions JSONL).")],
+    path: Annotated[Path, typer.Option(help="The log file.")],
+    out: Annotated[
+        Path, typer.Option(help="Artifact root; a new <version>/ folder is written in it.")
+    ],
+    model: Annotated[str, typer.Option(help="Sequence model to train.")] = "sasrec",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on valid).")] = 200,
+    max_len: Annotated[int, typer.Option(help="History length L the model reads.")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 256,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train a user (sequence) encoder and write a servable artifact <out>/<version>/.
+
+    Serve it by setting RESONATE_USER_MODEL_DIR=<out>: Triton serves the newest version
+    and picks up later ones without a restart.
+    """
+    from models.recsys.export_user import DATASETS, MODELS, train_artifact
+
+    _logging()
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"--dataset must be one of {', '.join(DATASETS)}")
+    if model not in MODELS:
+        raise typer.BadParameter(f"--model must be one of {', '.join(MODELS)}")
+    folder = train_artifact(
+        dataset,
+        path,
+        out,
+        model=model,
+        epochs=epochs,
+        max_len=max_len,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+    )
+    typer.echo((folder / "card.json").read_text())
+    typer.echo(str(folder))
+
+
 @app.command("convert-musicnn")
 def convert_musicnn(
     out: Annotated[Path | None, typer.Option(help="Where to write the weights.")] = None,

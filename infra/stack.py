@@ -39,6 +39,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as RESONATE_* variables, to hand them to a child process."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
+        if value is None:  # unset optional: leave the variable out (its default is None)
+            continue
         if isinstance(value, list | tuple):
             env[f"RESONATE_{name.upper()}"] = json.dumps([str(v) for v in value])
         else:
@@ -138,6 +140,9 @@ class EmbeddedStack:
                 grpc_port=s.triton_grpc_port or free_port(s.host),
                 metrics_port=s.triton_metrics_port or free_port(s.host),
                 log_path=self.log_dir / "triton.log",
+                user_model_dir=s.user_model_dir.resolve() if s.user_model_dir else None,
+                user_model_name=s.user_model_name,
+                user_top_n=s.user_model_top_n,
             )
         # The three start independently; Triton's model load dominates, so overlap them.
         with ThreadPoolExecutor(max(1, len(starters))) as pool:

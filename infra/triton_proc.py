@@ -58,7 +58,9 @@ class TritonProcess:
 
     Give ``weights_path`` (converted MusiCNN) or ``factory`` (``module:function`` returning
     ``(nn.Module, EncoderCard)``, for tests). ``model_name`` is what readiness is checked
-    for; it must equal the card's name.
+    for; it must equal the card's name. With ``user_model_dir`` the server also serves the
+    user encoder ``user_model_name`` from that folder (``infra.triton_server``), and readiness
+    waits for it too.
     """
 
     def __init__(
@@ -75,6 +77,9 @@ class TritonProcess:
         max_batch: int = 32,
         startup_timeout_s: float = 180.0,
         stop_timeout_s: float = 30.0,
+        user_model_dir: Path | None = None,
+        user_model_name: str = "user_encoder",
+        user_top_n: int = 100,
     ) -> None:
         if (weights_path is None) == (factory is None):
             raise ValueError("give exactly one of weights_path or factory")
@@ -89,6 +94,9 @@ class TritonProcess:
         self.max_batch = max_batch
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.user_model_dir = user_model_dir
+        self.user_model_name = user_model_name
+        self.user_top_n = user_top_n
         self.startup_s: float | None = None  # measured spawn-to-ready time
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -122,7 +130,20 @@ class TritonProcess:
             "--metrics-port", str(self.metrics_port),
             "--max-batch", str(self.max_batch),
         ]  # fmt: skip
+        if self.user_model_dir is not None:
+            cmd += [
+                "--user-model-dir", str(self.user_model_dir),
+                "--user-model-name", self.user_model_name,
+                "--user-top-n", str(self.user_top_n),
+            ]  # fmt: skip
         return cmd
+
+    def model_names(self) -> list[str]:
+        """Every model this server binds (readiness waits for all)."""
+        names = [self.model_name]
+        if self.user_model_dir is not None:
+            names.append(self.user_model_name)
+        return names
 
     def start(self) -> None:
         """Spawn the server and block until the model is ready; StartupError otherwise."""
@@ -147,8 +168,8 @@ class TritonProcess:
         )
         try:
             wait_until(
-                lambda: bool(client.is_model_ready(self.model_name)),
-                what=f"Triton model {self.model_name!r} at {self.url}",
+                lambda: all(client.is_model_ready(n) for n in self.model_names()),
+                what=f"Triton models {self.model_names()} at {self.url}",
                 timeout_s=self.startup_timeout_s,
                 proc=self._proc,
                 interval_s=0.5,

@@ -10,6 +10,12 @@ pytriton exposes the model as version ``1`` with platform ``python`` (backend ``
 the metadata endpoint ``GET /v2/models/<name>`` reports ``mel`` with shape
 ``[-1, patch_frames, n_mels]`` (``-1`` is the batch dimension).
 
+With ``--user-model-dir DIR`` the same server also binds the user (sequence) encoder
+``user_encoder`` (``serving.user_model``): input ``history`` BYTES ``[L]`` (track ids, most
+recent last, empty = padding) -> ``track_ids`` BYTES ``[N]``, ``scores`` FP32 ``[N]`` (top-N,
+the history excluded), ``version`` BYTES ``[1]``; no batching (one listener per request). It
+picks up newer artifact versions in DIR by itself, without a restart.
+
 Run as ``python -m infra.triton_server --weights PATH --http-port N --grpc-port N
 --metrics-port N`` (or ``--factory module:function`` for a test stand-in). The process
 that starts Triton must have ``LD_LIBRARY_PATH`` pointing at this interpreter's libdir,
@@ -26,12 +32,16 @@ import signal
 import sysconfig
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from models.spec import EncoderCard
+
+if TYPE_CHECKING:
+    from serving.user_model import UserModel
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,45 @@ def make_infer_func(module: nn.Module) -> Callable[..., dict[str, np.ndarray]]:
     return infer  # type: ignore[no-any-return]
 
 
+def make_user_infer_func(model: UserModel) -> Callable[..., list[dict[str, np.ndarray]]]:
+    """The unbatched callable for ``user_encoder``: one ``history`` per request."""
+
+    def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
+        out: list[dict[str, np.ndarray]] = []
+        for req in requests:
+            raw = np.asarray(req["history"]).reshape(-1)
+            history = [x.decode() if isinstance(x, bytes) else str(x) for x in raw.tolist()]
+            ids, scores, version = model.recommend(history)
+            out.append(
+                {
+                    # np.bytes_, not object: pytriton cannot validate an empty object array.
+                    "track_ids": np.array([t.encode() for t in ids], dtype=np.bytes_),
+                    "scores": np.asarray(scores, dtype=np.float32),
+                    "version": np.array([version.encode()], dtype=np.bytes_),
+                }
+            )
+        return out
+
+    return infer
+
+
+def _bind_user_model(triton: Any, model: UserModel, name: str) -> None:
+    from pytriton.model_config import ModelConfig, Tensor
+
+    triton.bind(
+        model_name=name,
+        infer_func=make_user_infer_func(model),
+        inputs=[Tensor(name="history", dtype=bytes, shape=(-1,))],
+        outputs=[
+            Tensor(name="track_ids", dtype=bytes, shape=(-1,)),
+            Tensor(name="scores", dtype=np.float32, shape=(-1,)),
+            Tensor(name="version", dtype=bytes, shape=(1,)),
+        ],
+        config=ModelConfig(batching=False),
+        strict=True,
+    )
+
+
 def _n_tags(module: nn.Module, card: EncoderCard) -> int:
     """Tag count from the card, or from one dry forward pass when the card names no tags."""
     if card.tag_names:
@@ -86,8 +135,10 @@ def serve_encoder(
     max_batch_size: int = 32,
     queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
     workspace: Path | None = None,
+    user_model: UserModel | None = None,
+    user_model_name: str = "user_encoder",
 ) -> None:
-    """Bind ``module`` under ``card.name`` and serve until the server stops (blocks)."""
+    """Bind ``module`` under ``card.name`` (and ``user_model`` if given); serve (blocks)."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
@@ -138,6 +189,9 @@ def serve_encoder(
             ),
             strict=True,
         )
+        if user_model is not None:
+            log.info("serving %s from %s", user_model_name, user_model.root)
+            _bind_user_model(triton, user_model, user_model_name)
         triton.serve()
 
 
@@ -190,6 +244,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=32, help="Triton max_batch_size")
     p.add_argument("--queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US)
     p.add_argument("--workspace", type=Path, default=None, help="pytriton workspace folder")
+    p.add_argument(
+        "--user-model-dir", type=Path, default=None, help="also serve the user encoder from here"
+    )
+    p.add_argument("--user-model-name", default="user_encoder")
+    p.add_argument("--user-top-n", type=int, default=100, help="tracks per user-encoder answer")
+    p.add_argument("--user-poll-s", type=float, default=2.0, help="new-version check interval")
     p.add_argument("--torch-threads", type=int, default=0, help="0 = torch default")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
@@ -209,6 +269,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     module, card = load_encoder(weights=args.weights, factory=args.factory)
+    user_model = None
+    if args.user_model_dir is not None:
+        from serving.user_model import UserModel
+
+        user_model = UserModel(args.user_model_dir, top_n=args.user_top_n, poll_s=args.user_poll_s)
+        user_model.refresh(force=True)  # load now if there is one; later versions on use
     serve_encoder(
         module,
         card,
@@ -219,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_batch_size=args.max_batch,
         queue_delay_us=args.queue_delay_us,
         workspace=args.workspace,
+        user_model=user_model,
+        user_model_name=args.user_model_name,
     )
 
 

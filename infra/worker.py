@@ -11,6 +11,7 @@ from models.spec import EncoderCard
 from schemas.settings import Settings
 from serving.milvus_store import TrackStore
 from serving.triton_client import AudioEncoderClient
+from serving.user_encoder_client import UserEncoderClient
 from streams.app import Deps, build_app
 from streams.metrics import Metrics
 
@@ -36,8 +37,21 @@ def make_deps(settings: Settings, card: EncoderCard, metrics: Metrics) -> Deps:
             url=settings.triton_url, model_name=settings.triton_model, timeout_s=settings.timeout_s
         )
 
+    def user_encoder() -> UserEncoderClient:
+        return UserEncoderClient(
+            url=settings.triton_url,
+            model_name=settings.user_model_name,
+            timeout_s=settings.user_model_timeout_s,
+        )
+
     return Deps(
-        settings=settings, card=card, metrics=metrics, store_factory=store, encoder_factory=encoder
+        settings=settings,
+        card=card,
+        metrics=metrics,
+        store_factory=store,
+        encoder_factory=encoder,
+        # Only with a trained model configured: otherwise fusion stays training-free.
+        user_encoder_factory=user_encoder if settings.user_model_dir is not None else None,
     )
 
 

@@ -86,6 +86,16 @@ class Settings(BaseSettings):
         Path("run/weights/msd_musicnn.pt"),
         description="Converted MusiCNN weights (made by `resonate convert-musicnn`).",
     )
+    user_model_dir: Path | None = Field(
+        None,
+        description="Folder of trained user-encoder versions (`resonate train --out`); set = "
+        "Triton serves the newest as `user_model_name` and fusion adds its candidates.",
+    )
+    user_model_name: str = Field("user_encoder", description="Triton name of the user encoder.")
+    user_model_top_n: int = Field(100, description="Tracks the user encoder returns per call.")
+    user_model_timeout_s: float = Field(
+        2.0, description="Timeout of one user-encoder call; on failure fusion falls back."
+    )
     milvus_collection: str = Field("tracks", description="Milvus collection of track vectors.")
     milvus_index: str = Field(
         "FLAT",

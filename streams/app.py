@@ -29,8 +29,10 @@ from schemas.events import Interaction, Recommendation, TrackUpload
 from schemas.settings import Settings
 from serving.milvus_store import TrackRow, TrackStore
 from serving.triton_client import AudioEncoderClient
+from serving.user_encoder_client import UserEncoderClient
 from streams.audio import AudioRejected, pool_track, prepare_audio, resolve_audio_uri
 from streams.codec import InvalidEvent, PydanticSchema
+from streams.fusion import DEFAULT_WEIGHTS, SEQUENCE_WEIGHTS
 from streams.metrics import Metrics
 from streams.recommender import recommend, snapshot
 from streams.state import (
@@ -63,6 +65,8 @@ class Deps:
     metrics: Metrics
     store_factory: Callable[[], TrackStore]
     encoder_factory: Callable[[], AudioEncoderClient]
+    # Set when a trained user (sequence) encoder is served; None = training-free fusion only.
+    user_encoder_factory: Callable[[], UserEncoderClient] | None = None
 
 
 class _Lazy:
@@ -73,6 +77,9 @@ class _Lazy:
         self._lock = asyncio.Lock()
         self._store: TrackStore | None = None
         self._encoder: AudioEncoderClient | None = None
+        self._user_encoder: UserEncoderClient | None = None
+        self._user_lock = asyncio.Lock()  # its own: a slow readiness wait must not block Milvus
+        self.user_encoder_down_until = 0.0  # monotonic; after a failure, skip calls until then
         # Milvus calls are blocking; one thread keeps them ordered and off the loop.
         self.milvus_pool = ThreadPoolExecutor(1, thread_name_prefix="milvus")
         self.decode_pool = ThreadPoolExecutor(2, thread_name_prefix="decode")
@@ -95,7 +102,20 @@ class _Lazy:
                 self._encoder = enc
             return self._encoder
 
+    async def user_encoder(self) -> UserEncoderClient:
+        factory = self.deps.user_encoder_factory
+        if factory is None:
+            raise RuntimeError("no user encoder configured")
+        async with self._user_lock:
+            if self._user_encoder is None:
+                client = factory()
+                await client.__aenter__()
+                self._user_encoder = client
+            return self._user_encoder
+
     async def close(self) -> None:
+        if self._user_encoder is not None:
+            await self._user_encoder.__aexit__(None, None, None)
         if self._encoder is not None:
             await self._encoder.__aexit__(None, None, None)
         if self._store is not None:
@@ -286,25 +306,67 @@ async def _refresh_one(
     snap = snapshot(
         stats, history, top_popular=4 * s.top_k, top_fresh=s.top_k, now_ms=int(time.time() * 1000)
     )
+    sequence, served = await _sequence_candidates(state, deps, lazy)
+    weights = SEQUENCE_WEIGHTS if sequence else DEFAULT_WEIGHTS
     store = await lazy.store()
     loop = asyncio.get_running_loop()
     ranked = await loop.run_in_executor(
         lazy.milvus_pool,
         lambda: recommend(
-            state, snap, store=store, k=s.top_k, max_per_artist=s.max_per_artist, metrics=m
+            state,
+            snap,
+            store=store,
+            k=s.top_k,
+            max_per_artist=s.max_per_artist,
+            metrics=m,
+            weights=weights,
+            sequence=sequence,
         ),
     )
     rec = Recommendation(
         user_id=req.user_id,
         generated_at=datetime.now(UTC),
         source_event_id=req.source_event_id,
-        model_version=s.model_version,
+        model_version=f"{s.model_version}+{served}" if sequence else s.model_version,
         items=ranked.items,
     )
     await out.send(key=req.user_id, value=rec)
     m.recommendations.labels(source=ranked.source).inc()
     if req.occurred_at_ms is not None:
         m.event_to_recommendation.observe(max(0.0, time.time() - req.occurred_at_ms / 1000))
+
+
+# After a failed user-encoder call, refreshes skip it (training-free fusion) this long.
+_USER_ENCODER_BACKOFF_S = 5.0
+
+
+async def _sequence_candidates(
+    state: UserState, deps: Deps, lazy: _Lazy
+) -> tuple[list[tuple[str, float]], str]:
+    """The served sequence model's next tracks for the listener's positive history, and its
+    version; ``([], "")`` when none is configured, the history is empty, or the call fails
+    (logged and counted: the refresh goes on without it)."""
+    if deps.user_encoder_factory is None:
+        return [], ""
+    history = [h.track_id for h in state.positives()]
+    if not history:
+        return [], ""
+    m = deps.metrics
+    if time.monotonic() < lazy.user_encoder_down_until:
+        m.user_encoder_calls.labels(outcome="skipped").inc()
+        return [], ""
+    t0 = time.perf_counter()
+    try:
+        client = await lazy.user_encoder()
+        items, version = await client.recommend(history, n=max(4 * deps.settings.top_k, 50))
+    except Exception as exc:  # any failure: fall back, never drop the refresh
+        lazy.user_encoder_down_until = time.monotonic() + _USER_ENCODER_BACKOFF_S
+        m.user_encoder_calls.labels(outcome="error").inc()
+        log.warning("user encoder failed (%s); training-free fusion for now", exc)
+        return [], ""
+    m.user_encoder_calls.labels(outcome="ok").inc()
+    m.user_encoder_seconds.observe(time.perf_counter() - t0)
+    return items, version
 
 
 async def _ingest(valid: list[TrackUpload], deps: Deps, lazy: _Lazy, signals: Any) -> None:

@@ -5,7 +5,10 @@ co-play and popularity stats from the track table) and calls :func:`rank`.
 Following DMM-HyRec's serving design, the user vector is recomputed per request
 and an ANN search over precomputed track embeddings gives the audio candidates;
 the collaborative signal is learnt online from co-plays within sessions, and
-popularity covers listeners with no usable history.
+popularity covers listeners with no usable history. When a trained user (sequence)
+encoder is served, its top-N next tracks join as a ``sequence`` component
+(``SEQUENCE_WEIGHTS``); without one the weights are ``DEFAULT_WEIGHTS`` and the ranking is
+exactly the training-free one.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class FusionWeights:
     collab: float = 0.3  # co-played with the listener's recent tracks
     popularity: float = 0.1  # plays net of skips, across all listeners
     fresh: float = 0.05  # bonus for a track uploaded recently (item cold start)
+    sequence: float = 0.0  # the served sequence model's next-track score (0: not served)
     recency_decay: float = 0.85  # weight of the n-th most recent event is decay**n
     like_boost: float = 2.0  # a like counts this many plays in the user vector
     skip_weight: float = 0.5  # how hard skipped audio pushes the user vector away
@@ -34,6 +38,9 @@ class FusionWeights:
 
 
 DEFAULT_WEIGHTS = FusionWeights()
+# With a trained sequence model: it gets 0.4, the training-free signals share the other 0.6
+# in their usual proportions (audio 0.6, co-plays 0.3, popularity 0.1).
+SEQUENCE_WEIGHTS = FusionWeights(audio=0.36, collab=0.18, popularity=0.06, sequence=0.4)
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class Candidate:
     fresh: bool = False
     similar_to: str | None = None  # played track whose audio is closest (audio reason)
     coplayed_with: str | None = None  # played track it was co-played with (collab reason)
+    sequence: float = 0.0  # sequence model's score relative to its best, in [0, 1]
 
 
 def _unit(v: np.ndarray) -> np.ndarray | None:
@@ -131,6 +139,8 @@ def _reason(c: Candidate, parts: dict[str, float], titles: Mapping[str, str]) ->
         return f"listeners who played {name(c.coplayed_with)} also played this"
     if best == "fresh":
         return "new upload that matches your taste"
+    if best == "sequence":
+        return "fits what you have been playing"
     return "popular on Resonate right now"
 
 
@@ -156,13 +166,16 @@ def rank(
     audio = _scaled([max(0.0, c.audio) for c in pool])
     collab = _scaled([c.collab for c in pool])
     pop = _scaled([c.popularity for c in pool])
+    seq = _scaled([max(0.0, c.sequence) for c in pool])
     scored = []
-    for c, a, co, p in zip(pool, audio, collab, pop, strict=True):
+    for c, a, co, p, sq in zip(pool, audio, collab, pop, seq, strict=True):
         parts = {
             "audio": w.audio * a,
             "collab": w.collab * co,
             "popularity": w.popularity * p,
             "fresh": w.fresh * float(c.fresh),
+            # Last: with no sequence model it is 0 and changes neither sums nor reasons.
+            "sequence": w.sequence * sq,
         }
         scored.append((sum(parts.values()), c, parts))
     # Ties (e.g. cold users with equal popularity) break on track id: deterministic output.
@@ -195,4 +208,5 @@ def _merge(a: Candidate, b: Candidate) -> Candidate:
         fresh=a.fresh or b.fresh,
         similar_to=a.similar_to or b.similar_to,
         coplayed_with=a.coplayed_with or b.coplayed_with,
+        sequence=max(a.sequence, b.sequence),
     )

@@ -63,6 +63,19 @@ class Metrics:
             registry=r,
         )
 
+        self.user_encoder_calls = Counter(
+            "resonate_user_encoder_calls_total",
+            "Calls of the served sequence model by outcome (ok, error, skipped while down).",
+            ["outcome"],
+            registry=r,
+        )
+        self.user_encoder_seconds = Histogram(
+            "resonate_user_encoder_call_seconds",
+            "Successful calls of the served sequence model.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
     def serve(self, *, port: int, host: str = "127.0.0.1") -> None:
         """Expose /metrics on host:port (a daemon thread)."""
         start_http_server(port, addr=host, registry=self.registry)

@@ -51,7 +51,8 @@ class Ranked:
     """The ranked list and how the user vector was made (for metrics)."""
 
     items: list[RecommendedItem]
-    source: str  # "audio" (user vector from audio), "collab-pop" (no audio history)
+    source: str  # "audio" (user vector from audio), "collab-pop" (no audio history),
+    # either with "+sequence" when the served sequence model's candidates took part
 
 
 def recommend(
@@ -64,8 +65,14 @@ def recommend(
     metrics: Metrics | None = None,
     weights: FusionWeights = DEFAULT_WEIGHTS,
     now_ms: int | None = None,
+    sequence: Sequence[tuple[str, float]] = (),
 ) -> Ranked:
-    """Top-k for one listener from audio neighbours, co-plays, popularity and fresh uploads."""
+    """Top-k for one listener from audio neighbours, co-plays, popularity and fresh uploads.
+
+    ``sequence``: (track, score) from the served sequence model, best first; scores become
+    ``exp(score - best)`` (probability relative to the model's top pick). Pass weights with a
+    ``sequence`` weight (``SEQUENCE_WEIGHTS``) for them to count.
+    """
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     recent = list(state.recent)
     exclude = set(state.heard)
@@ -105,6 +112,24 @@ def recommend(
                 track_id=tid, artist_id=catalog.artists.get(tid), collab=score, coplayed_with=via
             )
         )
+    if sequence:
+        best = max(sc for _, sc in sequence)
+        t0 = time.perf_counter()
+        # Artist and upload time of tracks that have audio (per-artist cap, fresh bonus).
+        seq_rows = store.get([t for t, _ in sequence])
+        _observe(metrics, "get", t0)
+        for tid, sc in sequence:
+            row = seq_rows.get(tid)
+            candidates.append(
+                Candidate(
+                    track_id=tid,
+                    artist_id=(row.artist_id if row is not None else None)
+                    or catalog.artists.get(tid),
+                    fresh=row is not None and _is_fresh(row.uploaded_at_ms, now_ms, weights),
+                    sequence=float(np.exp(min(0.0, sc - best))),
+                )
+            )
+        source = f"{source}+sequence"
     for st in catalog.popular:
         candidates.append(
             Candidate(track_id=st.track_id, artist_id=st.artist_id, popularity=st.popularity())

@@ -13,6 +13,16 @@ Two real logs are supported (read in place; paths are parameters):
   the user (training events + earlier test events). Validation (for early stopping) is carved
   out of training: each user's last training event is predicted from the earlier ones and is
   removed from the model's training sequence (kept in test histories).
+* **Interaction events (JSON lines, our public ``interactions`` contract)** -- ``load_events``:
+  per-user chronological ``(item, type)`` sequences with ``type`` in play/skip/like. Split
+  leave-last-out on *positive* events (play or like): test predicts the user's last positive
+  event from every event before it (skips included), valid the second-to-last positive event,
+  training is everything before the valid target. A skip is never a target. ``drop_skips`` and
+  ``skips_as_plays`` turn a typed dataset into the two skip-unaware baselines.
+
+Side information: ``load_lastfm`` also reads ``LastFM_item2attributes.json`` next to
+``LastFM.txt`` when present (S3-Rec's item -> tag ids) into ``Dataset.content``, a multi-hot
+``[n_items, n_tags]`` matrix -- the stand-in content modality for these audio-less tracks.
 
 Items are indexed ``0 .. n_items - 1``; models that need a padding id shift by one internally.
 """
@@ -20,9 +30,16 @@ Items are indexed ``0 .. n_items - 1``; models that need a padding id shift by o
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
+
+PLAY, SKIP, LIKE = 0, 1, 2
+"""Event-type codes of typed datasets (``Dataset.train_types``, ``EvalCase.history_types``)."""
+TYPE_CODES: dict[str, int] = {"play": PLAY, "skip": SKIP, "like": LIKE}
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,8 @@ class EvalCase:
     user: int
     history: list[int]
     target: int
+    history_types: list[int] | None = None
+    """Event type per history item (typed datasets only)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,17 @@ class Dataset:
     train_sessions: list[list[int]] = field(default_factory=list)
     """Training sequences cut at session boundaries (item-item co-occurrence); falls back to
     ``train`` when empty."""
+    content: np.ndarray | None = None
+    """Optional item side information ``[n_items, n_features]`` (float32; multi-hot tags on
+    Last.fm); an all-zero row means the item has no content."""
+    train_types: list[list[int]] = field(default_factory=list)
+    """Per user, the event type of each ``train`` item (``PLAY``/``SKIP``/``LIKE``); empty
+    for untyped logs."""
+
+    @property
+    def has_types(self) -> bool:
+        """Whether events carry types (skip-aware models add a type embedding)."""
+        return bool(self.train_types)
 
     @property
     def n_users(self) -> int:
@@ -84,8 +114,23 @@ def split_leave_last_out(
     return Dataset(name, n_items, item_ids, user_ids, train, valid, test, exclude_history=True)
 
 
-def load_lastfm(path: Path) -> Dataset:
-    """Load the S3-Rec ``LastFM.txt`` file and split it leave-last-out."""
+def load_item_attributes(path: Path, item_ids: list[str]) -> np.ndarray:
+    """Multi-hot ``[len(item_ids), n_attributes]`` float32 matrix from an S3-Rec
+    ``item2attributes.json`` (raw item id -> list of attribute ids, repeats allowed). Only
+    attributes of catalogue items get a column; items missing from the file get a zero row."""
+    raw: dict[str, list[int]] = json.loads(Path(path).read_text())
+    used = sorted({a for i in item_ids for a in raw.get(i, [])})
+    col = {a: k for k, a in enumerate(used)}
+    out = np.zeros((len(item_ids), len(used)), dtype=np.float32)
+    for row, i in enumerate(item_ids):
+        for a in set(raw.get(i, [])):
+            out[row, col[a]] = 1.0
+    return out
+
+
+def load_lastfm(path: Path, content: bool = True) -> Dataset:
+    """Load the S3-Rec ``LastFM.txt`` file and split it leave-last-out; with ``content``, attach
+    the tag matrix of ``LastFM_item2attributes.json`` next to it if that file exists."""
     raw: list[tuple[str, list[str]]] = []
     with Path(path).open() as fh:
         for line in fh:
@@ -95,7 +140,11 @@ def load_lastfm(path: Path) -> Dataset:
     item_ids = sorted({i for _, items in raw for i in items}, key=int)
     index = {i: k for k, i in enumerate(item_ids)}
     seqs = [[index[i] for i in items] for _, items in raw]
-    return split_leave_last_out("lastfm", seqs, len(item_ids), item_ids, [u for u, _ in raw])
+    data = split_leave_last_out("lastfm", seqs, len(item_ids), item_ids, [u for u, _ in raw])
+    attrs = Path(path).parent / "LastFM_item2attributes.json"
+    if content and attrs.exists():
+        data = replace(data, content=load_item_attributes(attrs, item_ids))
+    return data
 
 
 @dataclass(frozen=True)
@@ -186,3 +235,99 @@ def load_30music(path: Path, test_frac: float = 0.2, min_support: int = 2) -> Da
     """Load one 30Music slice and time-split it (history items are *not* excluded: 30Music
     has ~16% repeat plays, and session-rec does not exclude them either)."""
     return split_time(read_30music(path), "30music", test_frac, min_support)
+
+
+def split_typed(
+    name: str, seqs: dict[str, list[tuple[str, int]]], min_positive: int = 3
+) -> Dataset:
+    """Leave-last-out split on positive events of chronological per-user ``(item, type)``
+    sequences (see the module docstring); users with fewer than ``min_positive`` positive
+    events are dropped. History items are not excluded from the ranking (music replays)."""
+    kept = {u: evs for u, evs in seqs.items() if sum(t != SKIP for _, t in evs) >= min_positive}
+    item_ids = sorted({i for evs in kept.values() for i, _ in evs})
+    index = {i: k for k, i in enumerate(item_ids)}
+    user_ids = sorted(kept)
+    train: list[list[int]] = []
+    train_types: list[list[int]] = []
+    valid: list[EvalCase] = []
+    test: list[EvalCase] = []
+    for u, uid in enumerate(user_ids):
+        items = [index[i] for i, _ in kept[uid]]
+        types = [t for _, t in kept[uid]]
+        pos = [k for k, t in enumerate(types) if t != SKIP]
+        v, t_ = pos[-2], pos[-1]
+        train.append(items[:v])
+        train_types.append(types[:v])
+        valid.append(EvalCase(u, items[:v], items[v], types[:v]))
+        test.append(EvalCase(u, items[:t_], items[t_], types[:t_]))
+    return Dataset(
+        name,
+        len(item_ids),
+        item_ids,
+        user_ids,
+        train,
+        valid,
+        test,
+        exclude_history=False,
+        train_types=train_types,
+    )
+
+
+def load_events(path: Path, min_positive: int = 3) -> Dataset:
+    """Load a JSON-lines log of ``schemas.events.Interaction`` events (duplicate ``event_id``s
+    count once; ties in ``occurred_at`` keep file order) and ``split_typed`` it."""
+    from schemas.events import Interaction
+
+    seen: set[str] = set()
+    rows: list[tuple[str, float, int, str, int]] = []
+    with Path(path).open() as fh:
+        for n, line in enumerate(fh):
+            if not line.strip():
+                continue
+            ev = Interaction.model_validate_json(line)
+            if ev.event_id in seen:
+                continue
+            seen.add(ev.event_id)
+            rows.append(
+                (ev.user_id, ev.occurred_at.timestamp(), n, ev.track_id, TYPE_CODES[ev.type])
+            )
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    seqs: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for user, _, _, item, typ in rows:
+        seqs[user].append((item, typ))
+    return split_typed("events", dict(seqs), min_positive)
+
+
+def _filter_case(case: EvalCase, keep_skips: bool) -> EvalCase:
+    types = case.history_types or [PLAY] * len(case.history)
+    hist = [i for i, t in zip(case.history, types, strict=True) if keep_skips or t != SKIP]
+    return EvalCase(case.user, hist, case.target)
+
+
+def drop_skips(data: Dataset) -> Dataset:
+    """Skip-unaware baseline: remove skip events from training and histories, drop the types
+    (targets are unchanged, so metrics stay comparable with the typed dataset)."""
+    train = [
+        [i for i, t in zip(s, ts, strict=True) if t != SKIP]
+        for s, ts in zip(data.train, data.train_types, strict=True)
+    ]
+    return replace(
+        data,
+        name=data.name + "-dropskips",
+        train=train,
+        train_types=[],
+        valid=[_filter_case(c, False) for c in data.valid],
+        test=[_filter_case(c, False) for c in data.test],
+    )
+
+
+def skips_as_plays(data: Dataset) -> Dataset:
+    """Skip-unaware baseline: keep skip events but forget the types (a skip looks like a play,
+    and models also learn to predict skipped items)."""
+    return replace(
+        data,
+        name=data.name + "-skipsasplays",
+        train_types=[],
+        valid=[_filter_case(c, True) for c in data.valid],
+        test=[_filter_case(c, True) for c in data.test],
+    )

@@ -4,6 +4,14 @@
   of each training window (the RecBole ``CE`` loss; chosen over the paper's BCE with one
   negative because it is fast and stronger on small catalogues).
 * ``BPRRec`` trains BPR-MF with one uniformly sampled negative per (user, positive) pair.
+* ``GRU4RecRec`` trains GRU4Rec with the same loop as SASRec (``SeqCERec``).
+* ``DMMHyRecRec`` trains DMM-HyRec on (history prefix, next positive item) samples with BPR
+  over sampled negatives or full-softmax CE.
+
+Skip-aware logs (``Dataset.has_types``): the sequence models add an event-type embedding to
+their inputs, and only positive events (play/like) are training targets -- a skip is context,
+never something to recommend. ``score(..., types=...)`` takes the history types; use
+``score_cases`` to call any ``Recommender`` with or without them.
 
 Both evaluate validation NDCG@10 (full ranking, the dataset's history-exclusion rule) every
 ``eval_every`` epochs, keep the best weights and stop after ``patience`` evaluations without
@@ -21,11 +29,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from models.recsys.bpr import BPRMF, BPRConfig
-from models.recsys.data import Dataset
+from models.recsys.data import SKIP, Dataset
+from models.recsys.dmmhyrec import DMMHyRec, DMMHyRecConfig
+from models.recsys.gru4rec import GRU4Rec, GRU4RecConfig
 from models.recsys.metrics import full_ranking
 from models.recsys.sasrec import SASRec, SASRecConfig
+
+N_TYPES = 3
+"""play / skip / like; model type ids are ``code + 1`` (0 = padding)."""
 
 log = logging.getLogger(__name__)
 
@@ -90,60 +104,114 @@ def early_stopping_fit(
     return best, epoch
 
 
-Scorer = Callable[[list[list[int]], list[int]], np.ndarray]
+def score_cases(
+    model: object,
+    histories: list[list[int]],
+    users: list[int],
+    types: list[list[int]] | None = None,
+) -> np.ndarray:
+    """``model.score`` with the history types if the model uses them (``uses_types``)."""
+    if types is not None and getattr(model, "uses_types", False):
+        out: np.ndarray = model.score(histories, users, types=types)  # type: ignore[attr-defined]
+        return out
+    res: np.ndarray = model.score(histories, users)  # type: ignore[attr-defined]
+    return res
 
 
-def valid_ndcg10(scorer: Scorer, data: Dataset) -> float:
-    """Mean validation NDCG@10 of a scorer ``(histories, users) -> scores``."""
+def valid_ndcg10(model: object, data: Dataset) -> float:
+    """Mean validation NDCG@10 of a ``Recommender``."""
     hist = [c.history for c in data.valid]
-    scores = scorer(hist, [c.user for c in data.valid])
+    types = [c.history_types or [] for c in data.valid] if data.has_types else None
+    scores = score_cases(model, hist, [c.user for c in data.valid], types)
     res = full_ranking(scores, [c.target for c in data.valid], hist, data.exclude_history, ks=(10,))
     return float(res["NDCG@10"].mean())
 
 
-class SASRecRec:
-    """SASRec trained with full-softmax cross-entropy, as a ``Recommender``."""
+class TypedSASRec(SASRec):
+    """SASRec with an optional event-type embedding added to the item embedding."""
 
-    def __init__(
-        self, config: SASRecConfig | None = None, train_config: TrainConfig | None = None
-    ) -> None:
-        self.config = config or SASRecConfig()
+    def __init__(self, n_items: int, config: SASRecConfig | None = None, n_types: int = 0):
+        super().__init__(n_items, config)
+        self.type_emb = (
+            nn.Embedding(n_types + 1, self.config.hidden, padding_idx=0) if n_types else None
+        )
+        if self.type_emb is not None:
+            nn.init.normal_(self.type_emb.weight, std=self.config.init_std)
+
+    def forward(self, seq: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states [B, L, hidden]; see ``SASRec.forward`` (types [B, L], 0 = padding)."""
+        if self.type_emb is None or types is None:
+            return super().forward(seq)
+        # Same as SASRec.forward, with the type embedding added to the input.
+        length = seq.shape[1]
+        pos = torch.arange(length, device=seq.device)
+        x = self.item_emb(seq) + self.type_emb(types) + self.pos_emb(pos)[None]
+        x = self.dropout(self.norm(x))
+        causal = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
+        eye = torch.eye(length, dtype=torch.bool)[None]
+        mask = (causal[None] | (seq == 0)[:, None, :]) & ~eye
+        out: torch.Tensor = self.encoder(x, mask=mask.repeat_interleave(self.config.n_heads, dim=0))
+        return out
+
+
+def _pad_left(rows: Sequence[Sequence[int]], m: int, shift: int = 1) -> torch.Tensor:
+    """Left-padded tensor [B, m] of the last m values of each row, plus ``shift``."""
+    out = np.zeros((len(rows), m), dtype=np.int64)
+    for b, h in enumerate(rows):
+        tail = np.asarray(list(h)[-m:], dtype=np.int64) + shift
+        if len(tail):
+            out[b, m - len(tail) :] = tail
+    return torch.from_numpy(out)
+
+
+class SeqCERec:
+    """A causal sequence model (``forward(seq, types) -> [B, L, h]``, ``logits``) trained with
+    full-softmax cross-entropy at every position of each training window."""
+
+    uses_types = True
+
+    def __init__(self, max_len: int, train_config: TrainConfig | None = None) -> None:
+        self.max_len = max_len
         self.train_config = train_config or TrainConfig()
-        self.model: SASRec | None = None
+        self.model: torch.nn.Module | None = None
         self.best_valid = float("nan")
         self.epochs_run = 0
+        self.typed = False
 
-    def _windows(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
-        """Left-padded id windows [N, max_len + 1] covering every training transition."""
-        span = self.config.max_len + 1
+    def build(self, n_items: int, n_types: int) -> torch.nn.Module:
+        """A fresh model (subclasses)."""
+        raise NotImplementedError
+
+    def _windows(
+        self, seqs: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None = None
+    ) -> np.ndarray:
+        """Left-padded windows [N, 2, max_len + 1] (ids, type ids) covering every transition."""
+        span = self.max_len + 1
         rows: list[np.ndarray] = []
-        for s in seqs:
+        for k, s in enumerate(seqs):
             ids = np.asarray(s, dtype=np.int64) + 1
+            tys = np.asarray(types[k], dtype=np.int64) + 1 if types else np.ones_like(ids)
             end = len(ids)
             while end >= 2:
-                chunk = ids[max(0, end - span) : end]
-                rows.append(np.pad(chunk, (span - len(chunk), 0)))
-                end -= self.config.max_len
-        return np.stack(rows) if rows else np.zeros((0, span), dtype=np.int64)
+                lo = max(0, end - span)
+                pair = np.stack([ids[lo:end], tys[lo:end]])
+                rows.append(np.pad(pair, ((0, 0), (span - (end - lo), 0))))
+                end -= self.max_len
+        return np.stack(rows) if rows else np.zeros((0, 2, span), dtype=np.int64)
 
     def pad(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """Left-padded id tensor [B, max_len] of the most recent history items."""
-        m = self.config.max_len
-        out = np.zeros((len(histories), m), dtype=np.int64)
-        for b, h in enumerate(histories):
-            tail = np.asarray(list(h)[-m:], dtype=np.int64) + 1
-            if len(tail):
-                out[b, m - len(tail) :] = tail
-        return torch.from_numpy(out)
+        return _pad_left(histories, self.max_len)
 
     def fit(self, train: Dataset) -> None:
         """Train on ``train.train`` with early stopping on ``train.valid``."""
         cfg = self.train_config
         rng = seed_all(cfg.seed)
-        model = SASRec(train.n_items, self.config)
+        self.typed = train.has_types
+        model = self.build(train.n_items, N_TYPES if self.typed else 0)
         self.model = model
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        windows = self._windows(train.train)
+        windows = self._windows(train.train, train.train_types if self.typed else None)
 
         def epoch() -> float:
             model.train()
@@ -151,10 +219,11 @@ class SASRecRec:
             total, n = 0.0, 0
             for start in range(0, len(order), cfg.batch_size):
                 batch = torch.from_numpy(windows[order[start : start + cfg.batch_size]])
-                inp, tgt = batch[:, :-1], batch[:, 1:]
-                keep = (tgt > 0) & (inp > 0)
-                hidden = model(inp)[keep]
-                loss = F.cross_entropy(model.logits(hidden), tgt[keep] - 1)
+                inp, tgt = batch[:, 0, :-1], batch[:, 0, 1:]
+                # Skips are inputs only: never a target (type id of a skip is SKIP + 1).
+                keep = (tgt > 0) & (inp > 0) & (batch[:, 1, 1:] != SKIP + 1)
+                hidden = model(inp, batch[:, 1, :-1] if self.typed else None)[keep]
+                loss = F.cross_entropy(model.logits(hidden), tgt[keep] - 1)  # type: ignore[operator]
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -163,21 +232,148 @@ class SASRecRec:
             return total / max(n, 1)
 
         self.best_valid, self.epochs_run = early_stopping_fit(
-            model, epoch, lambda: valid_ndcg10(self.score, train), cfg
+            model, epoch, lambda: valid_ndcg10(self, train), cfg
         )
 
     @torch.no_grad()
     def score(
-        self, histories: Sequence[Sequence[int]], users: Sequence[int] | None = None
+        self,
+        histories: Sequence[Sequence[int]],
+        users: Sequence[int] | None = None,
+        types: Sequence[Sequence[int]] | None = None,
     ) -> np.ndarray:
-        """Next-item logits [B, n_items]."""
+        """Next-item logits [B, n_items] (``types``: history event types, typed data only)."""
         if self.model is None:
             raise RuntimeError("fit first")
         self.model.eval()
         outs = []
         for start in range(0, len(histories), 512):
             seq = self.pad(histories[start : start + 512])
-            outs.append(self.model.last_logits(seq).numpy())
+            ty = _pad_left(types[start : start + 512], self.max_len) if types else None
+            hidden = self.model(seq, ty if self.typed else None)[:, -1]
+            outs.append(self.model.logits(hidden).numpy())  # type: ignore[operator]
+        return np.concatenate(outs).astype(np.float64)
+
+
+class SASRecRec(SeqCERec):
+    """SASRec trained with full-softmax cross-entropy, as a ``Recommender``."""
+
+    def __init__(
+        self, config: SASRecConfig | None = None, train_config: TrainConfig | None = None
+    ) -> None:
+        self.config = config or SASRecConfig()
+        super().__init__(self.config.max_len, train_config)
+
+    def build(self, n_items: int, n_types: int) -> torch.nn.Module:
+        """A fresh (typed) SASRec."""
+        return TypedSASRec(n_items, self.config, n_types)
+
+
+class GRU4RecRec(SeqCERec):
+    """GRU4Rec trained with full-softmax cross-entropy, as a ``Recommender``."""
+
+    def __init__(
+        self, config: GRU4RecConfig | None = None, train_config: TrainConfig | None = None
+    ) -> None:
+        self.config = config or GRU4RecConfig()
+        super().__init__(self.config.max_len, train_config)
+
+    def build(self, n_items: int, n_types: int) -> torch.nn.Module:
+        """A fresh GRU4Rec."""
+        return GRU4Rec(n_items, self.config, n_types)
+
+
+def _pad_right(rows: Sequence[Sequence[int]], m: int) -> torch.Tensor:
+    """Right-padded tensor [B, m] of the last m values + 1 of each row (0 = padding)."""
+    out = np.zeros((len(rows), m), dtype=np.int64)
+    for b, h in enumerate(rows):
+        tail = np.asarray(list(h)[-m:], dtype=np.int64) + 1
+        out[b, : len(tail)] = tail
+    return torch.from_numpy(out)
+
+
+class DMMHyRecRec:
+    """DMM-HyRec as a ``Recommender``: one sample per (history prefix, next positive item)."""
+
+    uses_types = True
+
+    def __init__(
+        self, config: DMMHyRecConfig | None = None, train_config: TrainConfig | None = None
+    ) -> None:
+        self.config = config or DMMHyRecConfig()
+        self.train_config = train_config or TrainConfig()
+        self.model: DMMHyRec | None = None
+        self.best_valid = float("nan")
+        self.epochs_run = 0
+        self.typed = False
+
+    def fit(self, train: Dataset) -> None:
+        """Train on every transition of ``train.train`` with early stopping on ``train.valid``."""
+        cfg, mc = self.train_config, self.config
+        rng = seed_all(cfg.seed)
+        self.typed = train.has_types
+        content = torch.from_numpy(train.content) if train.content is not None else None
+        model = DMMHyRec(train.n_items, content, N_TYPES if self.typed else 0, mc)
+        seen = torch.zeros(train.n_items, dtype=torch.bool)
+        for s in train.train:
+            seen[torch.as_tensor(s, dtype=torch.long)] = True
+        model.set_warm(seen)
+        self.model = model
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        prefixes: list[list[int]] = []
+        ptypes: list[list[int]] = []
+        targets: list[int] = []
+        for u, s in enumerate(train.train):
+            ts = train.train_types[u] if self.typed else [0] * len(s)
+            for t in range(1, len(s)):
+                if ts[t] != SKIP:
+                    lo = max(0, t - mc.max_len)
+                    prefixes.append(s[lo:t])
+                    ptypes.append(ts[lo:t])
+                    targets.append(s[t])
+        seqs = _pad_right(prefixes, mc.max_len)
+        tys = _pad_right(ptypes, mc.max_len) * (seqs > 0)
+        tgt = torch.as_tensor(targets, dtype=torch.long)
+
+        def epoch() -> float:
+            model.train()
+            order = torch.from_numpy(rng.permutation(len(tgt)))
+            total = 0.0
+            for start in range(0, len(order), cfg.batch_size):
+                idx = order[start : start + cfg.batch_size]
+                neg = None
+                if mc.loss == "bpr":
+                    neg = torch.from_numpy(
+                        rng.integers(0, train.n_items, (len(idx), mc.n_negatives))
+                    )
+                loss = model.loss(seqs[idx], tys[idx] if self.typed else None, tgt[idx], neg)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            return total / max(len(order), 1)
+
+        self.best_valid, self.epochs_run = early_stopping_fit(
+            model, epoch, lambda: valid_ndcg10(self, train), cfg
+        )
+
+    @torch.no_grad()
+    def score(
+        self,
+        histories: Sequence[Sequence[int]],
+        users: Sequence[int] | None = None,
+        types: Sequence[Sequence[int]] | None = None,
+    ) -> np.ndarray:
+        """Scores [B, n_items] (``types``: history event types, typed data only)."""
+        if self.model is None:
+            raise RuntimeError("fit first")
+        self.model.eval()
+        m = self.config.max_len
+        outs = []
+        for start in range(0, len(histories), 512):
+            seq = _pad_right(histories[start : start + 512], m)
+            ty = _pad_right(types[start : start + 512], m) * (seq > 0) if types else None
+            outs.append(self.model.scores(seq, ty if self.typed else None).numpy())
         return np.concatenate(outs).astype(np.float64)
 
 
@@ -226,7 +422,7 @@ class BPRRec:
             return total / max(len(order), 1)
 
         self.best_valid, self.epochs_run = early_stopping_fit(
-            model, epoch, lambda: valid_ndcg10(self.score, train), cfg
+            model, epoch, lambda: valid_ndcg10(self, train), cfg
         )
 
     @torch.no_grad()

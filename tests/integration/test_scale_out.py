@@ -78,7 +78,7 @@ def test_two_workers_share_partitions_and_survive_a_crash(
         second = {play(bus, s, u, CLIPS[2], "play", later): u for u in users}
         # The survivor takes over after the session timeout and rebuilds the dead
         # worker's user state from the changelog before it answers.
-        recs = answers(bus, set(second), timeout_s=150)
+        recs = answers(bus, set(second), timeout_s=240)
         for rec in recs.values():
             ids = [i.track_id for i in rec.items]
             assert CLIPS[0] not in ids and CLIPS[2] not in ids, ids

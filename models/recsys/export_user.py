@@ -1,0 +1,283 @@
+"""Train a sequence model and write a servable artifact (``resonate train``).
+
+An artifact is a folder ``<out>/<version>/`` with
+
+* ``model.pt`` -- TorchScript: left-padded item-index sequences ``[B, L]`` int64 (0 = padding,
+  dataset item ``j`` is index ``j + 1``) -> next-item scores ``[B, n_items]`` (column ``j`` =
+  dataset item ``j``);
+* ``vocab.json`` -- the list of track ids, position ``j`` = dataset item ``j``;
+* ``card.json`` -- ``version`` (``sasrec-<yyyymmddHHMMSS>``), ``L``, ``n_items``, ``dataset``,
+  validation/test metrics, ``created_at``.
+
+A version is first written to a hidden temporary folder and then renamed into place, so a
+server polling ``<out>`` (``serving.user_model``) never sees a half-written artifact.
+
+``load_events`` reads a JSON-lines log in the public ``interactions`` format: per user, the
+chronological sequence of positive events (play, like); skips are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.recsys.data import Dataset, load_30music, load_lastfm, split_leave_last_out
+from models.recsys.sasrec import SASRec, SASRecConfig
+from models.recsys.train import SASRecRec, TrainConfig
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("lastfm", "30music", "events")
+MODELS = ("sasrec",)
+MODEL_FILE, VOCAB_FILE, CARD_FILE = "model.pt", "vocab.json", "card.json"
+
+
+def load_events(path: Path) -> Dataset:
+    """Per-user chronological positive sequences from an ``interactions`` JSON-lines log.
+
+    Plays and likes are positives, skips are dropped; events are ordered by ``occurred_at``
+    (file order breaks ties). Users with fewer than 3 positives cannot be split
+    leave-last-out and are left out. Lines that are not valid events are skipped.
+    """
+    from schemas.events import Interaction, InteractionType
+
+    per_user: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    with Path(path).open() as fh:
+        for n, line in enumerate(fh):
+            if not line.strip():
+                continue
+            try:
+                ev = Interaction.model_validate_json(line)
+            except ValueError:
+                log.warning("line %d of %s is not an interaction; skipped", n + 1, path)
+                continue
+            if ev.type is InteractionType.SKIP:
+                continue
+            per_user[ev.user_id].append((ev.occurred_at.timestamp(), n, ev.track_id))
+    users = sorted(u for u, evs in per_user.items() if len(evs) >= 3)
+    if not users:
+        raise ValueError(f"{path}: no user with at least 3 positive events")
+    seqs_raw = [[t for _, _, t in sorted(per_user[u])] for u in users]
+    item_ids = sorted({t for s in seqs_raw for t in s})
+    index = {t: k for k, t in enumerate(item_ids)}
+    seqs = [[index[t] for t in s] for s in seqs_raw]
+    return split_leave_last_out("events", seqs, len(item_ids), item_ids, users)
+
+
+def load_dataset(name: str, path: Path) -> Dataset:
+    """One of the supported logs (see ``DATASETS``)."""
+    if name == "lastfm":
+        return load_lastfm(path)
+    if name == "30music":
+        return load_30music(path)
+    if name == "events":
+        # Our own loader (positives only), not the harness's typed one: the served model is
+        # fed the listener's positive history, so it is trained on exactly that.
+        return load_events(path)
+    raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
+
+
+class NextItemScores(nn.Module):
+    """What is exported: ``[B, L]`` item indices -> ``[B, n_items]`` next-item scores."""
+
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        return self.model.last_logits(seq)
+
+
+def to_torchscript(model: SASRec) -> torch.jit.ScriptModule:
+    """Trace the eval-mode model on a padded and a full example of length ``max_len``."""
+    length = model.config.max_len
+    n = max(1, min(model.n_items, length))
+    example = torch.zeros(2, length, dtype=torch.int64)
+    example[0, -1] = 1
+    example[1, length - n :] = torch.arange(1, n + 1)
+    wrapper = NextItemScores(model).eval()
+    # The tracer warns about shape checks inside attention that it freezes; they only
+    # validate the mask against the (fixed) head count, so any batch size traces the same.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(wrapper, example)
+    return traced  # type: ignore[no-any-return]
+
+
+def new_version(root: Path, model: str = "sasrec", now: datetime | None = None) -> str:
+    """``<model>-<yyyymmddHHMMSS>`` (UTC), suffixed ``-2``, ``-3`` ... if it exists already."""
+    base = f"{model}-{(now or datetime.now(UTC)).strftime('%Y%m%d%H%M%S')}"
+    version, k = base, 1
+    while (root / version).exists():
+        k += 1
+        version = f"{base}-{k}"
+    return version
+
+
+def export_artifact(
+    model: SASRec,
+    item_ids: Sequence[str],
+    root: Path,
+    *,
+    dataset: str,
+    metrics: dict[str, Any] | None = None,
+    version: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``root/<version>/`` (model.pt, vocab.json, card.json) atomically; returns it."""
+    if len(item_ids) != model.n_items:
+        raise ValueError(f"{len(item_ids)} item ids for a model of {model.n_items} items")
+    root.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    version = version or new_version(root)
+    final = root / version
+    if final.exists():
+        raise FileExistsError(final)
+    tmp = root / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        to_torchscript(model).save(str(tmp / MODEL_FILE))
+        (tmp / VOCAB_FILE).write_text(json.dumps(list(item_ids)))
+        now = datetime.now(UTC)
+        card = {
+            "version": version,
+            "model": "sasrec",
+            "L": model.config.max_len,
+            "n_items": model.n_items,
+            "dataset": dataset,
+            "metrics": metrics or {},
+            "created_at": now.isoformat(),
+            "created_at_s": now.timestamp(),
+            "input": "history [B, L] int64, left-padded, 0 = padding, vocab[j] is index j + 1",
+            "output": "scores [B, n_items], column j = vocab[j]",
+            **(extra or {}),
+        }
+        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2))
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %s (%d items, L=%d)", final, model.n_items, model.config.max_len)
+    return final
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded artifact folder."""
+
+    path: Path
+    module: torch.jit.ScriptModule
+    vocab: list[str]
+    card: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+
+def is_artifact(path: Path) -> bool:
+    """A complete artifact folder (not a temporary one)."""
+    return (
+        path.is_dir()
+        and not path.name.startswith(".")
+        and all((path / f).is_file() for f in (MODEL_FILE, VOCAB_FILE, CARD_FILE))
+    )
+
+
+def latest_artifact(root: Path) -> Path | None:
+    """The newest complete version under ``root`` (by card ``created_at_s``, then name)."""
+    best: tuple[float, str] | None = None
+    found: Path | None = None
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return None
+    for p in entries:
+        if not is_artifact(p):
+            continue
+        try:
+            created = float(json.loads((p / CARD_FILE).read_text()).get("created_at_s", 0.0))
+        except (OSError, ValueError):
+            continue
+        key = (created, p.name)
+        if best is None or key > best:
+            best, found = key, p
+    return found
+
+
+def load_artifact(path: Path) -> Artifact:
+    """Load model.pt (TorchScript, CPU, eval), vocab.json and card.json."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what we serve
+        module = torch.jit.load(str(path / MODEL_FILE), map_location="cpu").eval()
+    vocab = [str(t) for t in json.loads((path / VOCAB_FILE).read_text())]
+    card: dict[str, Any] = json.loads((path / CARD_FILE).read_text())
+    if len(vocab) != int(card["n_items"]):
+        raise ValueError(f"{path}: vocab has {len(vocab)} ids, card says {card['n_items']}")
+    return Artifact(path=path, module=module, vocab=vocab, card=card)
+
+
+def holdout_metrics(rec: SASRecRec, data: Dataset, ks: Sequence[int] = (10,)) -> dict[str, float]:
+    """Full-ranking test metrics (mean over cases) of a fitted recommender."""
+    from models.recsys.metrics import full_ranking
+
+    if not data.test:
+        return {}
+    hist = [c.history for c in data.test]
+    scores = rec.score(hist, [c.user for c in data.test])
+    res = full_ranking(scores, [c.target for c in data.test], hist, data.exclude_history, ks=ks)
+    return {k: float(np.mean(v)) for k, v in res.items()}
+
+
+def train_artifact(
+    dataset: str,
+    path: Path,
+    out: Path,
+    *,
+    model: str = "sasrec",
+    epochs: int = 200,
+    max_len: int = 50,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+    max_seconds: float = 1e9,
+    config: SASRecConfig | None = None,
+) -> Path:
+    """Load a log, train with early stopping on validation NDCG@10, export; returns the folder."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose from {MODELS}")
+    data = load_dataset(dataset, path)
+    cfg = config or SASRecConfig(max_len=max_len)
+    rec = SASRecRec(
+        cfg,
+        TrainConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_seconds=max_seconds
+        ),
+    )
+    log.info("training %s on %s (%d users, %d items)", model, dataset, data.n_users, data.n_items)
+    rec.fit(data)
+    if not isinstance(rec.model, SASRec):
+        raise TypeError(f"expected a fitted SASRec, got {type(rec.model).__name__}")
+    metrics = {"valid": {"NDCG@10": rec.best_valid}, "test": holdout_metrics(rec, data)}
+    return export_artifact(
+        rec.model,
+        data.item_ids,
+        out,
+        dataset=dataset,
+        metrics=metrics,
+        extra={"epochs_run": rec.epochs_run, "source": str(path), "n_users": data.n_users},
+    )
