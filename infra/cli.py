@@ -151,6 +151,66 @@ def train(
     typer.echo(str(folder))
 
 
+@app.command("eval")
+def eval_(
+    dataset: Annotated[str, typer.Option(help="lastfm, 30music or events (interactions JSONL).")],
+    path: Annotated[
+        Path | None,
+        typer.Option(
+            help="Benchmark file or directory (30Music: every slice); default: under data_dir."
+        ),
+    ] = None,
+    models: Annotated[str, typer.Option(help="Comma-separated models.")] = (
+        "random,pop,itemknn,contentknn,bpr,sasrec,dmmhyrec"
+    ),
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+    quick: Annotated[
+        bool, typer.Option(help="CI mode: one 30Music slice, seed 0, short training.")
+    ] = False,
+    sampled: Annotated[
+        int, typer.Option(help="Rank among N sampled negatives (S3-Rec: 99); 0 = full ranking.")
+    ] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep/reuse each (model, seed) run here (parallel runs, then combine)."),
+    ] = None,
+    max_seconds: Annotated[
+        float, typer.Option(help="Wall-clock cap per neural model fit; 0 = none.")
+    ] = 0.0,
+    threads: Annotated[int, typer.Option(help="torch intra-op threads.")] = 1,
+) -> None:
+    """Train and evaluate recommenders on a listening log; print Table-2-style results."""
+    import torch
+
+    from models.recsys.evaluate import DATASETS, MODELS
+    from models.recsys.report import evaluate
+
+    _logging()
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"--dataset must be one of {', '.join(DATASETS)}")
+    names = models.split(",")
+    if unknown := [m for m in names if m not in MODELS]:
+        raise typer.BadParameter(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    data_dir = _settings().data_dir
+    default = {"lastfm": data_dir / "lastfm-s3rec", "30music": data_dir / "30music"}
+    if path is None and dataset not in default:
+        raise typer.BadParameter("--path is required for this dataset")
+    # One thread per run by default: the numbers are then comparable between parallel runs.
+    torch.set_num_threads(threads)
+    evaluate(
+        dataset=dataset,
+        path=path or default[dataset],
+        models=names,
+        seeds=[0] if quick else [int(s) for s in seeds.split(",")],
+        quick=quick,
+        sampled=sampled,
+        out=out,
+        cache_dir=cache_dir,
+        max_seconds=max_seconds,
+    )
+
+
 @app.command("convert-musicnn")
 def convert_musicnn(
     out: Annotated[Path | None, typer.Option(help="Where to write the weights.")] = None,

@@ -1,22 +1,20 @@
-"""Offline evaluation harness: train models on a split, score the test cases, tabulate.
+"""Offline evaluation harness: train models on a split, score the test cases, summarise.
 
-``python -m models.recsys.evaluate lastfm /path/LastFM.txt --models pop,itemknn,sasrec``
-trains each model once per seed, ranks all items for every test case and reports mean metrics
-with 95% CIs (over users: 30Music cases are first averaged within each user). With several
-seeds each user's metric is first averaged over seeds.
+``run_eval`` (the engine of ``resonate eval``, see ``report.py``) trains each model once per
+seed, ranks all items for every test case and reports mean metrics with 95% CIs (over users:
+30Music cases are first averaged within each user). With several seeds each user's metric is
+first averaged over seeds.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
-import typer
 
 from models.recsys.baselines import ItemKNN, PopRank, RandomRec, Recommender
 from models.recsys.contentknn import ContentKNN
@@ -30,7 +28,7 @@ from models.recsys.data import (
 )
 from models.recsys.dmmhyrec import DMMHyRecConfig
 from models.recsys.gru4rec import GRU4RecConfig
-from models.recsys.metrics import full_ranking, summarize_all
+from models.recsys.metrics import full_ranking, sampled_ranking, summarize_all
 from models.recsys.sasrec import SASRecConfig
 from models.recsys.train import (
     BPRRec,
@@ -151,7 +149,7 @@ def _make_model(name: str, seed: int, quick: bool, dataset: str) -> Recommender:
         # 0.026 with lr 1e-3 / batch 512); one Bi-LSTM epoch costs ~25 CPU-seconds there.
         bs = 64 if small else 256
         tc = (
-            TrainConfig(epochs=30, batch_size=bs, lr=3e-3, patience=3, eval_every=2, max_seconds=60)
+            TrainConfig(epochs=30, batch_size=bs, lr=3e-3, patience=3, eval_every=2, max_seconds=45)
             if quick
             else TrainConfig(epochs=200, batch_size=bs, lr=3e-3, patience=3, eval_every=2)
         )
@@ -176,8 +174,11 @@ def _make_model(name: str, seed: int, quick: bool, dataset: str) -> Recommender:
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
 
 
-def evaluate_model(model: Recommender, data: Dataset, seed: int) -> dict[str, np.ndarray]:
-    """Per-case full-ranking test metrics of a fitted model."""
+def evaluate_model(
+    model: Recommender, data: Dataset, seed: int, sampled: int = 0
+) -> dict[str, np.ndarray]:
+    """Per-case test metrics of a fitted model: full ranking, or with ``sampled > 0`` the
+    target ranked among that many uniformly sampled unseen items (S3-Rec's protocol)."""
     hist = [c.history for c in data.test]
     users = [c.user for c in data.test]
     types = [c.history_types or [] for c in data.test] if data.has_types else None
@@ -185,12 +186,34 @@ def evaluate_model(model: Recommender, data: Dataset, seed: int) -> dict[str, np
     for start in range(0, len(hist), 1024):
         sl = slice(start, start + 1024)
         scores = score_cases(model, hist[sl], users[sl], types[sl] if types else None)
-        res = full_ranking(
-            scores, [c.target for c in data.test[sl]], hist[sl], data.exclude_history, seed=seed
+        targets = [c.target for c in data.test[sl]]
+        res = (
+            sampled_ranking(scores, targets, hist[sl], sampled, seed=seed)
+            if sampled
+            else full_ranking(scores, targets, hist[sl], data.exclude_history, seed=seed)
         )
         for k, v in res.items():
             per_case.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in per_case.items()}
+
+
+def _fit_and_score(
+    model: Recommender, data: Dataset, seed: int, sampled: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Fit one model, score the test cases; per-case metrics and the run's summary."""
+    t0 = time.monotonic()
+    model.fit(data)
+    fit_s = time.monotonic() - t0
+    per_case = evaluate_model(model, data, seed, sampled)
+    run = {
+        "seed": seed,
+        "fit_seconds": round(fit_s, 2),
+        "eval_seconds": round(time.monotonic() - t0 - fit_s, 2),
+        "best_valid_ndcg10": float(getattr(model, "best_valid", float("nan"))),
+        "epochs": int(getattr(model, "epochs_run", 0)),
+        **{k: float(v.mean()) for k, v in per_case.items()},
+    }
+    return per_case, run
 
 
 def run_eval(
@@ -203,9 +226,19 @@ def run_eval(
     max_seconds: float = 0.0,
     lr: float = 0.0,
     batch_size: int = 0,
+    cache_dir: Path | None = None,
+    progress: Callable[[str, int], None] | None = None,
+    sampled: int = 0,
+    cases_out: dict[str, tuple[dict[str, np.ndarray], list[int]]] | None = None,
 ) -> dict:  # type: ignore[type-arg]
     """Train and evaluate ``models`` on ``dataset``; return (and write to ``out``) JSON-able
-    results: per model the mean, 95% CI and n of every metric plus per-seed means/timings."""
+    results: per model the mean, 95% CI and n of every metric plus per-seed means/timings.
+
+    With ``cache_dir`` each (model, seed) run's per-case metrics are stored there and reused
+    by later calls with the same arguments (delete the directory after changing the code).
+    ``progress(model, seed)`` is called after each run. ``sampled > 0`` switches to the
+    sampled protocol. ``cases_out`` receives each model's seed-averaged per-case metrics and
+    the case users (for pooling several datasets over users)."""
     data = load(dataset, path)
     users = [c.user for c in data.test]
     results: dict = {  # type: ignore[type-arg]
@@ -217,30 +250,40 @@ def run_eval(
         "exclude_history": data.exclude_history,
         "seeds": seeds,
         "quick": quick,
+        "protocol": f"sampled-{sampled}" if sampled else "full",
         "models": {},
     }
     for name in models:
         per_seed: list[dict[str, np.ndarray]] = []
         info: list[dict[str, float]] = []
         for seed in seeds:
-            model = make_model(name, seed, quick, dataset, max_seconds, lr, batch_size)
-            t0 = time.monotonic()
-            model.fit(data)
-            fit_s = time.monotonic() - t0
-            per_case = evaluate_model(model, data, seed)
+            tag = f"{dataset}_{path.stem}_{name}_s{seed}{'_quick' if quick else ''}"
+            tag += f"_t{max_seconds:g}_lr{lr:g}_b{batch_size}" + (f"_n{sampled}" if sampled else "")
+            cached = cache_dir / f"{tag}.npz" if cache_dir is not None else None
+            if cached is not None and cached.exists():
+                # One (model, seed) per process can run in parallel; a final run combines them.
+                with np.load(cached) as z:
+                    per_case = {k: z[k] for k in z.files}
+                run = json.loads(cached.with_suffix(".json").read_text())
+            else:
+                per_case, run = _fit_and_score(
+                    make_model(name, seed, quick, dataset, max_seconds, lr, batch_size),
+                    data,
+                    seed,
+                    sampled,
+                )
+                if cached is not None:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez(cached, **per_case)
+                    cached.with_suffix(".json").write_text(json.dumps(run))
             per_seed.append(per_case)
-            info.append(
-                {
-                    "seed": seed,
-                    "fit_seconds": round(fit_s, 2),
-                    "eval_seconds": round(time.monotonic() - t0 - fit_s, 2),
-                    "best_valid_ndcg10": float(getattr(model, "best_valid", float("nan"))),
-                    "epochs": int(getattr(model, "epochs_run", 0)),
-                    **{k: float(v.mean()) for k, v in per_case.items()},
-                }
-            )
+            info.append(run)
+            if progress is not None:
+                progress(name, seed)
         mean_case = {k: np.mean([p[k] for p in per_seed], axis=0) for k in per_seed[0]}
         summ = summarize_all(mean_case, users)
+        if cases_out is not None:
+            cases_out[name] = (mean_case, users)
         results["models"][name] = {
             "metrics": {k: {"mean": s.mean, "ci95": s.ci95, "n": s.n} for k, s in summ.items()},
             "runs": info,
@@ -249,57 +292,3 @@ def run_eval(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))
     return results
-
-
-def format_table(results: dict, columns: tuple[str, ...] = TABLE_COLUMNS) -> str:  # type: ignore[type-arg]
-    """Plain-text table: one row per model, ``mean ± CI95`` per column."""
-    head = ["Model", *columns]
-    rows = [head]
-    for name, res in results["models"].items():
-        m = res["metrics"]
-        rows.append([name, *(f"{m[c]['mean']:.4f}±{m[c]['ci95']:.4f}" for c in columns)])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    title = (
-        f"{results['dataset']} ({results['n_test_cases']} test cases, {results['n_users']} users,"
-        f" {results['n_items']} items, exclude_history={results['exclude_history']},"
-        f" seeds={results['seeds']})"
-    )
-    return title + "\n" + "\n".join(lines)
-
-
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-def main(
-    dataset: str,
-    path: Path,
-    models: str = "random,pop,itemknn,bpr,sasrec",
-    seeds: str = "0",
-    quick: bool = False,
-    out: Path | None = None,
-    extra: str = "HitRate@10",
-    threads: int = 1,
-    max_seconds: float = 0.0,
-    lr: float = 0.0,
-    batch_size: int = 0,
-) -> None:
-    """Run the evaluation and print the table (plus ``extra`` columns)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    # The machine is shared: one intra-op thread per run keeps timings stable and fair.
-    torch.set_num_threads(threads)
-    seed_list = [int(s) for s in seeds.split(",")]
-    res = run_eval(
-        dataset, path, models.split(","), seed_list, quick, out, max_seconds, lr, batch_size
-    )
-    print(format_table(res))
-    if extra:
-        print(format_table(res, tuple(extra.split(","))))
-    for name, r in res["models"].items():
-        print(name, json.dumps(r["runs"]))
-
-
-if __name__ == "__main__":
-    app()

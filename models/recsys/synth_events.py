@@ -135,8 +135,9 @@ def main(
     import logging
 
     import torch
+    from rich.console import Console
 
-    from models.recsys.evaluate import format_table
+    from models.recsys.report import table
 
     torch.set_num_threads(1)
     print(out, write_events(out, SynthConfig(n_users=users)))
@@ -145,7 +146,7 @@ def main(
         cols = ("HitRate@10", "NDCG@10", "HitRate@20", "NDCG@20")
         seed_list = [int(s) for s in seeds.split(",")]
         for res in skip_effect(out, compare.split(","), seed_list, quick).values():
-            print(format_table(res, cols))
+            Console(width=120).print(table(res, cols))
 
 
 if __name__ == "__main__":

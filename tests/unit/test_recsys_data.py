@@ -73,3 +73,5 @@ def test_load_30music_tsv(tmp_path: Path) -> None:
     f.write_text("\n".join(lines) + "\n")
     d = load_30music(f)
     assert d.n_items == 2 and len(d.test) == 3
+    # Every item carries its artist as one-hot content (both items here are by artist "1").
+    assert d.content is not None and d.content.shape == (2, 1) and d.content.sum() == 2

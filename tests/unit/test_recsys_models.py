@@ -9,7 +9,8 @@ import torch
 
 from models.recsys.baselines import ItemKNN, PopRank, RandomRec, Recommender
 from models.recsys.data import Dataset, split_leave_last_out
-from models.recsys.evaluate import evaluate_model, format_table, run_eval
+from models.recsys.evaluate import evaluate_model, run_eval
+from models.recsys.report import table
 from models.recsys.sasrec import SASRec, SASRecConfig
 from models.recsys.train import BPRRec, SASRecRec, TrainConfig
 
@@ -93,6 +94,7 @@ def test_run_eval_and_table(tmp_path: object) -> None:
     out = Path(str(tmp_path)) / "res.json"
     res = run_eval("lastfm", path, ["random", "itemknn"], [0, 1], quick=True, out=out)
     assert out.is_file()
-    table = format_table(res)
-    assert "itemknn" in table and "Recall@10" in table and "±" in table
+    rows = table(res)
+    assert [c.header for c in rows.columns][:3] == ["Model", "Recall@10", "Recall@20"]
+    assert list(rows.columns[0].cells) == ["random", "itemknn"]
     assert res["models"]["itemknn"]["metrics"]["HitRate@20"]["mean"] == 1.0
