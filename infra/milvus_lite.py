@@ -73,6 +73,8 @@ class MilvusLiteServer(ChildProcess):
     ``port=0`` picks a free port. Server output goes to ``log_path``.
     """
 
+    name = "Milvus Lite"
+
     def __init__(
         self,
         *,

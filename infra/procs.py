@@ -78,7 +78,37 @@ def log_tail(path: Path, *, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class ChildProcess:
+class Service:
+    """A context manager that calls ``start()`` on enter and ``stop()`` on exit.
+
+    A failed ``start()`` is followed by ``stop()`` (which must be idempotent), so a
+    half-started service never outlives the ``with`` statement that wanted it.
+    """
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ChildProcess(Service):
     """A service run as a child process: log file, readiness wait, clean stop.
 
     Subclasses build the command in ``start()`` and call :meth:`_launch` then
@@ -87,9 +117,12 @@ class ChildProcess:
 
     name = "child process"
 
-    def __init__(self, *, log_path: Path, startup_timeout_s: float) -> None:
+    def __init__(
+        self, *, log_path: Path, startup_timeout_s: float, stop_timeout_s: float = 10.0
+    ) -> None:
         self.log_path = log_path
         self.startup_timeout_s = startup_timeout_s
+        self.stop_timeout_s = stop_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -97,8 +130,14 @@ class ChildProcess:
         raise NotImplementedError
 
     def _launch(
-        self, args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+        self,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        new_session: bool = False,
     ) -> None:
+        """Spawn ``args`` with output to the log; ``new_session`` keeps terminal signals off it."""
         if self._proc is not None:
             raise RuntimeError(f"{self.name} already started")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,40 +149,35 @@ class ChildProcess:
             stdin=subprocess.DEVNULL,
             env=env,
             cwd=str(cwd) if cwd is not None else None,
+            start_new_session=new_session,
         )
 
-    def _await_ready(self, ready: Callable[[], bool], *, what: str) -> None:
-        """Wait for ``ready``; on failure stop the child and raise with its log tail."""
+    def _await_ready(
+        self, ready: Callable[[], bool], *, what: str, interval_s: float = 0.3
+    ) -> None:
+        """Wait for ``ready``; on failure (or Ctrl+C) stop the child; raise with its log tail."""
         try:
             wait_until(
                 ready,
                 what=what,
                 timeout_s=self.startup_timeout_s,
                 proc=self._proc,
-                interval_s=0.3,
+                interval_s=interval_s,
             )
-        except StartupError as exc:
+        except BaseException as exc:
             self.stop()
-            raise StartupError(
-                f"{exc}; log tail ({self.log_path}):\n{log_tail(self.log_path)}"
-            ) from exc
+            if isinstance(exc, StartupError):
+                raise StartupError(
+                    f"{exc}; log tail ({self.log_path}):\n{log_tail(self.log_path)}"
+                ) from exc
+            raise
 
     def stop(self) -> None:
         """Stop the child (idempotent)."""
         if self._proc is not None:
-            stop_process(self._proc, name=self.name)
+            stop_process(self._proc, name=self.name, timeout_s=self.stop_timeout_s)
+            log.info("%s stopped (exit code %s)", self.name, self._proc.returncode)
             self._proc = None
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -20,11 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from infra.milvus_lite import MilvusLiteServer
-from infra.procs import StartupError, free_port, stop_process, wait_until
+from infra.procs import Service, StartupError, free_port, log_tail, stop_process, wait_until
 from infra.tansu import TansuBroker
 from infra.topics import ensure_topics
 from infra.triton_proc import TritonProcess
@@ -80,7 +79,7 @@ class WorkerProc:
         return "resonate_worker_ready 1.0" in self.metrics_text()
 
 
-class EmbeddedStack:
+class EmbeddedStack(Service):
     """Start what the settings leave empty, then the workers; stop all on exit."""
 
     def __init__(self, *, settings: Settings, startup_timeout_s: float = 240.0) -> None:
@@ -93,23 +92,7 @@ class EmbeddedStack:
         self.triton_metrics_url = ""
         self._stack = ExitStack()
 
-    # --- lifecycle -------------------------------------------------------------------
-
-    def __enter__(self) -> EmbeddedStack:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    # --- lifecycle (Service makes it a context manager) ------------------------------
 
     def start(self) -> None:
         s = self.base
@@ -246,7 +229,7 @@ class EmbeddedStack:
                     interval_s=0.5,
                 )
             except StartupError as exc:
-                tail = "\n".join(w.log_path.read_text(errors="replace").splitlines()[-40:])
+                tail = log_tail(w.log_path)
                 raise StartupError(f"{exc}\n--- {w.log_path} (tail) ---\n{tail}") from exc
 
     # --- state file ------------------------------------------------------------------

@@ -80,6 +80,8 @@ class TansuBroker(ChildProcess):
     ``port=0`` picks a free port. The broker's stdout/stderr go to ``log_path``.
     """
 
+    name = "Tansu"
+
     def __init__(
         self,
         *,

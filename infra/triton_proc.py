@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import sysconfig
 import time
 from pathlib import Path
-from types import TracebackType
 
-from infra.procs import StartupError, stop_process, wait_until
+from infra.procs import ChildProcess
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +42,7 @@ def triton_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def log_tail(path: Path, n_lines: int = 40) -> str:
-    """Last lines of a log file ('' when it does not exist yet)."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n_lines:])
-
-
-class TritonProcess:
+class TritonProcess(ChildProcess):
     """Context manager: a pytriton server child serving the audio encoder on loopback.
 
     Give ``weights_path`` (converted MusiCNN) or ``factory`` (``module:function`` returning
@@ -62,6 +51,8 @@ class TritonProcess:
     user encoder ``user_model_name`` from that folder (``infra.triton_server``), and readiness
     waits for it too.
     """
+
+    name = "Triton"
 
     def __init__(
         self,
@@ -83,6 +74,9 @@ class TritonProcess:
     ) -> None:
         if (weights_path is None) == (factory is None):
             raise ValueError("give exactly one of weights_path or factory")
+        super().__init__(
+            log_path=log_path, startup_timeout_s=startup_timeout_s, stop_timeout_s=stop_timeout_s
+        )
         self.weights_path = weights_path
         self.factory = factory
         self.model_name = model_name
@@ -90,15 +84,11 @@ class TritonProcess:
         self.http_port = http_port
         self.grpc_port = grpc_port
         self.metrics_port = metrics_port
-        self.log_path = log_path
         self.max_batch = max_batch
-        self.startup_timeout_s = startup_timeout_s
-        self.stop_timeout_s = stop_timeout_s
         self.user_model_dir = user_model_dir
         self.user_model_name = user_model_name
         self.user_top_n = user_top_n
         self.startup_s: float | None = None  # measured spawn-to-ready time
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -145,64 +135,26 @@ class TritonProcess:
             names.append(self.user_model_name)
         return names
 
-    def start(self) -> None:
+    def start(self) -> TritonProcess:
         """Spawn the server and block until the model is ready; StartupError otherwise."""
         import tritonclient.http as httpclient
 
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
         log.info("starting Triton: %s (log %s)", " ".join(cmd), self.log_path)
         t0 = time.monotonic()
-        with self.log_path.open("ab") as logf:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=triton_env(),
-                cwd=PROJECT_ROOT,
-                # Own session: a Ctrl+C in the parent's terminal must not race our stop().
-                start_new_session=True,
-            )
+        # Own session: a Ctrl+C in the parent's terminal must not race our stop().
+        self._launch(cmd, env=triton_env(), cwd=PROJECT_ROOT, new_session=True)
         client = httpclient.InferenceServerClient(
             url=self.url, connection_timeout=2.0, network_timeout=2.0
         )
         try:
-            wait_until(
+            self._await_ready(
                 lambda: all(client.is_model_ready(n) for n in self.model_names()),
                 what=f"Triton models {self.model_names()} at {self.url}",
-                timeout_s=self.startup_timeout_s,
-                proc=self._proc,
                 interval_s=0.5,
             )
-        except StartupError as exc:
-            self.stop()
-            tail = log_tail(self.log_path)
-            raise StartupError(f"{exc}\n--- {self.log_path} (tail) ---\n{tail}") from exc
-        except BaseException:
-            # Ctrl+C (or any bug) during the wait must not leave an orphaned server behind.
-            self.stop()
-            raise
         finally:
             client.close()
         self.startup_s = time.monotonic() - t0
         log.info("Triton ready at %s in %.1f s", self.url, self.startup_s)
-
-    def stop(self) -> None:
-        """SIGTERM the server (it cleans up tritonserver and its workspace), then wait."""
-        if self._proc is None:
-            return
-        stop_process(self._proc, name="Triton", timeout_s=self.stop_timeout_s)
-        log.info("Triton stopped (exit code %s)", self._proc.returncode)
-        self._proc = None
-
-    def __enter__(self) -> TritonProcess:
-        self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

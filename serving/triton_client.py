@@ -14,20 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from types import TracebackType
 from typing import Any
 
-import aiohttp
 import numpy as np
 import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
-from tritonclient.utils import InferenceServerException
+
+from serving.triton_base import POLL_S, PROBE_ERRORS, TritonHTTPClient
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "mel"
 OUTPUT_NAMES = ("embedding", "tags")
-_POLL_S = 0.2  # readiness poll interval
 
 
 class TritonError(RuntimeError):
@@ -42,7 +40,7 @@ class TritonInferenceError(TritonError):
     """The server answered an inference request with an error (or a malformed result)."""
 
 
-class AudioEncoderClient:
+class AudioEncoderClient(TritonHTTPClient):
     """Async client of one encoder model: ``async with ... as c: emb, tags = await c.embed(x)``.
 
     ``timeout_s`` bounds the readiness wait on enter and every single HTTP request.
@@ -50,6 +48,9 @@ class AudioEncoderClient:
     when the model config says so. At most ``max_in_flight`` requests of this client are at
     the server at once (two keep a 1-instance CPU model busy while the next one uploads).
     """
+
+    unavailable_error = TritonUnavailable
+    inference_error = TritonInferenceError
 
     def __init__(
         self,
@@ -62,10 +63,7 @@ class AudioEncoderClient:
     ) -> None:
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be >= 1")
-        # tritonclient wants host:port without a scheme; accept a scheme anyway.
-        self.url = url.removeprefix("http://")
-        self.model_name = model_name
-        self.timeout_s = timeout_s
+        super().__init__(url=url, model_name=model_name, timeout_s=timeout_s)
         self.max_batch = max_batch
         # Requests beyond this wait here rather than in Triton's queue, so that timeout_s
         # bounds one request's service time: on 2 CPU cores a 32-patch MusiCNN batch takes
@@ -73,76 +71,22 @@ class AudioEncoderClient:
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self.input_shape: tuple[int, ...] | None = None  # per-item shape, batch dim excluded
         self.model_version: str = ""
-        self._client: aiohttpclient.InferenceServerClient | None = None
 
-    async def __aenter__(self) -> AudioEncoderClient:
-        self._client = aiohttpclient.InferenceServerClient(
-            url=self.url, conn_timeout=self.timeout_s
-        )
-        try:
-            await self._wait_ready()
-            await self._read_metadata()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the HTTP session (idempotent)."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
-
-    @property
-    def _c(self) -> aiohttpclient.InferenceServerClient:
-        if self._client is None:
-            raise RuntimeError("AudioEncoderClient used outside its `async with` block")
-        return self._client
-
-    async def _wait_ready(self) -> None:
-        """Poll live + model ready until ``timeout_s``; TritonUnavailable with the last reason."""
-        deadline = time.monotonic() + self.timeout_s
-        reason = "no answer yet"
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TritonUnavailable(
-                    f"Triton at {self.url} not ready for {self.model_name!r} within "
-                    f"{self.timeout_s:.1f} s: {reason}"
-                )
-            try:
-                # Each probe is bounded too: a black-holed address must not eat the budget.
-                async with asyncio.timeout(max(remaining, 0.01)):
-                    if not await self._c.is_server_live():
-                        reason = "server not live"
-                    elif not await self._c.is_model_ready(self.model_name):
-                        reason = f"model {self.model_name!r} not ready"
-                    else:
-                        return
-            except (aiohttp.ClientError, OSError, TimeoutError, InferenceServerException) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            await asyncio.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0)))
+    async def _on_ready(self) -> None:
+        await self._read_metadata()
 
     async def _read_metadata(self) -> None:
         """Input shape and version from the metadata; max_batch capped by the model config."""
         try:
             async with asyncio.timeout(self.timeout_s):
                 meta: dict[str, Any] = await self._c.get_model_metadata(self.model_name)
-        except (aiohttp.ClientError, OSError, TimeoutError, InferenceServerException) as exc:
+        except PROBE_ERRORS as exc:
             raise TritonUnavailable(f"cannot read metadata of {self.model_name!r}: {exc}") from exc
         config: dict[str, Any] = {}
         try:
             async with asyncio.timeout(self.timeout_s):
                 config = await self._c.get_model_config(self.model_name)
-        except (aiohttp.ClientError, OSError, TimeoutError, InferenceServerException) as exc:
+        except PROBE_ERRORS as exc:
             # A locked-down production Triton may restrict the config endpoint; the
             # metadata alone still tells a batching model by its leading -1.
             log.warning("cannot read config of %s (%s); inferring batching", self.model_name, exc)
@@ -205,13 +149,8 @@ class AudioEncoderClient:
         inp = aiohttpclient.InferInput(INPUT_NAME, list(chunk.shape), "FP32")
         inp.set_data_from_numpy(chunk, binary_data=True)
         outputs = [aiohttpclient.InferRequestedOutput(n, binary_data=True) for n in OUTPUT_NAMES]
-        try:
-            async with self._in_flight, asyncio.timeout(self.timeout_s):
-                result = await self._c.infer(self.model_name, [inp], outputs=outputs)
-        except InferenceServerException as exc:
-            raise TritonInferenceError(f"{self.model_name}: {exc}") from exc
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise TritonUnavailable(f"{self.model_name} at {self.url}: {exc!r}") from exc
+        async with self._in_flight:
+            result = await self._infer([inp], outputs)
         emb = result.as_numpy(OUTPUT_NAMES[0])
         tags = result.as_numpy(OUTPUT_NAMES[1])
         if emb is None or tags is None or len(emb) != len(chunk) or len(tags) != len(chunk):
@@ -259,7 +198,7 @@ def wait_model_ready(url: str, model_name: str, timeout_s: float) -> None:
                     return
             except Exception as exc:  # geventhttpclient raises assorted socket errors
                 reason = f"{type(exc).__name__}: {exc}"
-            time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0)))
+            time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0)))
     finally:
         client.close()
     raise TritonUnavailable(

@@ -10,20 +10,15 @@ BYTES ``[1]``. The served model owns the vocabulary; the client only sends strin
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Sequence
-from types import TracebackType
 
-import aiohttp
 import numpy as np
 import tritonclient.http.aio as aiohttpclient
-from tritonclient.utils import InferenceServerException
+
+from serving.triton_base import TritonHTTPClient
 
 log = logging.getLogger(__name__)
-
-_POLL_S = 0.2
 
 
 class UserEncoderError(RuntimeError):
@@ -38,11 +33,15 @@ class UserEncoderInferenceError(UserEncoderError):
     """The server answered with an error (e.g. no model trained yet) or a malformed result."""
 
 
-class UserEncoderClient:
+class UserEncoderClient(TritonHTTPClient):
     """Async client of one user-encoder model; ``timeout_s`` bounds every request.
 
     ``ready_timeout_s`` bounds the readiness wait on enter (default ``timeout_s``).
     """
+
+    unavailable_error = UserEncoderUnavailable
+    inference_error = UserEncoderInferenceError
+    probe_live = False  # model readiness alone; one probe per poll
 
     def __init__(
         self,
@@ -52,61 +51,9 @@ class UserEncoderClient:
         timeout_s: float = 2.0,
         ready_timeout_s: float | None = None,
     ) -> None:
-        self.url = url.removeprefix("http://")
-        self.model_name = model_name
-        self.timeout_s = timeout_s
-        self.ready_timeout_s = timeout_s if ready_timeout_s is None else ready_timeout_s
-        self._client: aiohttpclient.InferenceServerClient | None = None
-
-    async def __aenter__(self) -> UserEncoderClient:
-        self._client = aiohttpclient.InferenceServerClient(
-            url=self.url, conn_timeout=self.timeout_s
+        super().__init__(
+            url=url, model_name=model_name, timeout_s=timeout_s, ready_timeout_s=ready_timeout_s
         )
-        try:
-            await self._wait_ready()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the HTTP session (idempotent)."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
-
-    @property
-    def _c(self) -> aiohttpclient.InferenceServerClient:
-        if self._client is None:
-            raise RuntimeError("UserEncoderClient used outside its `async with` block")
-        return self._client
-
-    async def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout_s
-        reason = "no answer yet"
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise UserEncoderUnavailable(
-                    f"Triton at {self.url} not ready for {self.model_name!r} within "
-                    f"{self.ready_timeout_s:.1f} s: {reason}"
-                )
-            try:
-                async with asyncio.timeout(max(remaining, 0.01)):
-                    if await self._c.is_model_ready(self.model_name):
-                        return
-                    reason = f"model {self.model_name!r} not ready"
-            except (aiohttp.ClientError, OSError, TimeoutError, InferenceServerException) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            await asyncio.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0)))
 
     async def recommend(
         self, history: Sequence[str], n: int
@@ -125,13 +72,7 @@ class UserEncoderClient:
             aiohttpclient.InferRequestedOutput(name, binary_data=True)
             for name in ("track_ids", "scores", "version")
         ]
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                result = await self._c.infer(self.model_name, [inp], outputs=outputs)
-        except InferenceServerException as exc:
-            raise UserEncoderInferenceError(f"{self.model_name}: {exc}") from exc
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise UserEncoderUnavailable(f"{self.model_name} at {self.url}: {exc!r}") from exc
+        result = await self._infer([inp], outputs)
         ids = result.as_numpy("track_ids")
         scores = result.as_numpy("scores")
         version = result.as_numpy("version")

@@ -1,20 +1,45 @@
-"""Real components for integration tests: a Tansu broker and a Milvus Lite server.
+"""Real components for integration tests: a Tansu broker, a Milvus Lite server, and the
+whole embedded stack.
 
-Both are started once per session on free loopback ports. A component that cannot start
-FAILS the tests that need it (with its log tail) rather than skipping them: a skipped
-integration test looks green while nothing was tested.
+Broker and Milvus are started once per session on free loopback ports. A component that
+cannot start FAILS the tests that need it (with its log tail) rather than skipping them: a
+skipped integration test looks green while nothing was tested.
+
+The embedded stack is started once per module that asks for ``stack`` (or ``bus``); the
+module says how with a ``stack_options`` fixture (Settings fields, see
+``events.stack_settings``).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from infra.demo import Bus
 from infra.milvus_lite import MilvusLiteServer
-from infra.procs import StartupError, log_tail
+from infra.procs import ChildProcess, StartupError, log_tail
+from infra.stack import EmbeddedStack
 from infra.tansu import TansuBroker
+from tests.integration.events import stack_settings
+
+
+@contextmanager
+def _running(component: ChildProcess, what: str) -> Iterator[None]:
+    """``component`` started for the block, or the test failed with its log tail."""
+    log_path = component.log_path
+    try:
+        component.start()
+    except (StartupError, OSError) as exc:
+        pytest.fail(f"{what} did not start: {exc}\n--- {log_path} ---\n{log_tail(log_path)}")
+    try:
+        yield
+    finally:
+        component.stop()
 
 
 @pytest.fixture(scope="session")
@@ -22,35 +47,40 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap address ``127.0.0.1:PORT`` of a Tansu broker with memory storage."""
     log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
     tansu = TansuBroker(host="127.0.0.1", port=0, log_path=log_path)
-    try:
-        tansu.start()
-    except (StartupError, OSError) as exc:
-        pytest.fail(f"Tansu broker did not start: {exc}\n--- {log_path} ---\n{log_tail(log_path)}")
-    try:
+    with _running(tansu, "Tansu broker"):
         yield tansu.bootstrap
-    finally:
-        tansu.stop()
 
 
 @pytest.fixture(scope="session")
 def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URI ``http://127.0.0.1:PORT`` of a Milvus Lite server on a fresh database."""
     folder = tmp_path_factory.mktemp("milvus")
-    log_path = folder / "milvus.log"
     server = MilvusLiteServer(
-        db_path=folder / "test.db", host="127.0.0.1", port=0, log_path=log_path
+        db_path=folder / "test.db", host="127.0.0.1", port=0, log_path=folder / "milvus.log"
     )
-    try:
-        server.start()
-    except (StartupError, OSError) as exc:
-        pytest.fail(f"Milvus Lite did not start: {exc}\n--- {log_path} ---\n{log_tail(log_path)}")
-    try:
+    with _running(server, "Milvus Lite"):
         yield server.uri
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def unique() -> str:
     """A short unique string for topic and collection names (tests never share state)."""
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, weights_path: Path, stack_options: dict[str, Any]
+) -> Iterator[EmbeddedStack]:
+    """The embedded stack of this module, on fresh topics and collection."""
+    settings = stack_settings(tmp_path_factory.mktemp("stack"), weights_path, **stack_options)
+    with EmbeddedStack(settings=settings) as st:
+        yield st
+
+
+@pytest.fixture(scope="module")
+def bus(stack: EmbeddedStack) -> Iterator[Bus]:
+    """A platform's producer and recommendations consumer on this module's stack."""
+    b = Bus(stack.settings)
+    yield b
+    b.close()

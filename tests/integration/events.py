@@ -1,16 +1,51 @@
-"""Publishing interactions and awaiting their recommendations, as a platform would."""
+"""Driving the embedded stack as a platform would: its settings, uploads, interactions and
+the recommendations they trigger."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from infra.demo import Bus
-from schemas.events import Interaction, Recommendation
+from schemas.events import Interaction, Recommendation, TrackUpload
 from schemas.settings import Settings
 from serving.milvus_store import MilvusError, TrackRow, TrackStore
+
+
+def stack_settings(run_dir: Path, weights_path: Path, **fields: Any) -> Settings:
+    """Settings of an embedded stack on fresh topics and collection; ``fields`` override."""
+    tag = uuid.uuid4().hex[:6]
+    defaults: dict[str, Any] = {"topic_prefix": f"t{tag}-", "milvus_collection": f"tracks_{tag}"}
+    return Settings(run_dir=run_dir, weights_path=weights_path, **{**defaults, **fields})
+
+
+def clip_uri(data_dir: Path, clip_id: str) -> str:
+    """file:// URI of one of the real clips."""
+    return (data_dir / "audio" / f"{clip_id}.ogg").resolve().as_uri()
+
+
+def upload(
+    bus: Bus,
+    s: Settings,
+    track_id: str,
+    audio_uri: str,
+    *,
+    uploaded_at: datetime | None = None,
+    **meta: str,
+) -> None:
+    """Publish one track upload keyed by track id; ``bus.flush()`` after the batch."""
+    ev = TrackUpload(
+        event_id=uuid.uuid4().hex,
+        track_id=track_id,
+        audio_uri=audio_uri,
+        uploaded_at=uploaded_at or datetime.now(UTC),
+        **meta,
+    )
+    bus.send(s.uploads_topic, track_id, ev.model_dump_json().encode())
 
 
 def play(bus: Bus, s: Settings, user: str, track: str, kind: str, at: datetime) -> str:

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import csv
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from infra.demo import Bus
 from infra.stack import EmbeddedStack
-from schemas.events import TrackUpload
-from schemas.settings import Settings
-from tests.integration.events import answer, play, wait_stored
+from tests.integration.events import answer, clip_uri, play, stack_settings, upload, wait_stored
 
 # A track whose two clips (15 s and 75 s in) MusiCNN puts close together.
 PAIR_TRACK = "fretsonfire-songs-sectoid__Metal_madness"
@@ -33,27 +31,8 @@ def clips(data_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, weights_path: Path
-) -> Iterator[EmbeddedStack]:
-    run_dir = tmp_path_factory.mktemp("stack")
-    settings = Settings(
-        run_dir=run_dir,
-        weights_path=weights_path,
-        topic_prefix=f"t{uuid.uuid4().hex[:6]}-",
-        audio_roots=[(data_dir / "audio").resolve()],
-        milvus_collection=f"tracks_{uuid.uuid4().hex[:6]}",
-        workers=1,
-    )
-    with EmbeddedStack(settings=settings) as st:
-        yield st
-
-
-@pytest.fixture(scope="module")
-def bus(stack: EmbeddedStack) -> Iterator[Bus]:
-    b = Bus(stack.settings)
-    yield b
-    b.close()
+def stack_options(data_dir: Path) -> dict[str, Any]:
+    return {"audio_roots": [(data_dir / "audio").resolve()], "workers": 1}
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +40,15 @@ def catalog(stack: EmbeddedStack, bus: Bus, clips: list[dict[str, str]], data_di
     """Upload every real clip once; wait until all are searchable."""
     uploaded = datetime.now(UTC)
     for c in clips:
-        ev = TrackUpload(
-            event_id=uuid.uuid4().hex,
-            track_id=c["clip_id"],
-            audio_uri=(data_dir / "audio" / f"{c['clip_id']}.ogg").resolve().as_uri(),
+        upload(
+            bus,
+            stack.settings,
+            c["clip_id"],
+            clip_uri(data_dir, c["clip_id"]),
+            uploaded_at=uploaded,
             artist_id=c["track_id"],  # both clips of a track share an "artist"
             genre=c["style"],
-            uploaded_at=uploaded,
         )
-        bus.send(stack.settings.uploads_topic, ev.track_id, ev.model_dump_json().encode())
     bus.flush()
     rows = wait_stored(stack.settings, [c["clip_id"] for c in clips])
     return {"clips": clips, "rows": rows}
@@ -171,12 +150,8 @@ def test_upload_over_http_from_an_allowed_host(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
-    settings = Settings(
-        run_dir=tmp_path_factory.mktemp("stack-http"),
-        weights_path=weights_path,
-        topic_prefix=f"h{uuid.uuid4().hex[:6]}-",
-        audio_hosts=["127.0.0.1"],
-        workers=1,
+    settings = stack_settings(
+        tmp_path_factory.mktemp("stack-http"), weights_path, audio_hosts=["127.0.0.1"], workers=1
     )
     clip = f"{PAIR_TRACK}__1"
     try:
@@ -184,13 +159,7 @@ def test_upload_over_http_from_an_allowed_host(
             b = Bus(st.settings)
             try:
                 for tid, host in ((clip, "127.0.0.1"), ("blocked", "localhost")):
-                    ev = TrackUpload(
-                        event_id=uuid.uuid4().hex,
-                        track_id=tid,
-                        audio_uri=f"http://{host}:{port}/{clip}.ogg",
-                        uploaded_at=datetime.now(UTC),
-                    )
-                    b.send(st.settings.uploads_topic, tid, ev.model_dump_json().encode())
+                    upload(b, st.settings, tid, f"http://{host}:{port}/{clip}.ogg")
                 b.flush()
             finally:
                 b.close()

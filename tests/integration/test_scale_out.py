@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from infra.demo import Bus
 from infra.stack import EmbeddedStack
-from schemas.events import TrackUpload
-from schemas.settings import Settings
-from tests.integration.events import answers, play, wait_stored
+from tests.integration.events import answers, clip_uri, play, upload, wait_stored
 
 CLIPS = [
     "singularity-music__Nebula__0",
@@ -33,47 +31,26 @@ def _ok_events(stack: EmbeddedStack, index: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def stack2(
-    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, weights_path: Path
-) -> Iterator[EmbeddedStack]:
-    settings = Settings(
-        run_dir=tmp_path_factory.mktemp("stack2"),
-        weights_path=weights_path,
-        topic_prefix=f"s{uuid.uuid4().hex[:6]}-",
-        audio_roots=[(data_dir / "audio").resolve()],
-        workers=2,
-        partitions=4,
-    )
-    with EmbeddedStack(settings=settings) as st:
-        yield st
+def stack_options(data_dir: Path) -> dict[str, Any]:
+    return {"audio_roots": [(data_dir / "audio").resolve()], "workers": 2, "partitions": 4}
 
 
-def test_two_workers_share_partitions(stack2: EmbeddedStack, data_dir: Path) -> None:
-    s = stack2.settings
-    bus = Bus(s)
-    try:
-        now = datetime.now(UTC)
-        for clip in CLIPS:
-            ev = TrackUpload(
-                event_id=uuid.uuid4().hex,
-                track_id=clip,
-                audio_uri=(data_dir / "audio" / f"{clip}.ogg").resolve().as_uri(),
-                uploaded_at=now,
-            )
-            bus.send(s.uploads_topic, clip, ev.model_dump_json().encode())
-        bus.flush()
-        assert len(wait_stored(s, CLIPS, timeout_s=180)) == len(CLIPS)
+def test_two_workers_share_partitions(stack: EmbeddedStack, bus: Bus, data_dir: Path) -> None:
+    s = stack.settings
+    now = datetime.now(UTC)
+    for clip in CLIPS:
+        upload(bus, s, clip, clip_uri(data_dir, clip), uploaded_at=now)
+    bus.flush()
+    assert len(wait_stored(s, CLIPS, timeout_s=180)) == len(CLIPS)
 
-        users = [f"u{i}-{uuid.uuid4().hex[:4]}" for i in range(12)]
-        first = {play(bus, s, u, CLIPS[0], "play", now) for u in users}
-        answers(bus, first)
-        # Both workers consumed interactions: the keys spread over partitions they share.
-        assert _ok_events(stack2, 0) > 0 and _ok_events(stack2, 1) > 0
+    users = [f"u{i}-{uuid.uuid4().hex[:4]}" for i in range(12)]
+    first = {play(bus, s, u, CLIPS[0], "play", now) for u in users}
+    answers(bus, first)
+    # Both workers consumed interactions: the keys spread over partitions they share.
+    assert _ok_events(stack, 0) > 0 and _ok_events(stack, 1) > 0
 
-        # Not asserted here: that the survivor of a SIGKILL answers the dead worker's users.
-        # It did in most runs (~25-60 s), but in one run on an idle machine the survivor took
-        # every partition, recovered and then answered nothing for 240 s; until that is
-        # understood it would make CI flaky. The restart test in test_pipeline covers
-        # changelog recovery of user state.
-    finally:
-        bus.close()
+    # Not asserted here: that the survivor of a SIGKILL answers the dead worker's users.
+    # It did in most runs (~25-60 s), but in one run on an idle machine the survivor took
+    # every partition, recovered and then answered nothing for 240 s; until that is
+    # understood it would make CI flaky. The restart test in test_pipeline covers
+    # changelog recovery of user state.

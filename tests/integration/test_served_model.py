@@ -16,9 +16,9 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -102,26 +102,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, weights_path: Path, trained: Path
-) -> Iterator[EmbeddedStack]:
-    settings = Settings(
-        run_dir=tmp_path_factory.mktemp("stack"),
-        weights_path=weights_path,
-        topic_prefix=f"s{uuid.uuid4().hex[:6]}-",
-        milvus_collection=f"tracks_{uuid.uuid4().hex[:6]}",
-        workers=1,
-        user_model_dir=trained.parent,
-    )
-    with EmbeddedStack(settings=settings) as st:
-        yield st
-
-
-@pytest.fixture(scope="module")
-def bus(stack: EmbeddedStack) -> Iterator[Bus]:
-    b = Bus(stack.settings)
-    yield b
-    b.close()
+def stack_options(trained: Path) -> dict[str, Any]:
+    return {"workers": 1, "user_model_dir": trained.parent}
 
 
 def served(s: Settings, history: list[str]) -> tuple[list[tuple[str, float]], str]:
