@@ -28,6 +28,8 @@ from models.recsys.data import (
 )
 from models.recsys.dmmhyrec import DMMHyRecConfig
 from models.recsys.gru4rec import GRU4RecConfig
+from models.recsys.hetrec import load_hetrec_tags
+from models.recsys.hybrid import HybridRec
 from models.recsys.metrics import full_ranking, sampled_ranking, summarize_all
 from models.recsys.sasrec import SASRecConfig
 from models.recsys.train import (
@@ -52,13 +54,22 @@ MODELS: tuple[str, ...] = (
     "dmmhyrec-noattn",
     "dmmhyrec-nocontent",
     "dmmhyrec-ce",
+    "hybrid",
+    "hybrid-sasrec",
 )
+HYBRIDS: dict[str, tuple[str, ...]] = {
+    "hybrid": ("pop", "itemknn", "contentknn"),
+    "hybrid-sasrec": ("pop", "itemknn", "contentknn", "sasrec"),
+}
+"""The fusion agent's signals: popularity, co-plays (ItemKNN), content KNN, sequence model."""
 DATASETS: tuple[str, ...] = (
     "lastfm",
     "30music",
     "events",
     "events-dropskips",
     "events-skipsasplays",
+    "hetrec",
+    "hetrec-leakfree",
 )
 DMM_VARIANTS: dict[str, DMMHyRecConfig] = {
     "dmmhyrec": DMMHyRecConfig(),
@@ -91,6 +102,8 @@ def load(dataset: str, path: Path) -> Dataset:
         return drop_skips(load_events(path))
     if dataset == "events-skipsasplays":
         return skips_as_plays(load_events(path))
+    if dataset in ("hetrec", "hetrec-leakfree"):
+        return load_hetrec_tags(path, leak_free=dataset == "hetrec-leakfree", time_rule="first_row")
     raise ValueError(f"unknown dataset {dataset!r}")
 
 
@@ -105,14 +118,16 @@ def make_model(
 ) -> Recommender:
     """A fresh, untrained recommender by name; ``max_seconds > 0`` caps the wall-clock training
     budget of the neural models (early stopping keeps the best validation weights so far);
-    ``lr > 0`` / ``batch_size > 0`` override their defaults."""
+    ``lr > 0`` / ``batch_size > 0`` override their defaults (in a hybrid: its components')."""
     model = _make_model(name, seed, quick, dataset)
-    tc = getattr(model, "train_config", None)
-    if isinstance(tc, TrainConfig):
-        tc = replace(tc, max_seconds=max_seconds) if max_seconds > 0 else tc
-        tc = replace(tc, lr=lr) if lr > 0 else tc
-        tc = replace(tc, batch_size=batch_size) if batch_size > 0 else tc
-        model.train_config = tc  # type: ignore[attr-defined]
+    parts = [m for _, m in model.components] if isinstance(model, HybridRec) else [model]
+    for part in parts:
+        tc = getattr(part, "train_config", None)
+        if isinstance(tc, TrainConfig):
+            tc = replace(tc, max_seconds=max_seconds) if max_seconds > 0 else tc
+            tc = replace(tc, lr=lr) if lr > 0 else tc
+            tc = replace(tc, batch_size=batch_size) if batch_size > 0 else tc
+            part.train_config = tc  # type: ignore[attr-defined]
     return model
 
 
@@ -156,6 +171,8 @@ def _make_model(name: str, seed: int, quick: bool, dataset: str) -> Recommender:
         return DMMHyRecRec(DMM_VARIANTS[name], replace(tc, seed=seed))
     if name == "contentknn":
         return ContentKNN()
+    if name in HYBRIDS:
+        return HybridRec([(c, _make_model(c, seed, quick, dataset)) for c in HYBRIDS[name]])
     if name == "bpr":
         tc = (
             TrainConfig(

@@ -35,13 +35,14 @@ import torch
 from torch import nn
 
 from models.recsys.data import Dataset, load_30music, load_lastfm, split_leave_last_out
+from models.recsys.dmmhyrec import DMMHyRec, DMMHyRecConfig
 from models.recsys.sasrec import SASRec, SASRecConfig
-from models.recsys.train import SASRecRec, TrainConfig
+from models.recsys.train import DMMHyRecRec, SASRecRec, TrainConfig
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("lastfm", "30music", "events")
-MODELS = ("sasrec",)
+MODELS = ("sasrec", "dmmhyrec")
 MODEL_FILE, VOCAB_FILE, CARD_FILE = "model.pt", "vocab.json", "card.json"
 
 
@@ -90,18 +91,30 @@ def load_dataset(name: str, path: Path) -> Dataset:
     raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
 
 
-class NextItemScores(nn.Module):
-    """What is exported: ``[B, L]`` item indices -> ``[B, n_items]`` next-item scores."""
+SequenceModel = SASRec | DMMHyRec
+"""The exportable user encoders: both score every item after an item-index history."""
 
-    def __init__(self, model: SASRec) -> None:
+
+class NextItemScores(nn.Module):
+    """What is exported: ``[B, L]`` left-padded item indices -> ``[B, n_items]`` scores.
+
+    SASRec reads left-padded histories itself; DMM-HyRec's packed Bi-LSTM wants them
+    right-padded, so its rows are rotated first (a gather the tracer records)."""
+
+    def __init__(self, model: SequenceModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        return self.model.last_logits(seq)
+        if isinstance(self.model, SASRec):
+            return self.model.last_logits(seq)
+        length = seq.shape[1]
+        n = (seq > 0).sum(1)  # [B]
+        idx = (torch.arange(length)[None] + (length - n)[:, None]) % length  # [B, L]
+        return self.model.scores(seq.gather(1, idx))
 
 
-def to_torchscript(model: SASRec) -> torch.jit.ScriptModule:
+def to_torchscript(model: SequenceModel) -> torch.jit.ScriptModule:
     """Trace the eval-mode model on a padded and a full example of length ``max_len``."""
     length = model.config.max_len
     n = max(1, min(model.n_items, length))
@@ -109,8 +122,9 @@ def to_torchscript(model: SASRec) -> torch.jit.ScriptModule:
     example[0, -1] = 1
     example[1, length - n :] = torch.arange(1, n + 1)
     wrapper = NextItemScores(model).eval()
-    # The tracer warns about shape checks inside attention that it freezes; they only
-    # validate the mask against the (fixed) head count, so any batch size traces the same.
+    # The tracer warns about shape checks inside attention that it freezes (they only
+    # validate the mask against the fixed head count) and about the packed sequence lengths
+    # (recorded as tensors): any batch size and history length traces the same.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(wrapper, example)
@@ -128,7 +142,7 @@ def new_version(root: Path, model: str = "sasrec", now: datetime | None = None) 
 
 
 def export_artifact(
-    model: SASRec,
+    model: SequenceModel,
     item_ids: Sequence[str],
     root: Path,
     *,
@@ -142,7 +156,8 @@ def export_artifact(
         raise ValueError(f"{len(item_ids)} item ids for a model of {model.n_items} items")
     root.mkdir(parents=True, exist_ok=True)
     model.eval()
-    version = version or new_version(root)
+    kind = "sasrec" if isinstance(model, SASRec) else "dmmhyrec"
+    version = version or new_version(root, kind)
     final = root / version
     if final.exists():
         raise FileExistsError(final)
@@ -155,7 +170,7 @@ def export_artifact(
         now = datetime.now(UTC)
         card = {
             "version": version,
-            "model": "sasrec",
+            "model": kind,
             "L": model.config.max_len,
             "n_items": model.n_items,
             "dataset": dataset,
@@ -231,7 +246,9 @@ def load_artifact(path: Path) -> Artifact:
     return Artifact(path=path, module=module, vocab=vocab, card=card)
 
 
-def holdout_metrics(rec: SASRecRec, data: Dataset, ks: Sequence[int] = (10,)) -> dict[str, float]:
+def holdout_metrics(
+    rec: SASRecRec | DMMHyRecRec, data: Dataset, ks: Sequence[int] = (10,)
+) -> dict[str, float]:
     """Full-ranking test metrics (mean over cases) of a fitted recommender."""
     from models.recsys.metrics import full_ranking
 
@@ -261,17 +278,18 @@ def train_artifact(
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {MODELS}")
     data = load_dataset(dataset, path)
-    cfg = config or SASRecConfig(max_len=max_len)
-    rec = SASRecRec(
-        cfg,
-        TrainConfig(
-            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_seconds=max_seconds
-        ),
+    tc = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_seconds=max_seconds
+    )
+    rec: SASRecRec | DMMHyRecRec = (
+        SASRecRec(config or SASRecConfig(max_len=max_len), tc)
+        if model == "sasrec"
+        else DMMHyRecRec(DMMHyRecConfig(max_len=max_len), tc)
     )
     log.info("training %s on %s (%d users, %d items)", model, dataset, data.n_users, data.n_items)
     rec.fit(data)
-    if not isinstance(rec.model, SASRec):
-        raise TypeError(f"expected a fitted SASRec, got {type(rec.model).__name__}")
+    if not isinstance(rec.model, SASRec | DMMHyRec):
+        raise TypeError(f"expected a fitted {model}, got {type(rec.model).__name__}")
     metrics = {"valid": {"NDCG@10": rec.best_valid}, "test": holdout_metrics(rec, data)}
     return export_artifact(
         rec.model,

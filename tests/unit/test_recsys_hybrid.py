@@ -143,3 +143,26 @@ def test_contentknn_hand_made() -> None:
     assert s[1] > s[3] > s[2] == pytest.approx(0.0) and s[4] == 0.0
     with pytest.raises(ValueError, match="side information"):
         ContentKNN().fit(data)
+
+
+def test_hybridrec_weights_follow_validation_and_match_the_best_component(data: Dataset) -> None:
+    from models.recsys.baselines import ItemKNN
+    from models.recsys.hybrid import HybridRec, scaled, simplex_grid
+
+    grid = simplex_grid(3, 0.5)
+    assert sorted(grid) == sorted(
+        [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)]
+    )
+    np.testing.assert_allclose(
+        scaled(np.array([[1.0, 3.0, 2.0], [5.0, 5.0, 5.0]])), [[0, 1, 0.5], [0, 0, 0]]
+    )
+    # Random noise next to ItemKNN (which has learnt the walk): validation gives noise no weight.
+    hybrid = HybridRec([("random", RandomRec(0)), ("itemknn", ItemKNN())])
+    knn = hit5(ItemKNN(), data)
+    assert hit5(hybrid, data) >= knn > 0.5
+    assert hybrid.weights[0] <= 0.2 and hybrid.best_valid > 0.3
+    # Without side information the content component is dropped, not an error.
+    no_content = replace(data, content=None)
+    h2 = HybridRec([("itemknn", ItemKNN()), ("contentknn", ContentKNN())])
+    h2.fit(no_content)
+    assert [n for n, _ in h2.components] == ["itemknn"] and h2.weights == (1.0,)

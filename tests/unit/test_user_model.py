@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.recsys.dmmhyrec import DMMHyRec, DMMHyRecConfig
 from models.recsys.export_user import (
     export_artifact,
     latest_artifact,
@@ -58,6 +59,23 @@ def test_torchscript_matches_eager(tmp_path: Path) -> None:
             want = model.last_logits(x)
             got = art.module(x)
         assert got.shape == (len(rows), 12)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_dmmhyrec_torchscript_matches_eager_on_left_padded_histories(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    content = (torch.rand(len(VOCAB), 5) > 0.5).float()  # baked into the artifact
+    model = DMMHyRec(len(VOCAB), content, 0, DMMHyRecConfig(max_len=8)).eval()
+    model.set_warm(torch.arange(len(VOCAB)) < 9)  # the last 3 tracks: content only
+    art = load_artifact(export_artifact(model, VOCAB, tmp_path, dataset="unit"))
+    assert art.card["model"] == "dmmhyrec" and art.version.startswith("dmmhyrec-")
+    for rows in ([[1]], [[3, 4, 5], [1, 2, 3, 4, 5, 6, 7, 8], [12]], [[10, 11, 2]] * 3):
+        right = torch.zeros(len(rows), 8, dtype=torch.int64)  # the model's own padding
+        for b, r in enumerate(rows):
+            right[b, : len(r)] = torch.tensor(r)
+        with torch.no_grad():
+            want = model.scores(right)
+            got = art.module(_seq(rows))
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
