@@ -171,6 +171,9 @@ def eval_(
         int, typer.Option(help="Rank among N sampled negatives (S3-Rec: 99); 0 = full ranking.")
     ] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    markdown: Annotated[
+        Path | None, typer.Option(help="Also write the tables as Markdown here.")
+    ] = None,
     cache_dir: Annotated[
         Path | None,
         typer.Option(help="Keep/reuse each (model, seed) run here (parallel runs, then combine)."),
@@ -206,6 +209,7 @@ def eval_(
         quick=quick,
         sampled=sampled,
         out=out,
+        markdown_out=markdown,
         cache_dir=cache_dir,
         max_seconds=max_seconds,
     )

@@ -94,6 +94,21 @@ def table(results: dict[str, Any], columns: Sequence[str] = TABLE_COLUMNS) -> Ta
     return t
 
 
+def markdown(results: dict[str, Any], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    """The same table as GitHub Markdown (for docs/results.md), best mean per column bold."""
+    models = results["models"]
+    best = {c: max(m["metrics"][c]["mean"] for m in models.values()) for c in columns}
+    lines = ["| Model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, m in models.items():
+        cells = []
+        for c in columns:
+            v = m["metrics"][c]
+            cell = f"{v['mean']:.4f} ± {v['ci95']:.4f}"
+            cells.append(f"**{cell}**" if v["mean"] == best[c] else cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def evaluate(
     *,
     dataset: str,
@@ -103,6 +118,7 @@ def evaluate(
     quick: bool = False,
     sampled: int = 0,
     out: Path | None = None,
+    markdown_out: Path | None = None,
     cache_dir: Path | None = None,
     max_seconds: float = 0.0,
     console: Console | None = None,
@@ -153,4 +169,12 @@ def evaluate(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
+    if markdown_out is not None:
+        parts = [*results, *([report["pooled"]] if "pooled" in report else [])]
+        md = [
+            f"{r['dataset']} ({Path(r.get('path', '')).name or 'pooled'}, "
+            f"{r['n_test_cases']} test cases)\n\n{markdown(r)}"
+            for r in parts
+        ]
+        markdown_out.write_text("\n".join(md))
     return report

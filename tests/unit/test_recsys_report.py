@@ -36,6 +36,7 @@ def test_eval_command_pools_slices_and_reuses_cached_runs(tmp_path: Path) -> Non
     out, cache = tmp_path / "res.json", tmp_path / "cache"
     args = ["eval", "--dataset", "30music", "--path", str(data), "--models", "random,itemknn"]
     args += ["--seeds", "0,1", "--out", str(out), "--cache-dir", str(cache)]
+    args += ["--markdown", str(tmp_path / "res.md")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -46,6 +47,9 @@ def test_eval_command_pools_slices_and_reuses_cached_runs(tmp_path: Path) -> Non
     assert pooled["itemknn"]["metrics"]["HitRate@20"]["mean"] > 0.9
     assert pooled["random"]["metrics"]["HitRate@20"]["mean"] < 0.9
     assert "Recall@10" in result.output and "itemknn" in result.output
+    md = (tmp_path / "res.md").read_text()
+    assert md.count("| Model | Recall@10 |") == 3  # two slices and the pooled table
+    assert "| itemknn | **" in md  # itemknn is best in the first column
     assert len(list(cache.glob("*.npz"))) == 2 * 2 * 2  # slices x models x seeds
     # A second run with the same cache trains nothing: identical runs, timings included.
     again = tmp_path / "again.json"
