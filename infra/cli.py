@@ -182,6 +182,10 @@ def eval_(
         float, typer.Option(help="Wall-clock cap per neural model fit; 0 = none.")
     ] = 0.0,
     threads: Annotated[int, typer.Option(help="torch intra-op threads.")] = 1,
+    compare: Annotated[
+        str,
+        typer.Option(help="Paired per-user differences, e.g. 'hybrid:itemknn,sasrec:bpr'."),
+    ] = "",
 ) -> None:
     """Train and evaluate recommenders on a listening log; print Table-2-style results."""
     import torch
@@ -199,6 +203,9 @@ def eval_(
     default = {"lastfm": data_dir / "lastfm-s3rec", "30music": data_dir / "30music"}
     if path is None and dataset not in default:
         raise typer.BadParameter("--path is required for this dataset")
+    pairs = [tuple(p.split(":", 1)) for p in compare.split(",") if p]
+    if any(len(p) != 2 or not set(p) <= set(names) for p in pairs):
+        raise typer.BadParameter("--compare takes a:b pairs of evaluated --models")
     # One thread per run by default: the numbers are then comparable between parallel runs.
     torch.set_num_threads(threads)
     evaluate(
@@ -212,6 +219,7 @@ def eval_(
         markdown_out=markdown,
         cache_dir=cache_dir,
         max_seconds=max_seconds,
+        compare=[(a, b) for a, b in pairs],
     )
 
 

@@ -71,6 +71,24 @@ def pool(results: Sequence[dict[str, Any]], cases: Sequence[Cases]) -> dict[str,
     return out
 
 
+def paired(cases: Sequence[Cases], a: str, b: str) -> dict[str, dict[str, float]]:
+    """Paired difference ``a - b`` per metric over the same users (per-user means first),
+    pooled over ``cases`` of several benchmarks: mean, 95% CI and n. Tighter than comparing
+    two marginal CIs because user difficulty cancels."""
+    diffs: dict[str, list[np.ndarray]] = {}
+    groups: list[np.ndarray] = []
+    offset = 0
+    for part in cases:
+        (ma, users), (mb, _) = part[a], part[b]
+        for k in ma:
+            diffs.setdefault(k, []).append(ma[k] - mb[k])
+        groups.append(np.asarray(users) + offset)
+        offset += max(users) + 1
+    g = list(np.concatenate(groups))
+    summ = summarize_all({k: np.concatenate(v) for k, v in diffs.items()}, groups=g)
+    return {k: {"mean": v.mean, "ci95": v.ci95, "n": v.n} for k, v in summ.items()}
+
+
 def table(results: dict[str, Any], columns: Sequence[str] = TABLE_COLUMNS) -> Table:
     """Rows = models, columns = metrics as ``mean ± CI95``, best mean per column in bold."""
     title = (
@@ -121,6 +139,7 @@ def evaluate(
     markdown_out: Path | None = None,
     cache_dir: Path | None = None,
     max_seconds: float = 0.0,
+    compare: Sequence[tuple[str, str]] = (),
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run every (file, model, seed), print one table per file (and the pooled table when
@@ -166,6 +185,13 @@ def evaluate(
     if len(results) > 1:
         report["pooled"] = pool(results, cases)
         console.print(table(report["pooled"]))
+    if compare:
+        report["paired"] = {f"{a} - {b}": paired(cases, a, b) for a, b in compare}
+        for name, diff in report["paired"].items():
+            cols = "  ".join(
+                f"{c} {diff[c]['mean']:+.4f}±{diff[c]['ci95']:.4f}" for c in TABLE_COLUMNS
+            )
+            console.print(f"paired {name} (n={diff['NDCG@10']['n']} users): {cols}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))

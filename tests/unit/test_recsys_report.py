@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from infra.cli import app
@@ -36,7 +37,7 @@ def test_eval_command_pools_slices_and_reuses_cached_runs(tmp_path: Path) -> Non
     out, cache = tmp_path / "res.json", tmp_path / "cache"
     args = ["eval", "--dataset", "30music", "--path", str(data), "--models", "random,itemknn"]
     args += ["--seeds", "0,1", "--out", str(out), "--cache-dir", str(cache)]
-    args += ["--markdown", str(tmp_path / "res.md")]
+    args += ["--markdown", str(tmp_path / "res.md"), "--compare", "itemknn:random"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -47,6 +48,12 @@ def test_eval_command_pools_slices_and_reuses_cached_runs(tmp_path: Path) -> Non
     assert pooled["itemknn"]["metrics"]["HitRate@20"]["mean"] > 0.9
     assert pooled["random"]["metrics"]["HitRate@20"]["mean"] < 0.9
     assert "Recall@10" in result.output and "itemknn" in result.output
+    diff = report["paired"]["itemknn - random"]["HitRate@20"]
+    assert diff["n"] == n_users and diff["mean"] == pytest.approx(
+        pooled["itemknn"]["metrics"]["HitRate@20"]["mean"]
+        - pooled["random"]["metrics"]["HitRate@20"]["mean"]
+    )
+    assert 0 < diff["ci95"] < pooled["random"]["metrics"]["HitRate@20"]["ci95"] * 3
     md = (tmp_path / "res.md").read_text()
     assert md.count("| Model | Recall@10 |") == 3  # two slices and the pooled table
     assert "| itemknn | **" in md  # itemknn is best in the first column
