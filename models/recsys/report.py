@@ -89,6 +89,23 @@ def paired(cases: Sequence[Cases], a: str, b: str) -> dict[str, dict[str, float]
     return {k: {"mean": v.mean, "ci95": v.ci95, "n": v.n} for k, v in summ.items()}
 
 
+def _rows(
+    results: dict[str, Any], columns: Sequence[str], bold: str, sep: str
+) -> list[tuple[str, list[str]]]:
+    """Per model the ``mean<sep>ci`` cells, the best mean of each column formatted ``bold``."""
+    models = results["models"]
+    best = {c: max(m["metrics"][c]["mean"] for m in models.values()) for c in columns}
+    rows = []
+    for name, m in models.items():
+        cells = []
+        for c in columns:
+            v = m["metrics"][c]
+            cell = f"{v['mean']:.4f}{sep}{v['ci95']:.4f}"
+            cells.append(bold.format(cell) if v["mean"] == best[c] else cell)
+        rows.append((name, cells))
+    return rows
+
+
 def table(results: dict[str, Any], columns: Sequence[str] = TABLE_COLUMNS) -> Table:
     """Rows = models, columns = metrics as ``mean ± CI95``, best mean per column in bold."""
     title = (
@@ -100,29 +117,15 @@ def table(results: dict[str, Any], columns: Sequence[str] = TABLE_COLUMNS) -> Ta
     t.add_column("Model")
     for c in columns:
         t.add_column(c.replace("MAP@20", "MAP"), justify="right")
-    models = results["models"]
-    best = {c: max(m["metrics"][c]["mean"] for m in models.values()) for c in columns}
-    for name, m in models.items():
-        cells = []
-        for c in columns:
-            v = m["metrics"][c]
-            cell = f"{v['mean']:.4f}±{v['ci95']:.4f}"
-            cells.append(f"[bold]{cell}[/bold]" if v["mean"] == best[c] else cell)
+    for name, cells in _rows(results, columns, "[bold]{}[/bold]", "±"):
         t.add_row(name, *cells)
     return t
 
 
 def markdown(results: dict[str, Any], columns: Sequence[str] = TABLE_COLUMNS) -> str:
     """The same table as GitHub Markdown (for docs/results.md), best mean per column bold."""
-    models = results["models"]
-    best = {c: max(m["metrics"][c]["mean"] for m in models.values()) for c in columns}
     lines = ["| Model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for name, m in models.items():
-        cells = []
-        for c in columns:
-            v = m["metrics"][c]
-            cell = f"{v['mean']:.4f} ± {v['ci95']:.4f}"
-            cells.append(f"**{cell}**" if v["mean"] == best[c] else cell)
+    for name, cells in _rows(results, columns, "**{}**", " ± "):
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
