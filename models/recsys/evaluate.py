@@ -275,7 +275,9 @@ def run_eval(
         info: list[dict[str, float]] = []
         for seed in seeds:
             tag = f"{dataset}_{path.stem}_{name}_s{seed}{'_quick' if quick else ''}"
-            tag += f"_t{max_seconds:g}_lr{lr:g}_b{batch_size}" + (f"_n{sampled}" if sampled else "")
+            # The wall-clock cap is a budget, not part of a run's identity: it is kept in the
+            # run's record instead, so runs with different caps combine in one table.
+            tag += f"_lr{lr:g}_b{batch_size}" + (f"_n{sampled}" if sampled else "")
             cached = cache_dir / f"{tag}.npz" if cache_dir is not None else None
             if cached is not None and cached.exists():
                 # One (model, seed) per process can run in parallel; a final run combines them.
@@ -289,6 +291,7 @@ def run_eval(
                     seed,
                     sampled,
                 )
+                run["max_seconds"] = max_seconds
                 if cached is not None:
                     cached.parent.mkdir(parents=True, exist_ok=True)
                     np.savez(cached, **per_case)
