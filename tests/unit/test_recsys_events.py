@@ -147,3 +147,31 @@ def test_skip_aware_beats_skips_as_plays(tmp_path: Path) -> None:
         model.fit(data)
         hr[name] = float(evaluate_model(model, data, seed=0)["NDCG@10"].mean())
     assert hr["aware"] > hr["as_plays"] + 0.03, hr
+
+
+def test_sasrec_reads_skips_as_negative_evidence_not_as_context(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    f = tmp_path / "synth.jsonl"
+    write_events(f, SynthConfig(n_users=60))
+    d = load_events(f)
+    model = SASRecRec(
+        SASRecConfig(max_len=20, hidden=16, n_layers=1),
+        TrainConfig(epochs=2, batch_size=64, lr=5e-3, eval_every=2),
+    )
+    model.fit(d)
+    h = [3, 5, 7, 9]
+    plays = [PLAY] * len(h)
+    base = model.score([h], types=[plays])
+    # After a trailing skip the prediction comes from the last positive event, whose state
+    # neither attends to skips nor is moved by them: the scores are those without the skip ...
+    for skipped in (1, 11, 42):
+        np.testing.assert_allclose(
+            model.score([[*h, skipped]], types=[[*plays, SKIP]]), base, atol=1e-5
+        )
+    # ... nor does it for a skip between plays (only the skip's own state sees it) ...
+    a = model.score([[3, 1, 5, 7, 9]], types=[[PLAY, SKIP, *plays[1:]]])
+    b = model.score([[3, 42, 5, 7, 9]], types=[[PLAY, SKIP, *plays[1:]]])
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # ... while which track was played does.
+    assert not np.allclose(model.score([[*h, 11]], types=[[*plays, PLAY]]), base)
+    assert not np.allclose(model.score([[3, 42, 5, 7, 9]], types=[[PLAY] * 5]), b)
