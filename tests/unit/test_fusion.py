@@ -52,7 +52,8 @@ def test_rank_mixes_sources_and_explains() -> None:
         Candidate(track_id="y", collab=5.0, coplayed_with="b"),
         Candidate(track_id="z", popularity=3.0),
     ]
-    items = rank(cands, exclude=set(), k=3, max_per_artist=2, titles={"a": "Song A"})
+    w = FusionWeights(audio=0.6, collab=0.3, popularity=0.1)
+    items = rank(cands, exclude=set(), k=3, max_per_artist=2, titles={"a": "Song A"}, w=w)
     by = {i.track_id: i for i in items}
     assert [i.track_id for i in items] == ["x", "y", "z"]
     assert by["x"].reason == "sounds like Song A, which you played"
