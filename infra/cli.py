@@ -117,7 +117,9 @@ def train(
     out: Annotated[
         Path, typer.Option(help="Artifact root; a new <version>/ folder is written in it.")
     ],
-    model: Annotated[str, typer.Option(help="Sequence model to train.")] = "sasrec",
+    model: Annotated[str, typer.Option(help="Sequence model to train: sasrec or dmmhyrec.")] = (
+        "sasrec"
+    ),
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on valid).")] = 200,
     max_len: Annotated[int, typer.Option(help="History length L the model reads.")] = 50,
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 256,
