@@ -201,8 +201,10 @@ def evaluate(
     if markdown_out is not None:
         parts = [*results, *([report["pooled"]] if "pooled" in report else [])]
         md = [
-            f"{r['dataset']} ({Path(r.get('path', '')).name or 'pooled'}, "
-            f"{r['n_test_cases']} test cases)\n\n{markdown(r)}"
+            f"**{r['dataset']}**"
+            + (f" `{Path(r['path']).name}`" if "path" in r else "")
+            + f", {r['n_test_cases']} test cases, {r.get('protocol', 'full')} ranking"
+            + f"\n\n{markdown(r)}"
             for r in parts
         ]
         markdown_out.write_text("\n".join(md))
