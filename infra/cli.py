@@ -205,7 +205,7 @@ def eval_(
     default = {"lastfm": data_dir / "lastfm-s3rec", "30music": data_dir / "30music"}
     if path is None and dataset not in default:
         raise typer.BadParameter("--path is required for this dataset")
-    pairs = [tuple(p.split(":", 1)) for p in compare.split(",") if p]
+    pairs = [p.split(":") for p in compare.split(",") if p]
     if any(len(p) != 2 or not set(p) <= set(names) for p in pairs):
         raise typer.BadParameter("--compare takes a:b pairs of evaluated --models")
     # One thread per run by default: the numbers are then comparable between parallel runs.

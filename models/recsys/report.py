@@ -39,6 +39,21 @@ def benchmark_files(dataset: str, path: Path, quick: bool = False) -> list[Path]
     return files[:1] if quick else files
 
 
+def _stacked(cases: Sequence[Cases], name: str) -> tuple[dict[str, np.ndarray], list[int]]:
+    """One model's per-case metrics of several benchmarks concatenated, and the case users
+    made distinct across benchmarks (users of different files are different users)."""
+    per_case: dict[str, list[np.ndarray]] = {}
+    groups: list[np.ndarray] = []
+    offset = 0
+    for part in cases:
+        metrics, users = part[name]
+        for k, v in metrics.items():
+            per_case.setdefault(k, []).append(v)
+        groups.append(np.asarray(users) + offset)
+        offset += max(users) + 1
+    return {k: np.concatenate(v) for k, v in per_case.items()}, list(np.concatenate(groups))
+
+
 def pool(results: Sequence[dict[str, Any]], cases: Sequence[Cases]) -> dict[str, Any]:
     """Several benchmarks pooled over users: each benchmark's per-user means concatenated
     (users of different files are different users), CI over all of them."""
@@ -53,18 +68,8 @@ def pool(results: Sequence[dict[str, Any]], cases: Sequence[Cases]) -> dict[str,
         "models": {},
     }
     for name in results[0]["models"]:
-        offset = 0
-        per_case: dict[str, list[np.ndarray]] = {}
-        groups: list[np.ndarray] = []
-        for part in cases:
-            metrics, users = part[name]
-            for k, v in metrics.items():
-                per_case.setdefault(k, []).append(v)
-            groups.append(np.asarray(users) + offset)
-            offset += max(users) + 1
-        summ = summarize_all(
-            {k: np.concatenate(v) for k, v in per_case.items()}, groups=list(np.concatenate(groups))
-        )
+        per_case, groups = _stacked(cases, name)
+        summ = summarize_all(per_case, groups=groups)
         out["models"][name] = {
             "metrics": {k: {"mean": s.mean, "ci95": s.ci95, "n": s.n} for k, s in summ.items()}
         }
@@ -75,17 +80,9 @@ def paired(cases: Sequence[Cases], a: str, b: str) -> dict[str, dict[str, float]
     """Paired difference ``a - b`` per metric over the same users (per-user means first),
     pooled over ``cases`` of several benchmarks: mean, 95% CI and n. Tighter than comparing
     two marginal CIs because user difficulty cancels."""
-    diffs: dict[str, list[np.ndarray]] = {}
-    groups: list[np.ndarray] = []
-    offset = 0
-    for part in cases:
-        (ma, users), (mb, _) = part[a], part[b]
-        for k in ma:
-            diffs.setdefault(k, []).append(ma[k] - mb[k])
-        groups.append(np.asarray(users) + offset)
-        offset += max(users) + 1
-    g = list(np.concatenate(groups))
-    summ = summarize_all({k: np.concatenate(v) for k, v in diffs.items()}, groups=g)
+    ca, groups = _stacked(cases, a)
+    cb, _ = _stacked(cases, b)
+    summ = summarize_all({k: ca[k] - cb[k] for k in ca}, groups=groups)
     return {k: {"mean": v.mean, "ci95": v.ci95, "n": v.n} for k, v in summ.items()}
 
 
