@@ -172,6 +172,11 @@ class ChildProcess(Service):
                 ) from exc
             raise
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs (benchmarks measure its CPU)."""
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self) -> None:
         """Stop the child (idempotent)."""
         if self._proc is not None:

@@ -90,6 +90,7 @@ class EmbeddedStack(Service):
         self.settings = settings  # resolved addresses once started
         self.workers: list[WorkerProc] = []
         self.triton_metrics_url = ""
+        self.components: dict[str, Any] = {}  # name -> started child (kafka, milvus, triton)
         self._stack = ExitStack()
 
     # --- lifecycle (Service makes it a context manager) ------------------------------
@@ -127,6 +128,7 @@ class EmbeddedStack(Service):
                 user_model_name=s.user_model_name,
                 user_top_n=s.user_model_top_n,
             )
+        self.components = dict(starters)
         # The three start independently; Triton's model load dominates, so overlap them.
         with ThreadPoolExecutor(max(1, len(starters))) as pool:
             futures = {
@@ -138,10 +140,6 @@ class EmbeddedStack(Service):
         update: dict[str, Any] = {}
         if "kafka" in starters:
             update["kafka_bootstrap"] = starters["kafka"].bootstrap
-            # Tansu answers ListOffsets(latest) with the last *batch's* base offset + 1,
-            # so Faust's changelog recovery stops short of (and then trips over) records
-            # in multi-record batches. One record per batch keeps its offsets exact.
-            update["producer_max_batch_bytes"] = 1
         if "milvus" in starters:
             update["milvus_uri"] = starters["milvus"].uri
         if "triton" in starters:
@@ -231,6 +229,12 @@ class EmbeddedStack(Service):
             except StartupError as exc:
                 tail = log_tail(w.log_path)
                 raise StartupError(f"{exc}\n--- {w.log_path} (tail) ---\n{tail}") from exc
+
+    def pids(self) -> dict[str, int]:
+        """Process id of every running child: components and workers (benchmarks)."""
+        out = {n: c.pid for n, c in self.components.items() if getattr(c, "pid", None)}
+        out.update({f"worker-{w.index}": w.proc.pid for w in self.workers if w.proc})
+        return out
 
     # --- state file ------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ from schemas.settings import Settings
 from serving.milvus_store import TrackStore
 from serving.triton_client import AudioEncoderClient
 from serving.user_encoder_client import UserEncoderClient
-from streams.app import Deps, build_app
+from streams.app import build_app
+from streams.catalog import Catalog, CatalogFeed
+from streams.clients import Deps
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,14 @@ def make_deps(settings: Settings, card: EncoderCard, metrics: Metrics) -> Deps:
             timeout_s=settings.user_model_timeout_s,
         )
 
+    def feed(catalog: Catalog) -> CatalogFeed:
+        return CatalogFeed(
+            bootstrap=settings.kafka_bootstrap,
+            topic=settings.topic(settings.deltas_topic),
+            catalog=catalog,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        )
+
     return Deps(
         settings=settings,
         card=card,
@@ -52,6 +62,7 @@ def make_deps(settings: Settings, card: EncoderCard, metrics: Metrics) -> Deps:
         encoder_factory=encoder,
         # Only with a trained model configured: otherwise fusion stays training-free.
         user_encoder_factory=user_encoder if settings.user_model_dir is not None else None,
+        feed_factory=feed,
     )
 
 
@@ -107,9 +118,37 @@ def rewind_uncommitted_on_seek() -> None:
     driver.AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
 
 
+def exact_recovery_highwaters(bootstrap: str) -> None:
+    """Make Faust's changelog recovery read up to the true end of each changelog partition.
+
+    Why: Tansu answers ListOffsets(latest) with the last batch's base offset + 1. Recovery
+    would stop inside the last batch and then meet "persisted offset > highwater"
+    (ConsistencyError) after a rebalance. Forcing one record per batch avoided that but
+    made Tansu pay per record (it pays per batch it holds). ``correct_end_offsets`` reads
+    the last batch instead; on Kafka the answer is unchanged.
+    """
+    from faust.tables import recovery
+
+    from streams.offsets import correct_end_offsets
+
+    async def build_highwaters(
+        self: Any, consumer: Any, tps: Any, destination: Any, title: str
+    ) -> None:
+        reported = await consumer.highwaters(*tps)
+        true = await correct_end_offsets(bootstrap, reported)
+        # Faust's own convention (see Recovery._build_highwaters): highwater = end - 1.
+        highwaters = {tp: true.get(tp, 0) - 1 for tp in reported}
+        self.log.info("highwaters for %s changelog partitions: %s", title, highwaters)
+        destination.clear()
+        destination.update(highwaters)
+
+    recovery.Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]
+
+
 def run_worker(settings: Settings, card: EncoderCard) -> None:
     """Serve /metrics and run the Faust worker until SIGTERM/SIGINT."""
     limit_fetch_wait(settings.fetch_max_wait_ms)
+    exact_recovery_highwaters(settings.kafka_bootstrap)
     rewind_uncommitted_on_seek()
     metrics = Metrics()
     metrics.serve(port=settings.metrics_port, host=settings.host)

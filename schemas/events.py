@@ -80,6 +80,11 @@ class Recommendation(_Event):
     source_event_id: str | None = Field(
         default=None, description="The interaction that triggered this refresh, if any."
     )
+    event_ids: list[str] = Field(
+        default_factory=list,
+        description="Every interaction this list answers, oldest first: a listener's events "
+        "folded into one refresh get one list (source_event_id is the last of them).",
+    )
     model_version: str = Field(description="Version of the models that produced the list.")
     items: list[RecommendedItem] = Field(description="Top-K items, best first.")
 

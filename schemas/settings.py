@@ -51,8 +51,23 @@ class Settings(BaseSettings):
         25, description="Longest a consumer fetch waits for data (Tansu holds fetches)."
     )
     producer_max_batch_bytes: int = Field(
-        16384,
-        description="Faust producer batch size per partition (the embedded stack sets 1).",
+        16384, description="Producer batch size per partition (Tansu pays per batch it holds)."
+    )
+    producer_linger_ms: int = Field(
+        2, description="How long the producer waits to fill a batch (ms)."
+    )
+    deltas_topic: str = Field(
+        "track-deltas", description="Internal topic of catalog deltas (read by every worker)."
+    )
+    fold_batch: int = Field(500, description="Interactions folded and refreshed per batch, max.")
+    fold_wait_s: float = Field(
+        0.01, description="Longest wait to fill a fold batch once its first event arrived."
+    )
+    catalog_lists_ttl_s: float = Field(
+        1.0, description="Popular and fresh lists are recomputed at most this often (s)."
+    )
+    vector_cache_size: int = Field(
+        100_000, description="Track vectors (and 'no vector' answers) cached per worker."
     )
     app_id: str = Field("resonate", description="Faust application id (consumer group).")
 

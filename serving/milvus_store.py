@@ -19,8 +19,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -86,6 +86,22 @@ class Hit:
     genre: str
     top_tags: tuple[str, ...]
     uploaded_at_ms: int
+    # The track's own vector, when the search asked for it (``with_vectors``).
+    embedding: npt.NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
+
+
+def _hit(r: Mapping[str, Any], *, with_vector: bool) -> Hit:
+    ent = r.get("entity", r)
+    vec = ent.get("embedding") if with_vector else None
+    return Hit(
+        track_id=str(r.get("id", r.get("track_id"))),
+        score=float(r["distance"]),
+        artist_id=ent["artist_id"],
+        genre=ent["genre"],
+        top_tags=_split_tags(ent["top_tags"]),
+        uploaded_at_ms=int(ent["uploaded_at"]),
+        embedding=None if vec is None else np.asarray(vec, dtype=np.float32),
+    )
 
 
 def _split_tags(value: str) -> tuple[str, ...]:
@@ -414,23 +430,53 @@ class TrackStore:
         )
         hits: list[Hit] = []
         for r in res[0] if res else []:
-            tid = str(r.get("id", r.get("track_id")))
-            if tid in excluded:
+            hit = _hit(r, with_vector=False)
+            if hit.track_id in excluded:
                 continue
-            ent = r.get("entity", r)
-            hits.append(
-                Hit(
-                    track_id=tid,
-                    score=float(r["distance"]),
-                    artist_id=ent["artist_id"],
-                    genre=ent["genre"],
-                    top_tags=_split_tags(ent["top_tags"]),
-                    uploaded_at_ms=int(ent["uploaded_at"]),
-                )
-            )
+            hits.append(hit)
             if len(hits) == k:
                 break
         return hits
+
+    def search_many(
+        self,
+        vectors: Sequence[npt.NDArray[np.float32] | Sequence[float]],
+        *,
+        k: int,
+        with_vectors: bool = False,
+    ) -> list[list[Hit]]:
+        """The ``k`` nearest tracks of each query vector, in ONE call (one round trip and
+        one pass over the index for a whole batch of listeners), best first.
+
+        No exclusion filter: each listener excludes different tracks, so callers over-fetch
+        and drop. ``with_vectors`` returns each hit's embedding too, so "sounds like X"
+        reasons need no follow-up ``get``.
+        """
+        if k < 1 or not vectors:
+            return [[] for _ in vectors]
+        data = []
+        for v in vectors:
+            vec = np.asarray(v, dtype=np.float32).reshape(-1)
+            if vec.shape[0] != self.dim:
+                raise ValueError(f"query vector has dim {vec.shape[0]}, not {self.dim}")
+            data.append(vec.tolist())
+        limit = min(k, MAX_LIMIT)
+        fields = [*_HIT_FIELDS, "embedding"] if with_vectors else _HIT_FIELDS
+        res = self._call(
+            "search",
+            lambda c: c.search(
+                self.collection,
+                data=data,
+                limit=limit,
+                output_fields=fields,
+                search_params=self._search_params(limit),
+                anns_field="embedding",
+                timeout=self.timeout_s,
+                consistency_level=_CONSISTENCY,
+            ),
+        )
+        out = [[_hit(r, with_vector=with_vectors) for r in hits] for hits in (res or [])]
+        return out + [[] for _ in range(len(vectors) - len(out))]
 
     def recent(self, since_ms: int, limit: int) -> list[Hit]:
         """Tracks uploaded at or after ``since_ms``, newest first (cold-start candidates).

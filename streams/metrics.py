@@ -63,6 +63,12 @@ class Metrics:
             registry=r,
         )
 
+        self.fold_batch = Histogram(
+            "resonate_fold_batch_events",
+            "Interactions taken in one fold batch (all partitions of the worker).",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
+        )
         self.user_encoder_calls = Counter(
             "resonate_user_encoder_calls_total",
             "Calls of the served sequence model by outcome (ok, error, skipped while down).",

@@ -1,21 +1,22 @@
-"""Gathers the fusion inputs for one listener and ranks (blocking; run in an executor).
+"""Ranks listeners: the pure steps between the fold and the emit.
 
-The Milvus side (embeddings of recent tracks, audio neighbours) goes through a
-``TrackStore``; the collaborative side comes from a snapshot of the track-stats
-table that the fusion agent takes on the event loop, so no Faust table is read
-from another thread.
+The fusion agent does the I/O (one ``get`` for the vectors the cache lacks, one batched
+search for every listener of a batch) and calls these functions on the event loop:
+:func:`taste_vectors` before the search, :func:`rank_listener` after it. Nothing here
+talks to Milvus or Kafka.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from schemas.events import RecommendedItem
+from streams.catalog import Catalog, TrackInfo
 from streams.fusion import (
     DEFAULT_WEIGHTS,
     Candidate,
@@ -24,26 +25,90 @@ from streams.fusion import (
     rank,
     user_vector,
 )
-from streams.metrics import Metrics
-from streams.state import TrackStats, UserState
+from streams.state import UserState
 
 
-class VectorStore(Protocol):
-    """What the recommender needs from Milvus (serving.milvus_store.TrackStore)."""
+@dataclass(frozen=True, eq=False)
+class CachedTrack:
+    """What ranking needs of a track with audio (from Milvus, kept in the worker)."""
 
-    def get(self, track_ids: Sequence[str]) -> Mapping[str, Any]: ...
+    embedding: np.ndarray
+    artist_id: str | None
+    uploaded_at_ms: int | None
 
-    def search(self, vector: np.ndarray, *, k: int, exclude: Collection[str] = ()) -> list[Any]: ...
 
+class VectorCache:
+    """Track vectors by id, including "has no vector" answers, least recently used out.
 
-@dataclass(frozen=True)
-class CatalogSnapshot:
-    """Track-level signals, copied from the track-stats table on the event loop."""
+    A track's vector only changes when it is uploaded again, and every upload reaches
+    every worker as a catalog delta, which invalidates the entry (``invalidate``); so
+    entries need no time limit, and tracks without audio are not asked for again.
+    """
 
-    coplays: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    popular: Sequence[TrackStats] = ()  # most popular first
-    fresh: Sequence[TrackStats] = ()  # newest uploads first
-    artists: Mapping[str, str] = field(default_factory=dict)
+    def __init__(self, *, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._rows: OrderedDict[str, CachedTrack | None] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def missing(self, ids: Iterable[str]) -> list[str]:
+        """Ids never looked up (or invalidated since)."""
+        out = [t for t in dict.fromkeys(ids) if t not in self._rows]
+        self.misses += len(out)
+        return out
+
+    def put(self, track_id: str, row: CachedTrack | None) -> None:
+        """Remember a track's vector, or that it has none."""
+        self._rows[track_id] = row
+        self._rows.move_to_end(track_id)
+        if len(self._rows) > self.capacity:
+            self._rows.popitem(last=False)
+
+    def fill(self, asked: Sequence[str], rows: Mapping[str, Any]) -> None:
+        """Store the answer of a ``get`` for ``asked``: rows found, the rest as absent."""
+        for t in asked:
+            r = rows.get(t)
+            self.put(
+                t,
+                None
+                if r is None
+                else CachedTrack(
+                    embedding=np.asarray(r.embedding, dtype=np.float32),
+                    artist_id=r.artist_id or None,
+                    uploaded_at_ms=r.uploaded_at_ms or None,
+                ),
+            )
+
+    def add_hits(self, hits: Iterable[Any]) -> None:
+        """Search hits that carry their vector are cache entries too."""
+        for h in hits:
+            if h.embedding is not None:
+                self.put(
+                    h.track_id,
+                    CachedTrack(
+                        embedding=h.embedding,
+                        artist_id=h.artist_id or None,
+                        uploaded_at_ms=h.uploaded_at_ms or None,
+                    ),
+                )
+
+    def embeddings(self, ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """Vectors of the ids that have one (cached)."""
+        out: dict[str, np.ndarray] = {}
+        for t in ids:
+            row = self._rows.get(t)
+            if row is not None:
+                self.hits += 1
+                out[t] = row.embedding
+        return out
+
+    def invalidate(self, ids: Iterable[str]) -> None:
+        """Forget these tracks (they were uploaded again)."""
+        for t in ids:
+            self._rows.pop(t, None)
 
 
 @dataclass(frozen=True)
@@ -55,48 +120,54 @@ class Ranked:
     # either with "+sequence" when the served sequence model's candidates took part
 
 
-def recommend(
+def search_limit(k: int, state: UserState) -> int:
+    """Hits to ask for: room for the per-artist cap and re-ranking, plus the listener's
+    recent tracks, which are dropped afterwards (each listener excludes other tracks, so
+    one batched search cannot filter them)."""
+    return max(4 * k, 50) + len(state.recent)
+
+
+def taste_vectors(
+    states: Iterable[UserState], cache: VectorCache, weights: FusionWeights = DEFAULT_WEIGHTS
+) -> dict[str, np.ndarray]:
+    """User id -> taste vector, for the listeners whose recent plays have audio."""
+    out: dict[str, np.ndarray] = {}
+    for st in states:
+        emb = cache.embeddings(h.track_id for h in st.recent)
+        u = user_vector(st.recent, emb, weights)
+        if u is not None:
+            out[st.user_id] = u
+    return out
+
+
+def rank_listener(
     state: UserState,
-    catalog: CatalogSnapshot,
+    hits: Sequence[Any],
     *,
-    store: VectorStore,
+    cache: VectorCache,
+    catalog: Catalog,
+    popular: Sequence[TrackInfo],
+    fresh: Sequence[TrackInfo],
     k: int,
     max_per_artist: int,
-    metrics: Metrics | None = None,
+    now_ms: int,
     weights: FusionWeights = DEFAULT_WEIGHTS,
-    now_ms: int | None = None,
     sequence: Sequence[tuple[str, float]] = (),
 ) -> Ranked:
-    """Top-k for one listener from audio neighbours, co-plays, popularity and fresh uploads.
+    """Top-k for one listener from audio hits, co-plays, popularity and fresh uploads.
 
     ``sequence``: (track, score) from the served sequence model, best first; scores become
     ``exp(score - best)`` (probability relative to the model's top pick). Pass weights with a
     ``sequence`` weight (``SEQUENCE_WEIGHTS``) for them to count.
     """
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     recent = list(state.recent)
-    exclude = set(state.heard)
+    heard = state.heard.matcher()
+    exclude = {h.track_id for h in recent}
     candidates: list[Candidate] = []
-
-    t0 = time.perf_counter()
-    rows = store.get([h.track_id for h in recent]) if recent else {}
-    _observe(metrics, "get", t0)
-    embeddings = {tid: np.asarray(r.embedding, dtype=np.float32) for tid, r in rows.items()}
-    u = user_vector(recent, embeddings, weights)
-    source = "collab-pop"
-    if u is not None:
-        source = "audio"
-        t0 = time.perf_counter()
-        # Over-fetch: the per-artist cap and collaborative re-ranking need room.
-        hits = store.search(u, k=max(4 * k, 50), exclude=exclude)
-        _observe(metrics, "search", t0)
-        liked = [h.track_id for h in state.positives() if h.track_id in embeddings]
-        t0 = time.perf_counter()
-        hit_rows = store.get([h.track_id for h in hits]) if hits else {}
-        _observe(metrics, "get", t0)
-        for h in hits:
-            row = hit_rows.get(h.track_id)
-            similar = _closest(row.embedding, liked, embeddings) if row is not None else None
+    source = "audio" if hits else "collab-pop"
+    if hits:
+        because = _closest_played(hits, cache.embeddings(h.track_id for h in state.positives()))
+        for h, similar in zip(hits, because, strict=True):
             candidates.append(
                 Candidate(
                     track_id=h.track_id,
@@ -106,7 +177,8 @@ def recommend(
                     similar_to=similar,
                 )
             )
-    for tid, (score, via) in collab_scores(recent, catalog.coplays, weights).items():
+    coplays = {h.track_id: catalog.coplays_of(h.track_id) for h in recent}
+    for tid, (score, via) in collab_scores(recent, coplays, weights).items():
         candidates.append(
             Candidate(
                 track_id=tid, artist_id=catalog.artists.get(tid), collab=score, coplayed_with=via
@@ -114,77 +186,43 @@ def recommend(
         )
     if sequence:
         best = max(sc for _, sc in sequence)
-        t0 = time.perf_counter()
-        # Artist and upload time of tracks that have audio (per-artist cap, fresh bonus).
-        seq_rows = store.get([t for t, _ in sequence])
-        _observe(metrics, "get", t0)
         for tid, sc in sequence:
-            row = seq_rows.get(tid)
             candidates.append(
                 Candidate(
                     track_id=tid,
-                    artist_id=(row.artist_id if row is not None else None)
-                    or catalog.artists.get(tid),
-                    fresh=row is not None and _is_fresh(row.uploaded_at_ms, now_ms, weights),
+                    artist_id=catalog.artists.get(tid),
+                    fresh=_is_fresh(catalog.uploaded.get(tid), now_ms, weights),
                     sequence=float(np.exp(min(0.0, sc - best))),
                 )
             )
         source = f"{source}+sequence"
-    for st in catalog.popular:
+    for t in popular:
         candidates.append(
-            Candidate(track_id=st.track_id, artist_id=st.artist_id, popularity=st.popularity())
+            Candidate(track_id=t.track_id, artist_id=t.artist_id, popularity=t.popularity)
         )
-    for st in catalog.fresh:
-        candidates.append(Candidate(track_id=st.track_id, artist_id=st.artist_id, fresh=True))
+    for t in fresh:
+        candidates.append(Candidate(track_id=t.track_id, artist_id=t.artist_id, fresh=True))
+    # Tracks heard before the recent window are in the (fixed-size) heard filter.
+    candidates = [c for c in candidates if c.track_id not in heard]
     items = rank(candidates, exclude=exclude, k=k, max_per_artist=max_per_artist, w=weights)
     return Ranked(items=items, source=source)
 
 
-def _closest(vec: Any, liked: list[str], embeddings: Mapping[str, np.ndarray]) -> str | None:
-    """The played track whose audio is most similar to ``vec`` (the "because")."""
-    if not liked:
-        return None
-    v = np.asarray(vec, dtype=np.float32)
-    sims = [float(np.dot(v, embeddings[t])) for t in liked]
-    return liked[int(np.argmax(sims))]
+def _closest_played(hits: Sequence[Any], played: Mapping[str, np.ndarray]) -> list[str | None]:
+    """For each hit, the played track whose audio is most similar (the "because"):
+    one matrix product for all hits instead of a dot product per pair."""
+    if not played:
+        return [None] * len(hits)
+    ids = list(played)
+    mat = np.stack([played[t] for t in ids])
+    out: list[str | None] = [None] * len(hits)
+    idx = [i for i, h in enumerate(hits) if h.embedding is not None]
+    if idx:
+        best = (np.stack([hits[i].embedding for i in idx]) @ mat.T).argmax(axis=1)
+        for i, b in zip(idx, best, strict=True):
+            out[i] = ids[int(b)]
+    return out
 
 
 def _is_fresh(uploaded_at_ms: int | None, now_ms: int, w: FusionWeights) -> bool:
     return bool(uploaded_at_ms) and now_ms - int(uploaded_at_ms or 0) <= w.fresh_window_ms
-
-
-def _observe(metrics: Metrics | None, op: str, t0: float) -> None:
-    if metrics is not None:
-        metrics.milvus_seconds.labels(op=op).observe(time.perf_counter() - t0)
-
-
-def snapshot(
-    stats: Mapping[str, TrackStats],
-    history: Sequence[str],
-    *,
-    top_popular: int,
-    top_fresh: int,
-    now_ms: int,
-    weights: FusionWeights = DEFAULT_WEIGHTS,
-) -> CatalogSnapshot:
-    """What one refresh needs from the track-stats table (pure; the caller copies the table)."""
-    coplays = {t: stats[t].coplays for t in history if t in stats}
-    artists: dict[str, str] = {}
-    for co in coplays.values():
-        for t in co:
-            st = stats.get(t)
-            if st is not None and st.artist_id:
-                artists[t] = st.artist_id
-    popular = sorted(
-        (s for s in stats.values() if s.popularity() > 0),
-        key=lambda s: (-s.popularity(), s.track_id),
-    )[:top_popular]
-    fresh = sorted(
-        (
-            s
-            for s in stats.values()
-            if s.uploaded_at_ms and now_ms - s.uploaded_at_ms <= weights.fresh_window_ms
-        ),
-        key=lambda s: (-(s.uploaded_at_ms or 0), s.track_id),
-    )[:top_fresh]
-    return CatalogSnapshot(coplays=coplays, popular=popular, fresh=fresh, artists=artists)

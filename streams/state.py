@@ -1,24 +1,34 @@
-"""Per-user listening state and per-track signals: pure update functions.
+"""Per-user listening state and the catalog deltas it produces: pure update functions.
 
-The Faust tables store these as JSON dicts; the agents convert at the boundary
-(``UserState.model_validate`` / ``model_dump(mode="json")``) so everything here is
-testable without a broker.
+The user-state table stores :class:`UserState` as a JSON dict; the fold agent converts at
+the boundary (``UserState.model_validate`` / ``model_dump(mode="json")``) so everything here
+is testable without a broker.
+
+A state record is bounded whatever the listener's history: the last ``L`` events, a fixed
+size filter of older tracks ("already heard"), three counters and the source offset of the
+last applied event. Writing it once per listener and batch is therefore one small record,
+not a copy of a growing history.
 """
 
 from __future__ import annotations
+
+import base64
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import Interaction, InteractionType
 
-#: how many recent event ids a user remembers to drop replays after a rebalance
-DEDUPE_WINDOW = 200
-#: how many distinct tracks a user remembers for "already heard" exclusion
-HEARD_LIMIT = 1000
 #: co-played neighbours kept per track (the strongest ones)
 COPLAY_LIMIT = 100
-#: recent signal ids kept per track to drop replays of the internal topic
-TRACK_DEDUPE_WINDOW = 64
+#: bits of one heard-filter generation; 8,192 bits hold ``HEARD_GENERATION`` ids at ~0.2%
+#: false positives with 4 hashes (a false positive only hides one candidate from a list)
+HEARD_BITS = 8192
+HEARD_HASHES = 4
+#: ids per generation; two generations: the filter remembers the last 500 to 1,000 tracks
+HEARD_GENERATION = 500
 
 
 class _State(BaseModel):
@@ -31,20 +41,76 @@ class HistoryItem(_State):
     track_id: str = Field(description="Track the listener interacted with.")
     type: InteractionType = Field(description="play, skip or like.")
     at_ms: int = Field(description="When, unix milliseconds.")
+    event_id: str = Field(default="", description="The event, to count a replay once.")
+
+
+def _bit_positions(track_id: str) -> list[int]:
+    # Double hashing (Kirsch-Mitzenmacher): two 64-bit halves give all k positions.
+    d = hashlib.blake2b(track_id.encode(), digest_size=16).digest()
+    h1, h2 = int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little") | 1
+    return [(h1 + i * h2) % HEARD_BITS for i in range(HEARD_HASHES)]
+
+
+def _empty_bits() -> str:
+    return base64.b64encode(bytes(HEARD_BITS // 8)).decode()
+
+
+class HeardFilter(_State):
+    """Tracks heard before the ``recent`` window, as two rotating Bloom filters.
+
+    Fixed size (2 KB) whatever the history: when the current generation holds
+    ``HEARD_GENERATION`` ids it becomes the previous one and a new one starts, so the oldest
+    tracks are forgotten in blocks. No false negatives within the window.
+    """
+
+    current: str = Field(default_factory=_empty_bits, description="Bits, base64.")
+    previous: str = Field(default_factory=_empty_bits, description="Older generation, base64.")
+    count: int = Field(default=0, description="Ids added to the current generation.")
+
+    def add(self, track_ids: Iterable[str]) -> HeardFilter:
+        """A filter that also holds ``track_ids``."""
+        ids = list(track_ids)
+        if not ids:
+            return self
+        cur, prev, count = bytearray(base64.b64decode(self.current)), self.previous, self.count
+        for tid in ids:
+            if count >= HEARD_GENERATION:
+                prev, cur, count = base64.b64encode(cur).decode(), bytearray(HEARD_BITS // 8), 0
+            for p in _bit_positions(tid):
+                cur[p >> 3] |= 1 << (p & 7)
+            count += 1
+        return HeardFilter(current=base64.b64encode(cur).decode(), previous=prev, count=count)
+
+    def matcher(self) -> HeardMatcher:
+        """A fast membership test (decodes the bits once)."""
+        return HeardMatcher(base64.b64decode(self.current), base64.b64decode(self.previous))
+
+
+class HeardMatcher:
+    """Membership test of a :class:`HeardFilter` (may say yes for ~0.2% of unheard tracks)."""
+
+    def __init__(self, *generations: bytes) -> None:
+        self._gens = generations
+
+    def __contains__(self, track_id: object) -> bool:
+        if not isinstance(track_id, str):
+            return False
+        pos = _bit_positions(track_id)
+        return any(all(g[p >> 3] & (1 << (p & 7)) for p in pos) for g in self._gens)
 
 
 class UserState(_State):
-    """What the recommender remembers about one listener."""
+    """What the recommender remembers about one listener (bounded size)."""
 
     user_id: str = Field(description="Listener id (the table key).")
     recent: tuple[HistoryItem, ...] = Field(
         default=(), description="Last L interactions, oldest first (play, skip, like)."
     )
-    heard: tuple[str, ...] = Field(
-        default=(), description="Tracks ever played, skipped or liked (bounded), oldest first."
+    heard: HeardFilter = Field(
+        default_factory=HeardFilter, description="Tracks heard before `recent` (excluded)."
     )
-    event_ids: tuple[str, ...] = Field(
-        default=(), description="Recent event ids, to count a replayed event once."
+    offset: int = Field(
+        default=-1, description="Source offset of the last applied event (replays are older)."
     )
     plays: int = Field(default=0, description="Plays applied so far.")
     skips: int = Field(default=0, description="Skips applied so far.")
@@ -58,33 +124,44 @@ class UserState(_State):
         """Recent skips, oldest first."""
         return [h for h in self.recent if h.type is InteractionType.SKIP]
 
+    def is_replay(self, ev: Interaction, offset: int | None) -> bool:
+        """True for an event this state already holds.
+
+        A broker redelivery (rebalance, crash before commit) comes back with its old offset,
+        at most the last applied one; a producer's duplicate within the last L events is
+        caught by its event id.
+        """
+        if offset is not None and offset <= self.offset:
+            return True
+        return any(h.event_id == ev.event_id for h in self.recent)
+
 
 def _to_ms(ev: Interaction) -> int:
     return int(ev.occurred_at.timestamp() * 1000)
 
 
 def apply_interaction(
-    state: UserState | None, ev: Interaction, *, seq_len: int
+    state: UserState | None, ev: Interaction, *, seq_len: int, offset: int | None = None
 ) -> tuple[UserState, bool]:
     """Fold one interaction into the user's state.
 
-    Returns the new state and whether the event was new; a replayed ``event_id``
-    (at-least-once delivery, a rebalance) leaves the state unchanged.
+    Returns the new state and whether the event was new; a replayed event (see
+    :meth:`UserState.is_replay`) leaves the state unchanged.
     """
     st = state or UserState(user_id=ev.user_id)
-    if ev.event_id in st.event_ids:
+    if st.is_replay(ev, offset):
         return st, False
-    item = HistoryItem(track_id=ev.track_id, type=ev.type, at_ms=_to_ms(ev))
+    item = HistoryItem(track_id=ev.track_id, type=ev.type, at_ms=_to_ms(ev), event_id=ev.event_id)
     # Events may arrive slightly out of order across producers: keep `recent`
     # sorted by time so "most recent" weights mean what they say.
-    recent = sorted((*st.recent, item), key=lambda h: h.at_ms)[-seq_len:]
-    heard = tuple(t for t in st.heard if t != ev.track_id) + (ev.track_id,)
+    ordered = sorted((*st.recent, item), key=lambda h: h.at_ms)
+    evicted = ordered[:-seq_len] if len(ordered) > seq_len else []
     return (
         st.model_copy(
             update={
-                "recent": tuple(recent),
-                "heard": heard[-HEARD_LIMIT:],
-                "event_ids": (*st.event_ids, ev.event_id)[-DEDUPE_WINDOW:],
+                "recent": tuple(ordered[-seq_len:]),
+                "heard": st.heard.add(h.track_id for h in evicted),
+                "offset": offset if offset is not None else st.offset,
                 "plays": st.plays + (ev.type is InteractionType.PLAY),
                 "skips": st.skips + (ev.type is InteractionType.SKIP),
                 "likes": st.likes + (ev.type is InteractionType.LIKE),
@@ -112,82 +189,70 @@ def coplay_partner(state: UserState, ev: Interaction, *, session_gap_s: float) -
     return None
 
 
-class TrackSignal(_State):
-    """Internal message on the track-signals topic, keyed by ``track_id``."""
+class UploadInfo(_State):
+    """What the catalog keeps of an uploaded track."""
 
-    signal_id: str = Field(description="Unique id, derived from the source event.")
-    track_id: str = Field(description="Track the signal is about (the key).")
-    kind: str = Field(description="play | skip | like | coplay | upload")
-    other_track_id: str | None = Field(default=None, description="Co-played neighbour.")
-    artist_id: str | None = Field(default=None, description="Artist, for uploads.")
-    at_ms: int = Field(description="Event time, unix ms.")
+    artist_id: str | None = Field(default=None, description="Artist (diversity rule).")
+    uploaded_at_ms: int = Field(description="Upload time, unix ms (fresh bonus).")
 
 
-class TrackStats(_State):
-    """Collaborative and popularity signal of one track, learnt from the stream."""
+class CatalogDelta(_State):
+    """Internal message on ``track-deltas``: what one batch changed in the track statistics.
 
-    track_id: str = Field(description="Track id (the table key).")
-    plays: int = Field(default=0, description="Plays and likes seen.")
-    skips: int = Field(default=0, description="Skips seen.")
-    coplays: dict[str, int] = Field(
-        default_factory=dict, description="Neighbour track -> times played in one session."
+    One record per batch of interactions (or uploads) instead of one per event and track;
+    every worker folds every delta into its own :class:`streams.catalog.Catalog`.
+    """
+
+    delta_id: str = Field(description="Unique id; a delta is applied once per worker.")
+    plays: dict[str, int] = Field(default_factory=dict, description="Track -> plays and likes.")
+    skips: dict[str, int] = Field(default_factory=dict, description="Track -> skips.")
+    coplays: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Track -> co-played neighbour -> count (both ways)."
     )
-    artist_id: str | None = Field(default=None, description="Artist, once uploaded.")
-    uploaded_at_ms: int | None = Field(default=None, description="Upload time, if uploaded.")
-    last_ms: int = Field(default=0, description="Time of the latest signal.")
-    signal_ids: tuple[str, ...] = Field(default=(), description="Recent signal ids (dedupe).")
+    uploads: dict[str, UploadInfo] = Field(
+        default_factory=dict, description="Tracks that became searchable in this batch."
+    )
+    at_ms: int = Field(default=0, description="Latest event time in the batch.")
 
-    def popularity(self) -> float:
-        """Plays net of skips; skips count half, a skip is weaker evidence than a play."""
-        return max(0.0, self.plays - 0.5 * self.skips)
-
-
-def apply_signal(stats: TrackStats | None, sig: TrackSignal) -> tuple[TrackStats, bool]:
-    """Fold one track signal into the track's stats; replays change nothing."""
-    st = stats or TrackStats(track_id=sig.track_id)
-    if sig.signal_id in st.signal_ids:
-        return st, False
-    upd: dict[str, object] = {
-        "signal_ids": (*st.signal_ids, sig.signal_id)[-TRACK_DEDUPE_WINDOW:],
-        "last_ms": max(st.last_ms, sig.at_ms),
-    }
-    if sig.kind in ("play", "like"):
-        upd["plays"] = st.plays + 1
-    elif sig.kind == "skip":
-        upd["skips"] = st.skips + 1
-    elif sig.kind == "coplay" and sig.other_track_id:
-        co = dict(st.coplays)
-        co[sig.other_track_id] = co.get(sig.other_track_id, 0) + 1
-        if len(co) > COPLAY_LIMIT:
-            co = dict(sorted(co.items(), key=lambda kv: -kv[1])[:COPLAY_LIMIT])
-        upd["coplays"] = co
-    elif sig.kind == "upload":
-        upd["artist_id"] = sig.artist_id
-        upd["uploaded_at_ms"] = sig.at_ms
-    return st.model_copy(update=upd), True
+    def is_empty(self) -> bool:
+        """True when the delta changes nothing."""
+        return not (self.plays or self.skips or self.coplays or self.uploads)
 
 
-def signals_for(before: UserState, ev: Interaction, *, session_gap_s: float) -> list[TrackSignal]:
-    """Track signals one new interaction produces: its own count plus co-plays both ways."""
-    at = _to_ms(ev)
-    out = [
-        TrackSignal(
-            signal_id=f"{ev.event_id}:{ev.type.value}",
-            track_id=ev.track_id,
-            kind=ev.type.value,
-            at_ms=at,
+class DeltaBuilder:
+    """Accumulates one batch's track statistics into a :class:`CatalogDelta`."""
+
+    def __init__(self) -> None:
+        self.plays: Counter[str] = Counter()
+        self.skips: Counter[str] = Counter()
+        self.coplays: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.uploads: dict[str, UploadInfo] = {}
+        self.at_ms = 0
+
+    def interaction(self, before: UserState, ev: Interaction, *, session_gap_s: float) -> None:
+        """Count a new interaction; ``before`` is the state it was applied to."""
+        if ev.type is InteractionType.SKIP:
+            self.skips[ev.track_id] += 1
+        else:
+            self.plays[ev.track_id] += 1
+        prev = coplay_partner(before, ev, session_gap_s=session_gap_s)
+        if prev is not None:
+            self.coplays[prev][ev.track_id] += 1
+            self.coplays[ev.track_id][prev] += 1
+        self.at_ms = max(self.at_ms, _to_ms(ev))
+
+    def upload(self, track_id: str, info: UploadInfo) -> None:
+        """Record a track that became searchable."""
+        self.uploads[track_id] = info
+        self.at_ms = max(self.at_ms, info.uploaded_at_ms)
+
+    def build(self, delta_id: str) -> CatalogDelta:
+        """The delta of everything counted so far."""
+        return CatalogDelta(
+            delta_id=delta_id,
+            plays=dict(self.plays),
+            skips=dict(self.skips),
+            coplays={t: dict(c) for t, c in self.coplays.items()},
+            uploads=dict(self.uploads),
+            at_ms=self.at_ms,
         )
-    ]
-    prev = coplay_partner(before, ev, session_gap_s=session_gap_s)
-    if prev is not None:
-        for a, b in ((prev, ev.track_id), (ev.track_id, prev)):
-            out.append(
-                TrackSignal(
-                    signal_id=f"{ev.event_id}:co:{a}",
-                    track_id=a,
-                    kind="coplay",
-                    other_track_id=b,
-                    at_ms=at,
-                )
-            )
-    return out

@@ -65,13 +65,14 @@ def play(bus: Bus, s: Settings, user: str, track: str, kind: str, at: datetime) 
 
 
 def answers(bus: Bus, event_ids: set[str], timeout_s: float = 60) -> dict[str, Recommendation]:
-    """The recommendations triggered by ``event_ids``; fails naming the missing ones."""
+    """The list answering each of ``event_ids`` (a list answers every event folded into it,
+    ``Recommendation.event_ids``); fails naming the missing ones."""
     got: dict[str, Recommendation] = {}
     for rec in bus.recommendations(timeout_s):
-        if rec.source_event_id in event_ids:
-            got[rec.source_event_id] = rec
-            if len(got) == len(event_ids):
-                return got
+        for eid in event_ids.intersection(rec.event_ids):
+            got[eid] = rec
+        if len(got) == len(event_ids):
+            return got
     missing = sorted(event_ids - set(got))
     raise AssertionError(f"no recommendation within {timeout_s} s for events {missing}")
 

@@ -84,7 +84,14 @@ def test_upload_and_recommendation_round_trip() -> None:
         items=[RecommendedItem(track_id="t2", score=0.5, reason="popular")],
     )
     wire = json.loads(rec.model_dump_json())
-    assert set(wire) == {"user_id", "generated_at", "source_event_id", "model_version", "items"}
+    assert set(wire) == {
+        "user_id",
+        "generated_at",
+        "source_event_id",
+        "event_ids",
+        "model_version",
+        "items",
+    }
     assert set(wire["items"][0]) == {"track_id", "score", "reason"}
 
 

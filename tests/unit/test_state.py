@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from schemas.events import Interaction
+from streams.catalog import Catalog
 from streams.state import (
-    DEDUPE_WINDOW,
-    TrackStats,
+    HEARD_GENERATION,
+    DeltaBuilder,
+    HeardFilter,
+    UploadInfo,
     UserState,
     apply_interaction,
-    apply_signal,
-    signals_for,
 )
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -31,8 +32,8 @@ def ev(i: int, track: str, kind: str = "play", *, minutes: float | None = None) 
 
 def fold(events: list[Interaction], seq_len: int = 50) -> UserState:
     st: UserState | None = None
-    for e in events:
-        st, _ = apply_interaction(st, e, seq_len=seq_len)
+    for i, e in enumerate(events):
+        st, _ = apply_interaction(st, e, seq_len=seq_len, offset=i)
     assert st is not None
     return st
 
@@ -43,7 +44,9 @@ def test_keeps_last_l_events_in_time_order_and_plays_apart_from_skips() -> None:
     assert [h.track_id for h in st.skipped()] == ["t6", "t9"]
     assert [h.track_id for h in st.positives()] == ["t7", "t8"]
     assert (st.plays, st.skips) == (6, 4)
-    assert len(st.heard) == 10  # exclusion remembers more than L
+    heard = st.heard.matcher()  # exclusion remembers more than L
+    assert all(f"t{i}" in heard for i in range(6))
+    assert sum(f"x{i}" in heard for i in range(1000)) <= 10  # few false positives
 
 
 def test_out_of_order_event_is_placed_by_time() -> None:
@@ -51,15 +54,35 @@ def test_out_of_order_event_is_placed_by_time() -> None:
     assert [h.track_id for h in st.recent] == ["a", "b", "c"]
 
 
-def test_replayed_event_counts_once() -> None:
-    st = fold([ev(1, "a"), ev(2, "b")])
-    again, new = apply_interaction(st, ev(1, "a"), seq_len=50)
-    assert not new and again == st
+def test_redelivered_offset_and_repeated_event_id_count_once() -> None:
+    st = fold([ev(1, "a"), ev(2, "b")])  # offsets 0, 1
+    again, new = apply_interaction(st, ev(3, "c"), seq_len=50, offset=1)
+    assert not new and again == st  # a broker redelivery comes back with its old offset
+    again, new = apply_interaction(st, ev(1, "a"), seq_len=50, offset=7)
+    assert not new and again == st  # a producer's duplicate has a new offset, same id
+    after, new = apply_interaction(st, ev(3, "c"), seq_len=50, offset=2)
+    assert new and after.offset == 2
 
 
-def test_dedupe_window_is_bounded() -> None:
-    st = fold([ev(i, "a") for i in range(DEDUPE_WINDOW + 20)])
-    assert len(st.event_ids) == DEDUPE_WINDOW
+def test_state_record_is_bounded_whatever_the_history() -> None:
+    short = fold([ev(i, f"t{i}") for i in range(60)])
+    long = fold([ev(i, f"t{i}") for i in range(3000)])
+    assert len(long.recent) == 50
+    size = len(long.model_dump_json())
+    # 50x more history, the same record but for longer ids and counters
+    assert size - len(short.model_dump_json()) < 300 and size < 12_000
+    heard = long.heard.matcher()
+    assert all(f"t{i}" in heard for i in range(3000 - 50 - HEARD_GENERATION, 2950))
+
+
+def test_heard_filter_forgets_in_generations() -> None:
+    f = HeardFilter().add(f"old{i}" for i in range(HEARD_GENERATION))
+    f = f.add(f"mid{i}" for i in range(HEARD_GENERATION))
+    assert "old1" in f.matcher() and "mid1" in f.matcher()
+    f = f.add(["new"])  # a third generation starts: the oldest is forgotten
+    m = f.matcher()
+    assert "new" in m and "mid1" in m
+    assert sum(f"old{i}" in m for i in range(HEARD_GENERATION)) < HEARD_GENERATION // 10
 
 
 def test_state_survives_json_round_trip() -> None:
@@ -67,26 +90,34 @@ def test_state_survives_json_round_trip() -> None:
     assert UserState.model_validate(st.model_dump(mode="json")) == st
 
 
+def _delta(events: list[Interaction]) -> DeltaBuilder:
+    b = DeltaBuilder()
+    st: UserState | None = None
+    for i, e in enumerate(events):
+        before = st or UserState(user_id="u")
+        st, _ = apply_interaction(st, e, seq_len=50, offset=i)
+        b.interaction(before, e, session_gap_s=1800)
+    return b
+
+
 def test_coplay_only_within_session_and_not_for_skips() -> None:
-    st = fold([ev(1, "a")])
-    sigs = signals_for(st, ev(2, "b"), session_gap_s=1800)
-    assert {(s.track_id, s.kind, s.other_track_id) for s in sigs} == {
-        ("b", "play", None),
-        ("a", "coplay", "b"),
-        ("b", "coplay", "a"),
-    }
-    assert [s.kind for s in signals_for(st, ev(2, "b", "skip"), session_gap_s=1800)] == ["skip"]
-    late = ev(2, "b", minutes=120)
-    assert [s.kind for s in signals_for(st, late, session_gap_s=1800)] == ["play"]
+    d = _delta([ev(1, "a"), ev(2, "b")]).build("d")
+    assert d.plays == {"a": 1, "b": 1}
+    assert d.coplays == {"a": {"b": 1}, "b": {"a": 1}}
+    assert _delta([ev(1, "a"), ev(2, "b", "skip")]).build("d").coplays == {}
+    assert _delta([ev(1, "a"), ev(2, "b", minutes=120)]).build("d").coplays == {}
 
 
-def test_track_stats_fold_and_replay() -> None:
-    st = fold([ev(1, "a")])
-    sigs = signals_for(st, ev(2, "b"), session_gap_s=1800)
-    stats: dict[str, TrackStats] = {}
-    for s in sigs + sigs:  # replayed internal topic
-        cur, _ = apply_signal(stats.get(s.track_id), s)
-        stats[s.track_id] = cur
-    assert stats["b"].plays == 1
-    assert stats["a"].coplays == {"b": 1}
-    assert stats["b"].coplays == {"a": 1}
+def test_catalog_folds_deltas_once_and_ranks_lists() -> None:
+    cat = Catalog(ttl_s=0)
+    d = _delta([ev(1, "a"), ev(2, "b"), ev(3, "b"), ev(4, "c", "skip")]).build("d1")
+    assert cat.apply(d) and not cat.apply(d)  # a replayed delta changes nothing
+    assert cat.plays == {"a": 1, "b": 2} and cat.skips == {"c": 1}
+    assert cat.coplays_of("a") == {"b": 1}
+    up = DeltaBuilder()
+    up.upload("n", UploadInfo(artist_id="x", uploaded_at_ms=1_000))
+    up.upload("old", UploadInfo(artist_id="y", uploaded_at_ms=10))
+    cat.apply(up.build("d2"))
+    popular, fresh = cat.lists(top_popular=5, top_fresh=5, now_ms=2_000, fresh_window_ms=1_500)
+    assert [t.track_id for t in popular] == ["b", "a"]  # c: skipped only, not popular
+    assert [t.track_id for t in fresh] == ["n"] and fresh[0].artist_id == "x"

@@ -26,10 +26,11 @@ from models.recsys.sasrec import SASRec, SASRecConfig
 from schemas.events import InteractionType
 from schemas.settings import Settings
 from serving.user_model import NoUserModel, UserModel
-from streams.app import _sequence_candidates
+from streams.catalog import Catalog
+from streams.clients import sequence_candidates
 from streams.fusion import SEQUENCE_WEIGHTS, Candidate, rank
 from streams.metrics import Metrics
-from streams.recommender import CatalogSnapshot, recommend
+from streams.recommender import VectorCache, rank_listener
 from streams.state import HistoryItem, UserState
 
 VOCAB = [f"t{i:02d}" for i in range(12)]
@@ -169,26 +170,21 @@ def test_rank_with_sequence_component_explains_it() -> None:
     assert items[0].reason == "fits what you have been playing"
 
 
-class _EmptyStore:
-    def get(self, track_ids: Any) -> dict[str, Any]:
-        return {}
-
-    def search(self, vector: Any, *, k: int, exclude: Any = ()) -> list[Any]:
-        return []
-
-
 def test_recommend_adds_sequence_candidates_without_audio() -> None:
     state = UserState(
         user_id="u",
         recent=(HistoryItem(track_id="a", type=InteractionType.PLAY, at_ms=1),),
-        heard=("a",),
     )
-    ranked = recommend(
+    ranked = rank_listener(
         state,
-        CatalogSnapshot(),
-        store=_EmptyStore(),
+        [],
+        cache=VectorCache(),
+        catalog=Catalog(),
+        popular=[],
+        fresh=[],
         k=3,
         max_per_artist=2,
+        now_ms=10,
         weights=SEQUENCE_WEIGHTS,
         sequence=[("b", 5.0), ("c", 1.0), ("a", 0.5)],
     )
@@ -219,7 +215,7 @@ class _Client:
 
 def _deps(factory: Any) -> Any:
     from models.convert_musicnn import MUSICNN_CARD
-    from streams.app import Deps
+    from streams.clients import Deps
 
     return Deps(
         settings=Settings(),
@@ -242,20 +238,20 @@ def test_sequence_candidates_use_positives_and_fall_back() -> None:
     )
     ok = _Client(fail=False)
     deps = _deps(lambda: ok)
-    got = asyncio.run(_sequence_candidates(state, deps, _FakeLazy(ok)))  # type: ignore[arg-type]
+    got = asyncio.run(sequence_candidates(state, deps, _FakeLazy(ok)))  # type: ignore[arg-type]
     assert got == ([("z", 1.0)], "sasrec-9") and ok.calls == [["a", "b"]]
 
     bad = _Client(fail=True)
     deps = _deps(lambda: bad)
     lazy = _FakeLazy(bad)
-    assert asyncio.run(_sequence_candidates(state, deps, lazy)) == ([], "")  # type: ignore[arg-type]
+    assert asyncio.run(sequence_candidates(state, deps, lazy)) == ([], "")  # type: ignore[arg-type]
     # Backing off: the next refresh does not wait on a failing server.
-    assert asyncio.run(_sequence_candidates(state, deps, lazy)) == ([], "")  # type: ignore[arg-type]
+    assert asyncio.run(sequence_candidates(state, deps, lazy)) == ([], "")  # type: ignore[arg-type]
     assert len(bad.calls) == 1
     assert deps.metrics.user_encoder_calls.labels(outcome="error")._value.get() == 1
     assert deps.metrics.user_encoder_calls.labels(outcome="skipped")._value.get() == 1
     # Not configured: no call at all (training-free fusion, as before).
-    assert asyncio.run(_sequence_candidates(state, _deps(None), lazy)) == ([], "")  # type: ignore[arg-type]
+    assert asyncio.run(sequence_candidates(state, _deps(None), lazy)) == ([], "")  # type: ignore[arg-type]
 
 
 def test_triton_child_serves_the_user_encoder_only_when_configured(tmp_path: Path) -> None:

@@ -1,0 +1,95 @@
+"""Exact end offsets, on Kafka and on Tansu alike.
+
+Tansu answers ListOffsets(latest) with the *last batch's base offset + 1*: a partition
+holding 1,000 records written in small batches reports 889. Anything that reads "up to the
+end" (Faust's changelog recovery, the catalog feed's catch-up) would stop short of, and
+later trip over, the records of the last batch. Reading the last batch itself gives the
+true end: fetch from ``reported - 1`` and take the highest offset seen + 1. On Kafka that
+is the record at ``reported - 1``, so the answer is unchanged there; on Tansu it is the
+whole last batch. This keeps producers free to batch (Tansu's cost is per batch it holds).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+async def true_end_offsets(
+    consumer: Any, tps: Iterable[Any], *, bootstrap: str | None = None, timeout_s: float = 10.0
+) -> dict[Any, int]:
+    """End offset (next offset to be written) of each partition of a started aiokafka
+    consumer, read past the last batch; the consumer's own positions are not touched."""
+    tps = list(tps)
+    if not tps:
+        return {}
+    reported: Mapping[Any, int] = await consumer.end_offsets(tps)
+    return await correct_end_offsets(
+        bootstrap or _bootstrap_of(consumer), reported, timeout_s=timeout_s
+    )
+
+
+async def correct_end_offsets(
+    bootstrap: str, reported: Mapping[Any, int | None], *, timeout_s: float = 10.0
+) -> dict[Any, int]:
+    """``reported`` end offsets (ListOffsets answers) corrected by reading each last batch
+    with a short-lived consumer of its own. Keys may be any (topic, partition) tuples."""
+    from aiokafka import TopicPartition
+
+    ends = {tp: int(v or 0) for tp, v in reported.items()}
+    probe = {TopicPartition(tp[0], tp[1]): v for tp, v in ends.items() if v > 0}
+    if not probe:
+        return ends
+    last = await _last_offsets(bootstrap, list(probe), probe, timeout_s=timeout_s)
+    out: dict[Any, int] = {}
+    short: dict[str, tuple[int, int]] = {}
+    for tp, v in ends.items():
+        true = max(v, last.get(TopicPartition(tp[0], tp[1]), -1) + 1)
+        out[tp] = true
+        if true > v:
+            short[f"{tp[0]}[{tp[1]}]"] = (v, true)
+    if short:
+        log.info("end offsets corrected past the last batch (reported, true): %s", short)
+    return out
+
+
+def _bootstrap_of(consumer: Any) -> str:
+    servers = consumer._client._bootstrap_servers
+    return servers if isinstance(servers, str) else ",".join(servers)
+
+
+async def _last_offsets(
+    bootstrap: str, tps: list[Any], reported: Mapping[Any, int], *, timeout_s: float
+) -> dict[Any, int]:
+    from aiokafka import AIOKafkaConsumer
+
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50
+    )
+    await probe.start()
+    try:
+        probe.assign(tps)
+        for tp in tps:
+            probe.seek(tp, reported[tp] - 1)
+        last: dict[Any, int] = {}
+        pending = set(tps)
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            batch = await probe.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                if records:
+                    last[tp] = max(last.get(tp, -1), records[-1].offset)
+                    pending.discard(tp)
+        # Partitions that never answer (only control records at the end) keep the reported
+        # offset. Drain what the fetcher already holds so the last batch is read whole.
+        batch = await probe.getmany(timeout_ms=50)
+        for tp, records in batch.items():
+            if records:
+                last[tp] = max(last.get(tp, -1), records[-1].offset)
+        return last
+    finally:
+        await probe.stop()

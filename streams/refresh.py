@@ -1,0 +1,203 @@
+"""The interaction hot path, step by step: fold a batch, then refresh each listener once.
+
+``fold_batch`` applies a batch of interactions to the listeners' states (one state read
+and one state write per listener, one catalog delta for the batch). ``Refresher`` then
+ranks every touched listener with the state already in hand: one ``get`` for the track
+vectors the worker has not cached, ONE batched Milvus search for all listeners with an
+audio taste, the pure ranking on the event loop, and one list per listener that names
+every event it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.events import Interaction, Recommendation
+from streams.catalog import Catalog
+from streams.clients import Clients, Deps, sequence_candidates
+from streams.fusion import DEFAULT_WEIGHTS, SEQUENCE_WEIGHTS
+from streams.recommender import Ranked, VectorCache, rank_listener, search_limit, taste_vectors
+from streams.state import CatalogDelta, DeltaBuilder, UserState, apply_interaction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One decoded interaction and where it came from."""
+
+    event: Interaction
+    partition: int
+    offset: int | None
+    source: Any = None  # the framework's event (its partition routes the state write)
+
+
+@dataclass
+class Touched:
+    """A listener whose state this batch changed, and the events that changed it."""
+
+    state: UserState
+    events: list[Interaction] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Folded:
+    """What one batch did: listeners to refresh, the catalog delta, replays seen."""
+
+    listeners: list[Touched]
+    delta: CatalogDelta | None
+    duplicates: int
+
+
+def fold_batch(
+    batch: Sequence[Incoming],
+    *,
+    get_state: Callable[[str], UserState | None],
+    put_state: Callable[[UserState, Incoming], None],
+    seq_len: int,
+    session_gap_s: float,
+) -> Folded:
+    """Apply a batch in order; write each listener's state once, with its last event."""
+    by_user: dict[str, list[Incoming]] = {}
+    for inc in batch:
+        by_user.setdefault(inc.event.user_id, []).append(inc)
+    builder = DeltaBuilder()
+    touched: list[Touched] = []
+    duplicates = 0
+    for uid, incs in by_user.items():
+        state = get_state(uid) or UserState(user_id=uid)
+        t = Touched(state=state)
+        last: Incoming | None = None
+        for inc in incs:
+            before = state
+            state, new = apply_interaction(state, inc.event, seq_len=seq_len, offset=inc.offset)
+            if not new:
+                duplicates += 1
+                continue
+            builder.interaction(before, inc.event, session_gap_s=session_gap_s)
+            t.events.append(inc.event)
+            last = inc
+        if last is not None:
+            t.state = state
+            put_state(state, last)
+            touched.append(t)
+    delta = builder.build(f"fold:{uuid.uuid4().hex}") if touched else None
+    return Folded(listeners=touched, delta=delta, duplicates=duplicates)
+
+
+class Refresher:
+    """Ranks touched listeners and emits their lists (one per listener and batch)."""
+
+    def __init__(
+        self, *, deps: Deps, clients: Clients, catalog: Catalog, cache: VectorCache
+    ) -> None:
+        self.deps = deps
+        self.clients = clients
+        self.catalog = catalog
+        self.cache = cache
+
+    async def refresh(
+        self, touched: Sequence[Touched], send: Callable[[str, Recommendation], Awaitable[Any]]
+    ) -> None:
+        """Rank and emit; a listener whose ranking fails is counted, the others go on."""
+        if not touched:
+            return
+        s, m = self.deps.settings, self.deps.metrics
+        states = [t.state for t in touched]
+        sequences = await self._sequences(states)
+        hits = await self._audio_hits(states)
+        now_ms = int(time.time() * 1000)
+        popular, fresh = self.catalog.lists(
+            top_popular=4 * s.top_k,
+            top_fresh=s.top_k,
+            now_ms=now_ms,
+            fresh_window_ms=DEFAULT_WEIGHTS.fresh_window_ms,
+        )
+        for t in touched:
+            uid = t.state.user_id
+            seq, served = sequences.get(uid, ([], ""))
+            try:
+                ranked = rank_listener(
+                    t.state,
+                    hits.get(uid, []),
+                    cache=self.cache,
+                    catalog=self.catalog,
+                    popular=popular,
+                    fresh=fresh,
+                    k=s.top_k,
+                    max_per_artist=s.max_per_artist,
+                    now_ms=now_ms,
+                    weights=SEQUENCE_WEIGHTS if seq else DEFAULT_WEIGHTS,
+                    sequence=seq,
+                )
+            except Exception:  # one listener's failure must not stop everyone's lists
+                m.events.labels(topic="refresh", outcome="error").inc()
+                log.exception("ranking failed for user %s", uid)
+                continue
+            await send(uid, self._message(t, ranked, served if seq else ""))
+            m.recommendations.labels(source=ranked.source).inc()
+            done = time.time()
+            for ev in t.events:
+                m.event_to_recommendation.observe(max(0.0, done - ev.occurred_at.timestamp()))
+
+    def _message(self, t: Touched, ranked: Ranked, served: str) -> Recommendation:
+        base = self.deps.settings.model_version
+        return Recommendation(
+            user_id=t.state.user_id,
+            generated_at=datetime.now(UTC),
+            source_event_id=t.events[-1].event_id,
+            event_ids=[e.event_id for e in t.events],
+            model_version=f"{base}+{served}" if served else base,
+            items=ranked.items,
+        )
+
+    async def _sequences(
+        self, states: Sequence[UserState]
+    ) -> dict[str, tuple[list[tuple[str, float]], str]]:
+        if self.deps.user_encoder_factory is None:
+            return {}
+        got = await asyncio.gather(
+            *(sequence_candidates(st, self.deps, self.clients) for st in states)
+        )
+        return {st.user_id: g for st, g in zip(states, got, strict=True)}
+
+    async def _audio_hits(self, states: Sequence[UserState]) -> dict[str, list[Any]]:
+        """User id -> audio neighbours (recent tracks dropped); {} while Milvus is away."""
+        m = self.deps.metrics
+        loop = asyncio.get_running_loop()
+        try:
+            store = await self.clients.store()
+            missing = self.cache.missing(h.track_id for st in states for h in st.recent)
+            if missing:
+                t0 = time.perf_counter()
+                rows = await loop.run_in_executor(self.clients.milvus_pool, store.get, missing)
+                m.milvus_seconds.labels(op="get").observe(time.perf_counter() - t0)
+                self.cache.fill(missing, rows)
+            vectors = taste_vectors(states, self.cache)
+            if not vectors:
+                return {}
+            by_user = {st.user_id: st for st in states if st.user_id in vectors}
+            limit = max(search_limit(self.deps.settings.top_k, st) for st in by_user.values())
+            t0 = time.perf_counter()
+            results = await loop.run_in_executor(
+                self.clients.milvus_pool,
+                lambda: store.search_many(list(vectors.values()), k=limit, with_vectors=True),
+            )
+            m.milvus_seconds.labels(op="search").observe(time.perf_counter() - t0)
+        except Exception as exc:  # Milvus away: co-plays and popularity still answer
+            m.events.labels(topic="refresh", outcome="no-audio").inc(len(states))
+            log.warning("audio candidates unavailable (%s); ranking without them", exc)
+            return {}
+        out: dict[str, list[Any]] = {}
+        for uid, found in zip(vectors, results, strict=True):
+            self.cache.add_hits(found)
+            recent = {h.track_id for h in by_user[uid].recent}
+            out[uid] = [h for h in found if h.track_id not in recent]
+        return out
