@@ -178,6 +178,7 @@ def bench_index(
         "k": k,
         "search_ms_p50": round(float(np.percentile(ms, 50)), 3),
         "search_ms_p95": round(float(np.percentile(ms, 95)), 3),
+        "search_ms_p99": round(float(np.percentile(ms, 99)), 3),
         "search_ms_mean": round(float(ms.mean()), 3),
         "filtered_search_ms_p50": round(float(np.percentile(fms, 50)), 3) if len(fms) else None,
         "recall_at_k": round(float(np.mean(recalls)), 4),

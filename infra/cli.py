@@ -255,6 +255,64 @@ def export_triton(
     export_command(weights or settings.weights_path, out or settings.run_dir / "model_repository")
 
 
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="Folder for bench.json and the plot.")] = Path(
+        "run/bench"
+    ),
+    report: Annotated[Path, typer.Option(help="The Markdown report to write.")] = Path(
+        "docs/performance.md"
+    ),
+    rates: Annotated[str, typer.Option(help="Offered interactions/s of the ladder.")] = (
+        "100,200,500,1000,1500"
+    ),
+    step_s: Annotated[float, typer.Option(help="Seconds per ladder step.")] = 30.0,
+    soak_rate: Annotated[float, typer.Option(help="Interactions/s of the soak.")] = 200.0,
+    soak_s: Annotated[float, typer.Option(help="Soak length (s); 0 = no soak.")] = 1800.0,
+    replay: Annotated[
+        Path | None, typer.Option(help="30Music slice to replay; default the first under data_dir.")
+    ] = None,
+    vectors: Annotated[str, typer.Option(help="Vector-search sizes; '' = none.")] = "100000",
+    quick: Annotated[bool, typer.Option(help="Smoke run: short steps, no soak, 10k vectors.")] = (
+        False
+    ),
+    clips: Annotated[int, typer.Option(help="Real clips to upload (0 = all 40).")] = 0,
+    singles: Annotated[int, typer.Option(help="Single uploads timed one at a time.")] = 8,
+    bare: Annotated[bool, typer.Option(help="Measure the in-process upload ceiling.")] = True,
+) -> None:
+    """Measure throughput, latency, cost per interaction, uploads and vector search."""
+    from infra.bench.report import write_report
+    from infra.bench.run import BenchPlan, run_bench
+
+    _logging()
+    settings = _settings()
+    replay_path = replay or next(iter(sorted((settings.data_dir / "30music").glob("*.txt"))), None)
+    plan = BenchPlan(
+        rates=tuple(float(r) for r in rates.split(",") if r),
+        step_s=step_s,
+        soak_rate=soak_rate,
+        soak_s=soak_s,
+        replay_path=replay_path,
+        vectors=tuple(int(v) for v in vectors.split(",") if v),
+        clips=clips,
+        singles=singles,
+        bare=bare,
+    )
+    if quick:
+        plan = BenchPlan(
+            rates=(100, 500),
+            step_s=8,
+            soak_s=0,
+            replay_path=replay_path,
+            replay_s=8,
+            singles=2,
+            vectors=(10_000,),
+            relay_records=10_000,
+        )
+    result = run_bench(settings, plan, out.resolve())
+    typer.echo(write_report(result, report, plot=out.resolve() / "performance.png"))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -48,6 +48,7 @@ class Catalog:
         self.coplays: dict[str, dict[str, int]] = {}
         self.artists: dict[str, str] = {}
         self.uploaded: dict[str, int] = {}
+        self._top: dict[str, dict[str, int]] = {}  # strongest co-plays, until the next change
         self._seen: OrderedDict[str, None] = OrderedDict()  # applied delta ids, bounded
         self._dedupe = dedupe
         self._lists_at = -1e18
@@ -67,6 +68,7 @@ class Catalog:
         for t, n in delta.skips.items():
             self.skips[t] = self.skips.get(t, 0) + n
         for t, others in delta.coplays.items():
+            self._top.pop(t, None)
             co = self.coplays.setdefault(t, {})
             for o, n in others.items():
                 co[o] = co.get(o, 0) + n
@@ -92,9 +94,16 @@ class Catalog:
             uploaded_at_ms=self.uploaded.get(track_id),
         )
 
-    def coplays_of(self, track_id: str) -> Mapping[str, int]:
-        """Neighbours co-played with ``track_id`` in a session, with counts."""
-        return self.coplays.get(track_id, {})
+    def coplays_of(self, track_id: str, top: int | None = None) -> Mapping[str, int]:
+        """Neighbours co-played with ``track_id`` in a session, with counts; the ``top``
+        strongest only when given (cached until the track's co-plays change)."""
+        co = self.coplays.get(track_id, {})
+        if top is None or len(co) <= top:
+            return co
+        cached = self._top.get(track_id)
+        if cached is None or len(cached) != top:
+            cached = self._top[track_id] = dict(heapq.nlargest(top, co.items(), key=_count))
+        return cached
 
     def lists(
         self, *, top_popular: int, top_fresh: int, now_ms: int, fresh_window_ms: int

@@ -109,19 +109,25 @@ def collab_scores(
     w: FusionWeights = DEFAULT_WEIGHTS,
 ) -> dict[str, tuple[float, str]]:
     """Candidate -> (recency-weighted co-play count, strongest history track)."""
-    out: dict[str, tuple[float, str]] = {}
-    weights = recency_weights(len(recent), w.recency_decay)
+    # Two flat dicts and Python floats: this loop runs for every listener refresh.
+    score: dict[str, float] = {}
+    via: dict[str, str] = {}
+    weights = recency_weights(len(recent), w.recency_decay).tolist()
     for h, wt in zip(recent, weights, strict=True):
         if h.type is InteractionType.SKIP:
             continue
-        for other, cnt in coplays.get(h.track_id, {}).items():
+        tid = h.track_id
+        for other, cnt in coplays.get(tid, {}).items():
             s = wt * cnt
-            prev = out.get(other)
+            prev = score.get(other)
             if prev is None:
-                out[other] = (s, h.track_id)
+                score[other] = s
+                via[other] = tid
             else:
-                out[other] = (prev[0] + s, prev[1] if prev[0] >= s else h.track_id)
-    return out
+                if prev < s:
+                    via[other] = tid
+                score[other] = prev + s
+    return {t: (sc, via[t]) for t, sc in score.items()}
 
 
 def _scaled(values: Sequence[float]) -> list[float]:

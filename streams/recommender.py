@@ -8,6 +8,7 @@ talks to Milvus or Kafka.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ from streams.fusion import (
     user_vector,
 )
 from streams.state import UserState
+
+#: co-play candidates kept per listener (the strongest; see ``rank_listener``)
+COLLAB_CANDIDATES = 50
+#: recent events whose co-plays count, and neighbours read per track
+COLLAB_HISTORY = 20
+COLLAB_NEIGHBOURS = 50
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,8 +184,16 @@ def rank_listener(
                     similar_to=similar,
                 )
             )
-    coplays = {h.track_id: catalog.coplays_of(h.track_id) for h in recent}
-    for tid, (score, via) in collab_scores(recent, coplays, weights).items():
+    # The newest events carry the weight (0.85^20 = 0.04): co-plays of the last 20 events and
+    # each track's strongest neighbours keep the cost flat as the catalog learns.
+    window = recent[-COLLAB_HISTORY:]
+    coplays = {h.track_id: catalog.coplays_of(h.track_id, COLLAB_NEIGHBOURS) for h in window}
+    collab = collab_scores(window, coplays, weights)
+    # Co-plays of 50 recent tracks reach ~1,000 tracks; only the strongest can make a top-k
+    # list, so only they become candidates (ranking cost stays flat as co-plays accumulate).
+    for tid, (score, via) in heapq.nlargest(
+        COLLAB_CANDIDATES, collab.items(), key=lambda kv: kv[1][0]
+    ):
         candidates.append(
             Candidate(
                 track_id=tid, artist_id=catalog.artists.get(tid), collab=score, coplayed_with=via

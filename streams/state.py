@@ -13,6 +13,7 @@ not a copy of a growing history.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -44,11 +45,15 @@ class HistoryItem(_State):
     event_id: str = Field(default="", description="The event, to count a replay once.")
 
 
-def _bit_positions(track_id: str) -> list[int]:
+@functools.lru_cache(maxsize=1 << 18)
+def _bit_positions(track_id: str) -> tuple[tuple[int, int], ...]:
+    """(byte, mask) of each of the k bits of a track id; cached: ranking asks for the same
+    popular tracks over and over."""
     # Double hashing (Kirsch-Mitzenmacher): two 64-bit halves give all k positions.
     d = hashlib.blake2b(track_id.encode(), digest_size=16).digest()
     h1, h2 = int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little") | 1
-    return [(h1 + i * h2) % HEARD_BITS for i in range(HEARD_HASHES)]
+    bits = ((h1 + i * h2) % HEARD_BITS for i in range(HEARD_HASHES))
+    return tuple((p >> 3, 1 << (p & 7)) for p in bits)
 
 
 def _empty_bits() -> str:
@@ -76,8 +81,8 @@ class HeardFilter(_State):
         for tid in ids:
             if count >= HEARD_GENERATION:
                 prev, cur, count = base64.b64encode(cur).decode(), bytearray(HEARD_BITS // 8), 0
-            for p in _bit_positions(tid):
-                cur[p >> 3] |= 1 << (p & 7)
+            for byte, mask in _bit_positions(tid):
+                cur[byte] |= mask
             count += 1
         return HeardFilter(current=base64.b64encode(cur).decode(), previous=prev, count=count)
 
@@ -96,7 +101,13 @@ class HeardMatcher:
         if not isinstance(track_id, str):
             return False
         pos = _bit_positions(track_id)
-        return any(all(g[p >> 3] & (1 << (p & 7)) for p in pos) for g in self._gens)
+        for g in self._gens:
+            for byte, mask in pos:
+                if not g[byte] & mask:
+                    break
+            else:
+                return True
+        return False
 
 
 class UserState(_State):

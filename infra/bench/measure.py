@@ -1,0 +1,89 @@
+"""What a benchmark step costs: CPU of every process (with its children) and broker
+records written, read before and after the step."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from streams.offsets import true_end_offsets
+
+
+def _tree_cpu_s(pid: int, *, children: bool = True) -> float:
+    """User + system CPU seconds of a process and its live children (Triton's server)."""
+    try:
+        p = psutil.Process(pid)
+        procs = [p, *(p.children(recursive=True) if children else [])]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for q in procs:
+        try:
+            t = q.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+@dataclass
+class CpuSample:
+    """CPU seconds per named process at one moment."""
+
+    at: float
+    cpu_s: dict[str, float]
+
+
+def cpu_sample(pids: Mapping[str, int]) -> CpuSample:
+    """Sample every named process tree, and this benchmark process itself."""
+    cpu = {name: _tree_cpu_s(pid) for name, pid in pids.items()}
+    # The stack's processes are the benchmark's children: count its own CPU only.
+    cpu["bench"] = _tree_cpu_s(os.getpid(), children=False)
+    return CpuSample(at=time.monotonic(), cpu_s=cpu)
+
+
+def cpu_between(a: CpuSample, b: CpuSample, events: int) -> dict[str, dict[str, float]]:
+    """Per process: CPU % of one core and CPU-ms per event between two samples."""
+    secs = max(1e-9, b.at - a.at)
+    out: dict[str, dict[str, float]] = {}
+    for name, end in b.cpu_s.items():
+        used = end - a.cpu_s.get(name, 0.0)
+        out[name] = {
+            "cpu_pct": round(100 * used / secs, 1),
+            "cpu_ms_per_event": round(1000 * used / max(1, events), 3),
+        }
+    return out
+
+
+async def broker_records(bootstrap: str, prefix: str) -> dict[str, int]:
+    """Records written so far to every topic whose name starts with ``prefix``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        topics = [t for t in await consumer.topics() if t.startswith(prefix)]
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        ends = await true_end_offsets(consumer, tps, bootstrap=bootstrap)
+    finally:
+        await consumer.stop()
+    out: dict[str, int] = {}
+    for tp, end in ends.items():
+        out[tp.topic] = out.get(tp.topic, 0) + end
+    return out
+
+
+def records_between(a: Mapping[str, int], b: Mapping[str, int], events: int) -> dict[str, Any]:
+    """Records written per topic between two counts, and per interaction."""
+    per_topic = {t: b[t] - a.get(t, 0) for t in b if b[t] - a.get(t, 0) > 0}
+    total = sum(per_topic.values())
+    return {
+        "per_topic": per_topic,
+        "total": total,
+        "per_interaction": round(total / max(1, events), 3),
+    }

@@ -1,0 +1,154 @@
+"""``bench.json`` -> ``docs/performance.md`` and its plot (latency and backlog vs rate)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from infra.bench.run import P99_SLO_MS
+
+
+def _ladder_table(steps: list[dict[str, Any]], relay_per_s: float) -> list[str]:
+    rows = [
+        "| offered/s | sent/s | answered/s | lists/s | p50 ms | p95 ms | p99 ms | backlog/s "
+        "| worker CPU% | broker CPU% | worker CPU-ms/ev | broker CPU-ms/ev | records/ev "
+        "| rate / relay | sustainable |",
+        "|" + "---|" * 15,
+    ]
+    for s in steps:
+        w = s["cpu"].get("worker-0", {})
+        k = s["cpu"].get("kafka", {})
+        rows.append(
+            f"| {s['offered_per_s']:.0f} | {s['sent_per_s']} | {s['answered_per_s']} "
+            f"| {s['lists_per_s']} | {s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} "
+            f"| {s['backlog_slope_per_s']} | {w.get('cpu_pct')} | {k.get('cpu_pct')} "
+            f"| {w.get('cpu_ms_per_event')} | {k.get('cpu_ms_per_event')} "
+            f"| {s['records']['per_interaction']} "
+            f"| {s['answered_per_s'] / max(1.0, relay_per_s):.3f} "
+            f"| {'yes' if s['sustainable'] else 'no'} |"
+        )
+    return rows
+
+
+def _plot(steps: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [s["offered_per_s"] for s in steps]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for q in ("p50_ms", "p95_ms", "p99_ms"):
+        a.plot(x, [s[q] for s in steps], marker="o", label=q.replace("_ms", ""))
+    a.axhline(P99_SLO_MS, color="grey", ls="--", label=f"p99 target {P99_SLO_MS:.0f} ms")
+    a.set(xlabel="offered interactions/s", ylabel="event -> list latency (ms)", yscale="log")
+    a.legend()
+    b.plot(x, [s["backlog_slope_per_s"] for s in steps], marker="o", color="C3")
+    b.set(xlabel="offered interactions/s", ylabel="backlog growth (events/s)")
+    fig.suptitle("One worker on the embedded stack (2 cores)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _best(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    ok = [s for s in steps if s["sustainable"]]
+    return max(ok, key=lambda s: s["offered_per_s"]) if ok else None
+
+
+def write_report(result: dict[str, Any], path: Path, *, plot: Path) -> str:
+    """Write the Markdown report (and the plot beside it); return the text."""
+    steps = result.get("ladder", [])
+    relay = result.get("relay", {})
+    png = path.parent / "performance.png"
+    if steps:
+        _plot(steps, png)
+        if plot != png:
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            plot.write_bytes(png.read_bytes())
+    best = _best(steps)
+    lines = [
+        "# Performance",
+        "",
+        f"Made by `resonate bench` on {time.strftime('%Y-%m-%d', time.gmtime(result['started']))}"
+        " (2 cores, embedded stack: Tansu memory storage, Milvus Lite, pytriton on CPU, one"
+        " Faust worker). Every figure of one run comes from the same stack, side by side;"
+        " absolute times on these shared machines drift 5-20% between runs, ratios less."
+        " Raw numbers: `bench.json` of the run.",
+        "",
+        "![latency and backlog against offered rate](performance.png)",
+        "",
+        "## Interactions: open-loop ladder",
+        "",
+        f"Pipe limit of this broker (bare aiokafka consume->produce relay, the stack's producer"
+        f" settings): **{relay.get('per_s', 'n/a')} records/s**.",
+        "",
+        *_ladder_table(steps, float(relay.get("per_s") or 1.0)),
+        "",
+        f"Highest sustainable rate (p99 <= {P99_SLO_MS:.0f} ms, >= 99% answered, no growing"
+        f" backlog): **{best['offered_per_s']:.0f}/s**"
+        if best
+        else "No step was sustainable.",
+        "",
+    ]
+    lines += _sections(result)
+    text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
+
+
+def _sections(result: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    if rp := result.get("replay"):
+        out += [
+            "## Replay of a real log (30Music, time-compressed)",
+            "",
+            f"`{rp['path']}` at {rp['offered_per_s']:.0f}/s: p50/p95/p99 {rp['p50_ms']}/"
+            f"{rp['p95_ms']}/{rp['p99_ms']} ms, answered {rp['answered_frac']:.1%},"
+            f" records/interaction {rp['records']['per_interaction']}.",
+            "",
+        ]
+    if soak := result.get("soak"):
+        out += [
+            f"## Soak: {soak['offered_per_s']:.0f}/s for {len(soak['minutes'])} min",
+            "",
+            "| minute | p99 ms | broker CPU% | worker CPU% | broker RSS MB |",
+            "|---|---|---|---|---|",
+        ]
+        for m in soak["minutes"]:
+            out.append(
+                f"| {m['minute']} | {m['p99_ms']} | {m['cpu'].get('kafka', {}).get('cpu_pct')} "
+                f"| {m['cpu'].get('worker-0', {}).get('cpu_pct')} | {m['kafka_rss_mb']} |"
+            )
+        out.append("")
+    up, bare = result.get("uploads"), result.get("upload_bare")
+    if up and bare and "ratio_to_bare" in up:
+        out += [
+            "## Uploads",
+            "",
+            f"- bare decode + log-mel + MusiCNN in one process: {bare['clips_per_s']} clips/s"
+            f" ({bare['ms_per_patch']} ms per 3 s patch)",
+            f"- burst of {up['burst']['tracks']} real clips through Kafka, Triton and Milvus:"
+            f" {up['burst']['tracks_per_s']} tracks/s = **{up['ratio_to_bare']:.0%} of bare**",
+            f"- one upload at a time ({up['single']['n']}): upload -> searchable p50"
+            f" {up['single']['p50_s']} s, p95 **{up['single']['p95_s']} s**",
+            "",
+        ]
+    if vec := result.get("vectors"):
+        out += [
+            "## Vector search (Milvus Lite, 200-d, k=10, one client)",
+            "",
+            "| index | vectors | p50 ms | p95 ms | p99 ms | recall@10 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in vec:
+            out.append(
+                f"| {r['index_type']} | {r['n']} | {r['search_ms_p50']:.2f} "
+                f"| {r['search_ms_p95']:.2f} | {r.get('search_ms_p99', float('nan')):.2f} "
+                f"| {r['recall_at_k']:.3f} |"
+            )
+        out.append("")
+    return out
