@@ -279,13 +279,14 @@ def bench(
     clips: Annotated[int, typer.Option(help="Real clips to upload (0 = all 40).")] = 0,
     singles: Annotated[int, typer.Option(help="Single uploads timed one at a time.")] = 8,
     bare: Annotated[bool, typer.Option(help="Measure the in-process upload ceiling.")] = True,
+    workers: Annotated[int, typer.Option(help="Faust workers of the stack.")] = 1,
 ) -> None:
     """Measure throughput, latency, cost per interaction, uploads and vector search."""
     from infra.bench.report import write_report
     from infra.bench.run import BenchPlan, run_bench
 
     _logging()
-    settings = _settings()
+    settings = _settings(workers=workers)
     replay_path = replay or next(iter(sorted((settings.data_dir / "30music").glob("*.txt"))), None)
     plan = BenchPlan(
         rates=tuple(float(r) for r in rates.split(",") if r),

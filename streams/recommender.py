@@ -112,6 +112,11 @@ class VectorCache:
                 out[t] = row.embedding
         return out
 
+    def vector(self, track_id: str) -> np.ndarray | None:
+        """One track's cached vector, if it has one."""
+        row = self._rows.get(track_id)
+        return None if row is None else row.embedding
+
     def invalidate(self, ids: Iterable[str]) -> None:
         """Forget these tracks (they were uploaded again)."""
         for t in ids:
@@ -173,7 +178,10 @@ def rank_listener(
     candidates: list[Candidate] = []
     source = "audio" if hits else "collab-pop"
     if hits:
-        because = _closest_played(hits, cache.embeddings(h.track_id for h in state.positives()))
+        because = _closest_played(
+            [cache.vector(h.track_id) for h in hits],
+            cache.embeddings(h.track_id for h in state.positives()),
+        )
         for h, similar in zip(hits, because, strict=True):
             candidates.append(
                 Candidate(
@@ -223,17 +231,20 @@ def rank_listener(
     return Ranked(items=items, source=source)
 
 
-def _closest_played(hits: Sequence[Any], played: Mapping[str, np.ndarray]) -> list[str | None]:
-    """For each hit, the played track whose audio is most similar (the "because"):
+def _closest_played(
+    hit_vectors: Sequence[np.ndarray | None], played: Mapping[str, np.ndarray]
+) -> list[str | None]:
+    """For each hit's vector, the played track whose audio is most similar (the "because"):
     one matrix product for all hits instead of a dot product per pair."""
     if not played:
-        return [None] * len(hits)
+        return [None] * len(hit_vectors)
     ids = list(played)
     mat = np.stack([played[t] for t in ids])
-    out: list[str | None] = [None] * len(hits)
-    idx = [i for i, h in enumerate(hits) if h.embedding is not None]
-    if idx:
-        best = (np.stack([hits[i].embedding for i in idx]) @ mat.T).argmax(axis=1)
+    out: list[str | None] = [None] * len(hit_vectors)
+    known = [(i, v) for i, v in enumerate(hit_vectors) if v is not None]
+    if known:
+        idx = [i for i, _ in known]
+        best = (np.stack([v for _, v in known]) @ mat.T).argmax(axis=1)
         for i, b in zip(idx, best, strict=True):
             out[i] = ids[int(b)]
     return out

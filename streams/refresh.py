@@ -168,18 +168,23 @@ class Refresher:
         )
         return {st.user_id: g for st, g in zip(states, got, strict=True)}
 
+    async def _fill_cache(self, store: Any, ids: list[str]) -> None:
+        """Ask Milvus (one ``get``) for the vectors of ``ids`` the cache has never seen."""
+        missing = self.cache.missing(ids)
+        if missing:
+            t0 = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            rows = await loop.run_in_executor(self.clients.milvus_pool, store.get, missing)
+            self.deps.metrics.milvus_seconds.labels(op="get").observe(time.perf_counter() - t0)
+            self.cache.fill(missing, rows)
+
     async def _audio_hits(self, states: Sequence[UserState]) -> dict[str, list[Any]]:
         """User id -> audio neighbours (recent tracks dropped); {} while Milvus is away."""
         m = self.deps.metrics
         loop = asyncio.get_running_loop()
         try:
             store = await self.clients.store()
-            missing = self.cache.missing(h.track_id for st in states for h in st.recent)
-            if missing:
-                t0 = time.perf_counter()
-                rows = await loop.run_in_executor(self.clients.milvus_pool, store.get, missing)
-                m.milvus_seconds.labels(op="get").observe(time.perf_counter() - t0)
-                self.cache.fill(missing, rows)
+            await self._fill_cache(store, [h.track_id for st in states for h in st.recent])
             vectors = taste_vectors(states, self.cache)
             if not vectors:
                 return {}
@@ -188,16 +193,19 @@ class Refresher:
             t0 = time.perf_counter()
             results = await loop.run_in_executor(
                 self.clients.milvus_pool,
-                lambda: store.search_many(list(vectors.values()), k=limit, with_vectors=True),
+                lambda: store.search_many(list(vectors.values()), k=limit),
             )
             m.milvus_seconds.labels(op="search").observe(time.perf_counter() - t0)
+            # Vectors of hits (for "sounds like X") come from the cache: a catalog's hits
+            # repeat, so asking the search for every hit's vector would ship the same
+            # floats again and again.
+            await self._fill_cache(store, [h.track_id for found in results for h in found])
         except Exception as exc:  # Milvus away: co-plays and popularity still answer
             m.events.labels(topic="refresh", outcome="no-audio").inc(len(states))
             log.warning("audio candidates unavailable (%s); ranking without them", exc)
             return {}
         out: dict[str, list[Any]] = {}
         for uid, found in zip(vectors, results, strict=True):
-            self.cache.add_hits(found)
             recent = {h.track_id for h in by_user[uid].recent}
             out[uid] = [h for h in found if h.track_id not in recent]
         return out

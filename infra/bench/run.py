@@ -229,7 +229,11 @@ def run_bench(settings: Settings, plan: BenchPlan, out_dir: Path) -> dict[str, A
             "run_dir": out_dir / "stack",
         }
     )
-    report: dict[str, Any] = {"plan": _jsonable(asdict(plan)), "started": time.time()}
+    report: dict[str, Any] = {
+        "plan": _jsonable(asdict(plan)),
+        "started": time.time(),
+        "workers": s.workers,
+    }
     if plan.bare:
         report["upload_bare"] = bare_rate(clips, s)
     with EmbeddedStack(settings=s) as stack:
