@@ -95,6 +95,22 @@ def worker() -> None:
 
 
 @app.command()
+def api(
+    port: Annotated[int | None, typer.Option(help="Port (default: the api_port setting).")] = None,
+) -> None:
+    """Serve the query API and inspector page (addresses from RESONATE_* or run/stack.json)."""
+    from infra.stack import read_state
+    from models.convert_musicnn import MUSICNN_CARD
+    from serving.api.server import run_api, with_stack_state
+
+    _logging()
+    settings = _settings(api_port=port)
+    if not (settings.kafka_bootstrap and settings.milvus_uri and settings.triton_url):
+        settings = with_stack_state(settings, read_state(settings.run_dir))
+    run_api(settings, MUSICNN_CARD)
+
+
+@app.command()
 def schemas(
     out: Annotated[Path, typer.Option(help="Folder for the JSON Schema files.")] = Path(
         "schemas-json"

@@ -90,6 +90,7 @@ class EmbeddedStack(Service):
         self.settings = settings  # resolved addresses once started
         self.workers: list[WorkerProc] = []
         self.triton_metrics_url = ""
+        self.api_url = ""  # set once the query API is up (api_enabled)
         self._stack = ExitStack()
 
     # --- lifecycle (Service makes it a context manager) ------------------------------
@@ -162,6 +163,8 @@ class EmbeddedStack(Service):
         for i in range(r.workers):
             self.start_worker(i)
         self.wait_workers_ready()
+        if r.api_enabled:
+            self.start_api()
         self.write_state()
         log.info("embedded stack up in %.1f s", time.monotonic() - t0)
 
@@ -232,6 +235,21 @@ class EmbeddedStack(Service):
                 tail = log_tail(w.log_path)
                 raise StartupError(f"{exc}\n--- {w.log_path} (tail) ---\n{tail}") from exc
 
+    def start_api(self) -> None:
+        """The query API and inspector page, on ``api_port`` (0: a free one)."""
+        from infra.api_proc import ApiProcess
+
+        r = self.settings.model_copy(
+            update={
+                "api_port": self.settings.api_port or free_port(self.settings.host),
+                "worker_metrics_urls": [w.metrics_url for w in self.workers],
+            }
+        )
+        api = ApiProcess(settings=r, env=settings_env(r), log_path=self.log_dir / "api.log")
+        self._stack.enter_context(api)
+        self.api_url = api.url
+        log.info("query API on %s (inspector %s/inspector)", api.url, api.url)
+
     # --- state file ------------------------------------------------------------------
 
     def write_state(self) -> Path:
@@ -248,6 +266,7 @@ class EmbeddedStack(Service):
                 "recommendations": r.topic(r.recommendations_topic),
             },
             "worker_metrics": [w.metrics_url for w in self.workers],
+            "api_url": self.api_url,
             "pid": os.getpid(),
         }
         path = self.run_dir / "stack.json"
