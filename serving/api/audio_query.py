@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from fastapi import UploadFile
+from starlette.datastructures import UploadFile  # FastAPI's is a subclass
 
 from serving.api.problems import ProblemError
 from serving.api.runtime import Runtime

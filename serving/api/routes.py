@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Security, UploadFile
 from fastapi.security import APIKeyHeader
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from schemas.events import Interaction, InteractionType
 from serving.api.audio_query import embed_upload
@@ -201,7 +202,7 @@ async def _seed_tracks(
     if ctype.startswith("multipart/form-data"):
         form = await request.form()
         file = form.get("file")
-        if not isinstance(file, UploadFile):
+        if not isinstance(file, StarletteUpload):
             raise ProblemError(422, "multipart body needs a 'file' part")
         vec, _ = await embed_upload(file, rt)
         n = rt.settings.api_seed_tracks
