@@ -49,11 +49,15 @@ def _track_link(track_id: str, label: str = "") -> str:
     return f'<a href="#" class="track" data-track="{_e(track_id)}">{text}</a>'
 
 
+def _upload_titles(rt: Rt) -> dict[str, str]:
+    return {t: u.title for t, u in rt.state.uploads.items() if u.title}
+
+
 def listener_fragment(rt: Rt, user_id: str) -> str:
     """History and latest list of one listener."""
     if not user_id:
         return '<p class="muted">Pick a listener.</p>'
-    titles = {t: u.title for t, u in rt.state.uploads.items() if u.title}
+    titles = _upload_titles(rt)
     hist = rt.state.history(user_id) or []
     rows = "".join(
         f'<tr class="{_e(h.type.value)}"><td>{_e(h.type.value)}</td>'
@@ -89,19 +93,23 @@ def listener_fragment(rt: Rt, user_id: str) -> str:
     )
 
 
-def _hit_row(h: Hit) -> str:
+def _hit_row(h: Hit, titles: dict[str, str]) -> str:
+    link = _track_link(h.track_id, h.title or titles.get(h.track_id, ""))
     return (
-        f"<tr><td>{_track_link(h.track_id, h.title)}</td><td class=num>{h.score:.3f}</td>"
+        f"<tr><td>{link}</td><td class=num>{h.score:.3f}</td>"
         f"<td>{_e(', '.join(h.top_tags[:3]))}</td></tr>"
     )
 
 
-def track_fragment(track_id: str, row: TrackRow | None, hits: list[Hit], title: str) -> str:
-    """Tags and audio neighbours of one track."""
+def track_fragment(
+    track_id: str, row: TrackRow | None, hits: list[Hit], titles: dict[str, str]
+) -> str:
+    """Tags and audio neighbours of one track (``titles``: from uploads, when Milvus has none)."""
     if row is None:
         return f"<h2>Track {_e(track_id)}</h2><p class=muted>No audio embedded.</p>"
     tags = "".join(f'<span class="tag">{_e(t)}</span>' for t in row.top_tags)
-    neighbours = "".join(_hit_row(h) for h in hits)
+    neighbours = "".join(_hit_row(h, titles) for h in hits)
+    title = row.title or titles.get(track_id, "")
     who = f" by {_e(row.artist_id)}" if row.artist_id else ""
     return (
         f'<h2 id="track-title">{_e(title or track_id)}{who}</h2><p>{tags}</p>'
@@ -137,9 +145,7 @@ async def _track_html(rt: Rt, track_id: str) -> str:
     if row is not None:
         where = f'track_id != {json.dumps(track_id)}'
         hits = await rt.search(row.embedding, k=8, where=where)
-    up = rt.state.uploads.get(track_id)
-    title = (row.title if row else "") or (up.title or "" if up else "")
-    return track_fragment(track_id, row, hits, title)
+    return track_fragment(track_id, row, hits, _upload_titles(rt))
 
 
 async def _pipeline_html(rt: Rt) -> str:

@@ -364,6 +364,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 def test_inspector_shows_a_new_list_live(
     stack: EmbeddedStack, bus: Bus, api: str, catalog: dict, browser: Any, tmp_path: Path
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -373,28 +374,29 @@ def test_inspector_shows_a_new_list_live(
     first = play(bus, s, user, "singularity-music__Awakening__1", "skip", t0 + timedelta(seconds=1))
     wait_list(api, user, first)
     browser.get(f"{api}/inspector?user={user}")
-    table = browser.find_element(By.ID, "latest")
-    assert table.get_attribute("data-source-event") == first
-    WebDriverWait(browser, 10).until(
-        lambda b: "on" in b.find_element(By.ID, "live").get_attribute("class")
-    )
+    # Fragments are swapped live, so elements go stale: every look is a retried wait.
+    wait = WebDriverWait(browser, 60, ignored_exceptions=[StaleElementReferenceException])
+
+    def attr(element_id: str, name: str) -> str:
+        return str(browser.find_element(By.ID, element_id).get_attribute(name))
+
+    wait.until(lambda _: attr("latest", "data-source-event") == first)
+    wait.until(lambda _: "on" in attr("live", "class"))
     # An event played through Kafka now: the page must show its list without a reload.
     eid = play(bus, s, user, f"{METAL}__0", "play", t0 + timedelta(seconds=2))
-    WebDriverWait(browser, 60).until(
-        lambda b: b.find_element(By.ID, "latest").get_attribute("data-source-event") == eid
-    )
-    rows = browser.find_elements(By.CSS_SELECTOR, "#latest tr")[1:]
-    assert len(rows) == s.top_k
-    assert any("Metal madness" in r.text and "audio" in r.text for r in rows)
-    history = browser.find_element(By.ID, "history").text
+    wait.until(lambda _: attr("latest", "data-source-event") == eid)
+    listed = requests.get(f"{api}/users/{user}/recommendations", timeout=5).json()["items"]
+    assert len(listed) >= 5  # 12 tracks, 3 heard
+    latest = wait.until(lambda b: b.find_element(By.ID, "latest").text)
+    assert latest.count("\n") == len(listed)  # a header row and one row per item
+    assert any("Metal madness" in line and "audio" in line for line in latest.splitlines())
+    history = wait.until(lambda b: b.find_element(By.ID, "history").text)
     assert "skip" in history and "Awakening" in history
     # Pick a track: its tags and neighbours appear.
     browser.find_element(By.CSS_SELECTOR, f'#history a[data-track="{METAL}__0"]').click()
-    WebDriverWait(browser, 20).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#neighbours tr"))
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#neighbours tr"))
     assert "Metal madness" in browser.find_element(By.ID, "track-title").text
-    assert f"{METAL}__1" in browser.find_element(By.ID, "neighbours").get_attribute("innerHTML")
-    WebDriverWait(browser, 10).until(
-        lambda b: "1/1 workers" in b.find_element(By.ID, "pipeline").text
-    )
+    assert f"{METAL}__1" in attr("neighbours", "innerHTML")
+    wait.until(lambda b: "1/1 workers" in b.find_element(By.ID, "pipeline").text)
     shot = Path(os.environ.get("RESONATE_SCREENSHOT", tmp_path / "inspector.png"))
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
