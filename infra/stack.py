@@ -162,9 +162,12 @@ class EmbeddedStack(Service):
         )
         for i in range(r.workers):
             self.start_worker(i)
-        self.wait_workers_ready()
-        if r.api_enabled:
-            self.start_api()
+        # The API's start-up (imports, Milvus/Triton/Kafka connections) overlaps the workers'.
+        with ThreadPoolExecutor(1) as pool:
+            api = pool.submit(self.start_api) if r.api_enabled else None
+            self.wait_workers_ready()
+            if api is not None:
+                api.result()
         self.write_state()
         log.info("embedded stack up in %.1f s", time.monotonic() - t0)
 
