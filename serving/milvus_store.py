@@ -323,7 +323,8 @@ class TrackStore:
             "uploaded_at": int(row.uploaded_at_ms),
             "top_tags": ",".join(row.top_tags),
             "model_version": row.model_version,
-            "title": row.title[:_TITLE_CHARS],
+            # max_length counts bytes: cut on a character boundary below it.
+            "title": row.title.encode()[:_TITLE_CHARS].decode(errors="ignore"),
         }
 
     def upsert(self, rows: Sequence[TrackRow]) -> int:

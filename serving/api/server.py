@@ -59,6 +59,8 @@ def with_stack_state(settings: Settings, state: dict[str, Any]) -> Settings:
 def run_api(settings: Settings, card: EncoderCard) -> None:
     """Serve until SIGTERM/SIGINT on ``host:api_port``."""
     app = create_app(deps=make_deps(settings, card))
+    if not settings.api_key:
+        log.warning("api_key is not set: seeding (the only write) needs no key")
     log.info("query API on http://%s:%d (inspector: /inspector)", settings.host, settings.api_port)
     uvicorn.run(
         app,

@@ -326,6 +326,9 @@ def test_title_is_stored_with_the_track(stack: EmbeddedStack) -> None:
         assert [h.title for h in st.search_where(vec, k=1, where='genre == "rock"')] == [
             "Song One"
         ]
+        long = "é" * 400  # 800 bytes: cut to the 512 the field holds, on a character
+        st.upsert([TrackRow("t2", vec, "", "", "", 0, (), "v1", title=long)])
+        assert st.get(["t2"])["t2"].title == "é" * 256
         st.drop()
 
 
