@@ -56,14 +56,22 @@ def demo(
         Path | None, typer.Option(help="Use your own music files instead of a synthetic catalog.")
     ] = None,
     listeners: Annotated[int, typer.Option(help="Simulated listeners.")] = 4,
+    stay: Annotated[
+        bool, typer.Option(help="Keep the stack (and the inspector page) up until Ctrl-C.")
+    ] = True,
 ) -> None:
-    """Start the stack, upload a catalog, simulate listeners, print live recommendations."""
+    """Start the stack, upload a catalog, simulate listeners, show their lists live."""
+    from rich.console import Console
+
     from infra.demo import folder_catalog, run_demo, synth_catalog
+    from infra.demo_view import RichReport, quiet_logging
     from infra.stack import EmbeddedStack
     from models.convert_musicnn import MUSICNN_CARD
+    from streams.fusion import track_label
 
-    _logging()
     base = _settings()
+    log_path = quiet_logging(base.run_dir / "logs" / "demo.log")
+    console = Console()
     if audio_dir is not None:
         catalog = folder_catalog(audio_dir)
         roots = [audio_dir.resolve()]
@@ -74,14 +82,41 @@ def demo(
         catalog = synth_catalog(folder)
         roots = [folder]
     settings = base.model_copy(update={"audio_roots": [*base.audio_roots, *roots]})
-    with EmbeddedStack(settings=settings) as stack:
+    titles = {t.track_id: track_label(t.track_id, t.artist_id) for t in catalog}
+    console.print(
+        f"[bold]Resonate demo[/]: {len(catalog)} tracks, {listeners} listeners "
+        f"[dim](logs: {log_path})[/]"
+    )
+    with console.status("starting Kafka (Tansu), Triton, Milvus Lite, a worker and the API …"):
+        stack = EmbeddedStack(settings=settings).__enter__()
+    try:
+        report = RichReport(console=console, titles=titles)
         run_demo(
             stack.settings,
             catalog=catalog,
             dim=MUSICNN_CARD.embed_dim,
-            echo=typer.echo,
             listeners=listeners,
+            report=report,
         )
+        if stack.api_url:
+            page = f"{stack.api_url}/inspector?user=listener-0"
+            console.print(f"\nInspector: [bold]{page}[/]  ·  API docs: {stack.api_url}/docs")
+        if stay:
+            console.print("[dim]the stack stays up; Ctrl-C stops it[/]")
+            _wait_for_stop()
+    finally:
+        with console.status("stopping …"):
+            stack.__exit__(None, None, None)
+
+
+def _wait_for_stop() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()
@@ -92,6 +127,22 @@ def worker() -> None:
 
     _logging()
     run_worker(_settings(), MUSICNN_CARD)
+
+
+@app.command()
+def api(
+    port: Annotated[int | None, typer.Option(help="Port (default: the api_port setting).")] = None,
+) -> None:
+    """Serve the query API and inspector page (addresses from RESONATE_* or run/stack.json)."""
+    from infra.stack import read_state
+    from models.convert_musicnn import MUSICNN_CARD
+    from serving.api.server import run_api, with_stack_state
+
+    _logging()
+    settings = _settings(api_port=port)
+    if not (settings.kafka_bootstrap and settings.milvus_uri and settings.triton_url):
+        settings = with_stack_state(settings, read_state(settings.run_dir))
+    run_api(settings, MUSICNN_CARD)
 
 
 @app.command()

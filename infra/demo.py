@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -154,9 +154,16 @@ def upload_all(bus: Bus, tracks: list[CatalogTrack]) -> dict[str, float]:
 
 
 def wait_searchable(
-    settings: Settings, ids: list[str], dim: int, *, timeout_s: float
+    settings: Settings,
+    ids: list[str],
+    dim: int,
+    *,
+    timeout_s: float,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
-    """Poll Milvus until every id is stored; returns id -> time first seen."""
+    """Poll Milvus until every id is stored; returns id -> time first seen.
+
+    ``on_progress(stored, total)`` is called after every poll."""
     from serving.milvus_store import TrackStore
 
     seen: dict[str, float] = {}
@@ -171,6 +178,8 @@ def wait_searchable(
                 found = {}
             for tid in found:
                 seen[tid] = time.time()
+            if on_progress is not None:
+                on_progress(len(seen), len(ids))
             time.sleep(0.05)
     return seen
 
@@ -206,32 +215,73 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "median_s": statistics.median(values), "p95_s": qs[18]}
 
 
+class DemoReport(Protocol):
+    """What the demo tells a person (``infra.demo_view.RichReport`` draws it with rich)."""
+
+    def catalog_progress(self, stored: int, total: int) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def played(self, user: str, kind: str, track: str) -> None: ...
+
+    def listed(self, rec: Recommendation) -> None: ...
+
+    def summary(self, result: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class EchoReport:
+    """Plain lines through ``echo``."""
+
+    echo: Callable[[str], None]
+
+    def catalog_progress(self, stored: int, total: int) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        self.echo(text)
+
+    def played(self, user: str, kind: str, track: str) -> None:
+        self.echo(f"  {user} {kind}s {track}")
+
+    def listed(self, rec: Recommendation) -> None:
+        top = "; ".join(f"{i.track_id} ({i.score:.2f}, {i.reason})" for i in rec.items[:5])
+        self.echo(f"→ {rec.user_id}: {top}")
+
+    def summary(self, result: dict[str, Any]) -> None:
+        self.echo(json.dumps(result, indent=2))
+
+
 def run_demo(
     settings: Settings,
     *,
     catalog: list[CatalogTrack],
     dim: int,
-    echo: Callable[[str], None],
+    echo: Callable[[str], None] = print,
     listeners: int = 4,
     plays_each: int = 4,
+    report: DemoReport | None = None,
 ) -> dict[str, Any]:
-    """Upload, listen, print; returns the latencies measured (also written to run_dir)."""
+    """Upload, listen, report; returns the latencies measured (also written to run_dir)."""
+    out_ = report or EchoReport(echo)
     bus = Bus(settings)
     try:
         # Most of the catalog arrives as one burst (throughput-bound on a CPU); the last
         # tracks are uploaded one at a time, as a new release would be.
         burst, singles = catalog[:-2], catalog[-2:]
-        echo(f"uploading {len(burst)} tracks at once ...")
+        out_.note(f"uploading {len(burst)} tracks at once ...")
         sent = upload_all(bus, burst)
-        seen = wait_searchable(settings, list(sent), dim, timeout_s=300)
+        seen = wait_searchable(
+            settings, list(sent), dim, timeout_s=300, on_progress=out_.catalog_progress
+        )
         burst_lat = [seen[t] - sent[t] for t in seen]
-        echo(f"{len(seen)}/{len(sent)} tracks searchable in Milvus")
+        out_.note(f"{len(seen)}/{len(sent)} tracks searchable in Milvus")
         single_lat: list[float] = []
         for tr in singles:
             one = upload_all(bus, [tr])
             got = wait_searchable(settings, list(one), dim, timeout_s=120)
             single_lat += [got[t] - one[t] for t in got]
-            echo(f"new upload {tr.track_id} searchable after {single_lat[-1]:.2f} s")
+            out_.note(f"new upload {tr.track_id} searchable after {single_lat[-1]:.2f} s")
         groups = taste_groups(catalog, listeners)
         rng = np.random.default_rng(1)
         event_lat: list[float] = []
@@ -247,14 +297,11 @@ def run_demo(
                 ev = interaction(user, track, kind)
                 bus.send(settings.interactions_topic, user, ev.model_dump_json().encode())
                 pending[ev.event_id] = time.time()
-                echo(f"  {user} {kind.value}s {track}")
+                out_.played(user, kind.value, track)
             bus.flush()
             for rec in _collect(bus, pending, timeout_s=30):
                 event_lat.append(time.time() - pending.pop(rec.source_event_id or "", time.time()))
-                echo(
-                    f"→ {rec.user_id}: "
-                    + "; ".join(f"{i.track_id} ({i.score:.2f}, {i.reason})" for i in rec.items[:5])
-                )
+                out_.listed(rec)
         result = {
             "tracks": len(catalog),
             "upload_to_searchable_burst": percentiles(burst_lat),
@@ -263,7 +310,7 @@ def run_demo(
         }
         out = settings.run_dir / "demo-latency.json"
         out.write_text(json.dumps(result, indent=2))
-        echo(json.dumps(result, indent=2))
+        out_.summary(result)
         return result
     finally:
         bus.close()

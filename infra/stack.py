@@ -91,6 +91,7 @@ class EmbeddedStack(Service):
         self.workers: list[WorkerProc] = []
         self.triton_metrics_url = ""
         self.components: dict[str, Any] = {}  # name -> started child (kafka, milvus, triton)
+        self.api_url = ""  # set once the query API is up (api_enabled)
         self._stack = ExitStack()
 
     # --- lifecycle (Service makes it a context manager) ------------------------------
@@ -159,7 +160,12 @@ class EmbeddedStack(Service):
         )
         for i in range(r.workers):
             self.start_worker(i)
-        self.wait_workers_ready()
+        # The API's start-up (imports, Milvus/Triton/Kafka connections) overlaps the workers'.
+        with ThreadPoolExecutor(1) as pool:
+            api = pool.submit(self.start_api) if r.api_enabled else None
+            self.wait_workers_ready()
+            if api is not None:
+                api.result()
         self.write_state()
         log.info("embedded stack up in %.1f s", time.monotonic() - t0)
 
@@ -236,6 +242,21 @@ class EmbeddedStack(Service):
         out.update({f"worker-{w.index}": w.proc.pid for w in self.workers if w.proc})
         return out
 
+    def start_api(self) -> None:
+        """The query API and inspector page, on ``api_port`` (0: a free one)."""
+        from infra.api_proc import ApiProcess
+
+        r = self.settings.model_copy(
+            update={
+                "api_port": self.settings.api_port or free_port(self.settings.host),
+                "worker_metrics_urls": [w.metrics_url for w in self.workers],
+            }
+        )
+        api = ApiProcess(settings=r, env=settings_env(r), log_path=self.log_dir / "api.log")
+        self._stack.enter_context(api)
+        self.api_url = api.url
+        log.info("query API on %s (inspector %s/inspector)", api.url, api.url)
+
     # --- state file ------------------------------------------------------------------
 
     def write_state(self) -> Path:
@@ -252,6 +273,7 @@ class EmbeddedStack(Service):
                 "recommendations": r.topic(r.recommendations_topic),
             },
             "worker_metrics": [w.metrics_url for w in self.workers],
+            "api_url": self.api_url,
             "pid": os.getpid(),
         }
         path = self.run_dir / "stack.json"

@@ -118,6 +118,30 @@ class Settings(BaseSettings):
     )
     timeout_s: float = Field(30.0, description="Timeout of one Triton or Milvus call.")
 
+    # --- query API and inspector page (serving/api) ---
+    api_enabled: bool = Field(True, description="`resonate up` starts the query API too.")
+    api_port: int = Field(8000, description="Query API port; 0 = a free one.")
+    api_key: str = Field(
+        "", description="Key that writes (POST) must send as X-API-Key; empty = writes open."
+    )
+    api_max_upload_bytes: int = Field(
+        10 * 1024 * 1024, description="Largest audio file the API accepts (bytes)."
+    )
+    api_max_upload_s: float = Field(
+        600.0, description="Longest audio file the API accepts (seconds of audio)."
+    )
+    api_history: int = Field(
+        20, description="Recent plays/skips/likes the API keeps per listener (inspector)."
+    )
+    api_seed_tracks: int = Field(
+        3, description="Nearest tracks liked on a listener's behalf when seeding from a file."
+    )
+    worker_metrics_urls: list[str] = Field(
+        default_factory=list,
+        description="Workers' Prometheus URLs for the inspector's pipeline panel "
+        "(the stack sets them; `resonate api` reads run/stack.json when empty).",
+    )
+
     # --- data ---
     data_dir: Path = Field(
         Path("../shared/data"), description="Real data sets (see ../shared/data/README.md)."

@@ -37,6 +37,7 @@ MAX_LIMIT = 16_384
 # expression, to keep the expression (parsed on every search) small.
 _MAX_FILTER_IDS = 2_000
 _CONSISTENCY = "Strong"
+_TITLE_CHARS = 512
 
 _META_FIELDS = [
     "track_id",
@@ -46,8 +47,9 @@ _META_FIELDS = [
     "uploaded_at",
     "top_tags",
     "model_version",
+    "title",
 ]
-_HIT_FIELDS = ["artist_id", "genre", "top_tags", "uploaded_at"]
+_HIT_FIELDS = ["artist_id", "genre", "top_tags", "uploaded_at", "title"]
 
 
 class MilvusError(RuntimeError):
@@ -73,6 +75,7 @@ class TrackRow:
     uploaded_at_ms: int  # unix milliseconds
     top_tags: tuple[str, ...]
     model_version: str
+    title: str = ""  # as uploaded; "" when the upload had none
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Hit:
     genre: str
     top_tags: tuple[str, ...]
     uploaded_at_ms: int
+    title: str = ""
     # The track's own vector, when the search asked for it (``with_vectors``).
     embedding: npt.NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
 
@@ -100,6 +104,7 @@ def _hit(r: Mapping[str, Any], *, with_vector: bool) -> Hit:
         genre=ent["genre"],
         top_tags=_split_tags(ent["top_tags"]),
         uploaded_at_ms=int(ent["uploaded_at"]),
+        title=ent.get("title", ""),
         embedding=None if vec is None else np.asarray(vec, dtype=np.float32),
     )
 
@@ -276,6 +281,7 @@ class TrackStore:
                 schema.add_field("uploaded_at", DataType.INT64)
                 schema.add_field("top_tags", DataType.VARCHAR, max_length=1024)
                 schema.add_field("model_version", DataType.VARCHAR, max_length=128)
+                schema.add_field("title", DataType.VARCHAR, max_length=_TITLE_CHARS)
                 log.info(
                     "creating Milvus collection %r (dim %d, %s/%s)",
                     self.collection,
@@ -334,6 +340,8 @@ class TrackStore:
             "uploaded_at": int(row.uploaded_at_ms),
             "top_tags": ",".join(row.top_tags),
             "model_version": row.model_version,
+            # max_length counts bytes: cut on a character boundary below it.
+            "title": row.title.encode()[:_TITLE_CHARS].decode(errors="ignore"),
         }
 
     def upsert(self, rows: Sequence[TrackRow]) -> int:
@@ -386,6 +394,7 @@ class TrackStore:
                 uploaded_at_ms=int(r["uploaded_at"]),
                 top_tags=_split_tags(r["top_tags"]),
                 model_version=r["model_version"],
+                title=r.get("title", ""),
             )
         return out
 
@@ -510,6 +519,7 @@ class TrackStore:
                 genre=r["genre"],
                 top_tags=_split_tags(r["top_tags"]),
                 uploaded_at_ms=int(r["uploaded_at"]),
+                title=r.get("title", ""),
             )
             for r in res[:limit]
         ]
@@ -527,3 +537,58 @@ class TrackStore:
             ),
         )
         return int(res[0]["count(*)"]) if res else 0
+
+    # --- query API (serving/api) -------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether the collection exists yet (the first stored upload creates it)."""
+        return bool(
+            self._call(
+                "exists", lambda c: c.has_collection(self.collection, timeout=self.timeout_s)
+            )
+        )
+
+    def search_where(
+        self,
+        vector: npt.NDArray[np.float32] | Sequence[float],
+        *,
+        k: int,
+        where: str,
+    ) -> list[Hit]:
+        """The ``k`` nearest tracks that pass the boolean expression ``where`` ("" = all;
+        Milvus pre-filters, so the result is exact). ``serving.track_filter`` builds it."""
+        if k < 1:
+            return []
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vec.shape[0] != self.dim:
+            raise ValueError(f"query vector has dim {vec.shape[0]}, not {self.dim}")
+        limit = min(k, MAX_LIMIT)
+        res = self._call(
+            "search_where",
+            lambda c: c.search(
+                self.collection,
+                data=[vec.tolist()],
+                filter=where,
+                limit=limit,
+                output_fields=_HIT_FIELDS,
+                search_params=self._search_params(limit),
+                anns_field="embedding",
+                timeout=self.timeout_s,
+                consistency_level=_CONSISTENCY,
+            ),
+        )
+        hits: list[Hit] = []
+        for r in res[0] if res else []:
+            ent = r.get("entity", r)
+            hits.append(
+                Hit(
+                    track_id=str(r.get("id", r.get("track_id"))),
+                    score=float(r["distance"]),
+                    artist_id=ent["artist_id"],
+                    genre=ent["genre"],
+                    top_tags=_split_tags(ent["top_tags"]),
+                    uploaded_at_ms=int(ent["uploaded_at"]),
+                    title=ent.get("title", ""),
+                )
+            )
+        return hits

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from streams.fusion import track_label
 from streams.state import COPLAY_LIMIT, CatalogDelta
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Catalog:
         self.coplays: dict[str, dict[str, int]] = {}
         self.artists: dict[str, str] = {}
         self.uploaded: dict[str, int] = {}
+        self.labels: dict[str, str] = {}  # "title by artist", how reasons name a track
         self._top: dict[str, dict[str, int]] = {}  # strongest co-plays, until the next change
         self._seen: OrderedDict[str, None] = OrderedDict()  # applied delta ids, bounded
         self._dedupe = dedupe
@@ -77,6 +79,8 @@ class Catalog:
         for t, info in delta.uploads.items():
             if info.artist_id:
                 self.artists[t] = info.artist_id
+            if label := track_label(info.title or "", info.artist_id or ""):
+                self.labels[t] = label
             self.uploaded[t] = info.uploaded_at_ms
         self.applied += 1
         return True

@@ -13,8 +13,9 @@ exactly the training-free one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -134,6 +135,30 @@ def _scaled(values: Sequence[float]) -> list[float]:
     """Scale to [0, 1] by the maximum; an all-zero list stays zero."""
     m = max(values, default=0.0)
     return [v / m if m > 0 else 0.0 for v in values]
+
+
+class Titled(Protocol):
+    """A stored track as the fusion agent gets it from Milvus (``TrackRow`` or ``Hit``)."""
+
+    track_id: str
+    title: str
+    artist_id: str
+
+
+def track_label(title: str, artist: str) -> str:
+    """How a reason names a track: "<title> by <artist>", the title alone, or ""."""
+    if not title:
+        return ""
+    return f"{title} by {artist}" if artist else title
+
+
+def track_titles(tracks: Iterable[Titled]) -> dict[str, str]:
+    """track id -> "<title> by <artist>" for the tracks that have a title (``rank(titles=)``)."""
+    out: dict[str, str] = {}
+    for t in tracks:
+        if label := track_label(t.title, t.artist_id):
+            out[t.track_id] = label
+    return out
 
 
 def _reason(c: Candidate, parts: dict[str, float], titles: Mapping[str, str]) -> str:

@@ -66,6 +66,7 @@ def _rows(
                 uploaded_at_ms=_ms(ev.uploaded_at),
                 top_tags=top,
                 model_version=deps.card.version,
+                title=ev.title or "",
             )
         )
     return rows
@@ -104,6 +105,7 @@ async def ingest(
         m.upload_to_searchable.observe(max(0.0, now - ev.uploaded_at.timestamp()))
         m.events.labels(topic="track-uploads", outcome="ok").inc()
         delta.upload(
-            ev.track_id, UploadInfo(artist_id=ev.artist_id, uploaded_at_ms=_ms(ev.uploaded_at))
+            ev.track_id,
+            UploadInfo(artist_id=ev.artist_id, uploaded_at_ms=_ms(ev.uploaded_at), title=ev.title),
         )
     await publish(delta.build(f"upload:{uuid.uuid4().hex}"))

@@ -227,7 +227,14 @@ def rank_listener(
         candidates.append(Candidate(track_id=t.track_id, artist_id=t.artist_id, fresh=True))
     # Tracks heard before the recent window are in the (fixed-size) heard filter.
     candidates = [c for c in candidates if c.track_id not in heard]
-    items = rank(candidates, exclude=exclude, k=k, max_per_artist=max_per_artist, w=weights)
+    items = rank(
+        candidates,
+        exclude=exclude,
+        k=k,
+        max_per_artist=max_per_artist,
+        w=weights,
+        titles=catalog.labels,
+    )
     return Ranked(items=items, source=source)
 
 

@@ -205,6 +205,7 @@ class UploadInfo(_State):
 
     artist_id: str | None = Field(default=None, description="Artist (diversity rule).")
     uploaded_at_ms: int = Field(description="Upload time, unix ms (fresh bonus).")
+    title: str | None = Field(default=None, description="Title, to name the track in reasons.")
 
 
 class CatalogDelta(_State):

@@ -19,7 +19,11 @@ from serving.milvus_store import MilvusError, TrackRow, TrackStore
 def stack_settings(run_dir: Path, weights_path: Path, **fields: Any) -> Settings:
     """Settings of an embedded stack on fresh topics and collection; ``fields`` override."""
     tag = uuid.uuid4().hex[:6]
-    defaults: dict[str, Any] = {"topic_prefix": f"t{tag}-", "milvus_collection": f"tracks_{tag}"}
+    defaults: dict[str, Any] = {
+        "topic_prefix": f"t{tag}-",
+        "milvus_collection": f"tracks_{tag}",
+        "api_port": 0,  # a free port: never the configured one another run may hold
+    }
     return Settings(run_dir=run_dir, weights_path=weights_path, **{**defaults, **fields})
 
 

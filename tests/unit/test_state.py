@@ -115,9 +115,10 @@ def test_catalog_folds_deltas_once_and_ranks_lists() -> None:
     assert cat.plays == {"a": 1, "b": 2} and cat.skips == {"c": 1}
     assert cat.coplays_of("a") == {"b": 1}
     up = DeltaBuilder()
-    up.upload("n", UploadInfo(artist_id="x", uploaded_at_ms=1_000))
+    up.upload("n", UploadInfo(artist_id="x", uploaded_at_ms=1_000, title="Nebula"))
     up.upload("old", UploadInfo(artist_id="y", uploaded_at_ms=10))
     cat.apply(up.build("d2"))
     popular, fresh = cat.lists(top_popular=5, top_fresh=5, now_ms=2_000, fresh_window_ms=1_500)
     assert [t.track_id for t in popular] == ["b", "a"]  # c: skipped only, not popular
     assert [t.track_id for t in fresh] == ["n"] and fresh[0].artist_id == "x"
+    assert cat.labels == {"n": "Nebula by x"}  # how reasons name an uploaded track

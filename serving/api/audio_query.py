@@ -1,0 +1,82 @@
+"""An uploaded audio file -> one track vector, with the same decoding rules as uploads
+(``streams.audio.prepare_audio``: mono, resampled, the first ``max_audio_s`` seconds) and
+the same encoder (Triton). Size and duration are capped before anything is decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from starlette.datastructures import UploadFile  # FastAPI's is a subclass
+
+from serving.api.problems import ProblemError
+from serving.api.runtime import Runtime
+from serving.triton_client import TritonError
+from streams.audio import AudioRejected, pool_track, prepare_audio
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 256 * 1024
+
+
+async def save_upload(file: UploadFile, *, max_bytes: int, folder: Path) -> Path:
+    """Copy the upload to ``folder``, refusing (413) more than ``max_bytes``."""
+    suffix = Path(file.filename or "").suffix[:10] or ".audio"
+    path = folder / f"upload{suffix}"
+    size = 0
+    with path.open("wb") as out:
+        while chunk := await file.read(_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise ProblemError(413, f"audio file larger than {max_bytes} bytes")
+            out.write(chunk)
+    if size == 0:
+        raise ProblemError(422, "empty audio file")
+    return path
+
+
+def audio_seconds(path: Path) -> float:
+    """Duration from the file header (no decoding); AudioRejected if unreadable."""
+    import soundfile as sf
+
+    try:
+        return float(sf.info(str(path)).duration)
+    except Exception:  # not a libsndfile format: ask librosa's fallback readers
+        try:
+            import librosa
+
+            return float(librosa.get_duration(path=str(path)))
+        except Exception as exc:
+            raise AudioRejected(f"cannot read {path.name}: {exc}") from exc
+
+
+def _prepare(path: Path, rt: Runtime) -> np.ndarray:
+    s = rt.settings
+    seconds = audio_seconds(path)
+    if seconds > s.api_max_upload_s:
+        limit = s.api_max_upload_s
+        raise ProblemError(413, f"audio is {seconds:.0f} s long; the limit is {limit:.0f} s")
+    audio = prepare_audio(
+        str(path), spec=rt.deps.card.frontend, max_seconds=s.max_audio_s, timeout_s=s.timeout_s
+    )
+    return audio.patches
+
+
+async def embed_upload(file: UploadFile, rt: Runtime) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The uploaded file's unit vector and top tags (problem 413/422/503 on failure)."""
+    encoder = rt.require_encoder()
+    loop = asyncio.get_running_loop()
+    with tempfile.TemporaryDirectory(prefix="resonate-api-") as tmp:
+        path = await save_upload(file, max_bytes=rt.settings.api_max_upload_bytes, folder=Path(tmp))
+        try:
+            patches = await loop.run_in_executor(None, _prepare, path, rt)
+        except AudioRejected as exc:
+            raise ProblemError(422, str(exc)) from exc
+    try:
+        emb, tags = await encoder.embed(patches)
+    except TritonError as exc:
+        raise ProblemError(503, f"audio encoder failed: {exc}") from exc
+    return pool_track(emb, tags, rt.deps.card.tag_names)

@@ -1,0 +1,181 @@
+"""What the API knows from Kafka: each listener's latest list and recent interactions, and
+the tracks seen in uploads and interactions.
+
+:class:`FeedState` is plain in-memory state (pure, tested without a broker);
+:class:`KafkaFeed` fills it from the ``recommendations``, ``interactions`` and
+``track-uploads`` topics, read from the beginning with manual partition assignment (no
+consumer group: every API replica keeps the whole view, and a group join would cost
+seconds on the embedded broker). Readiness: caught up with the end offsets seen at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from schemas.events import Interaction, Recommendation, TrackUpload
+from schemas.settings import Settings
+from serving.api.metrics import ApiMetrics
+from serving.api.models import HistoryEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Listener:
+    latest: Recommendation | None = None
+    history: deque[HistoryEntry] = field(default_factory=deque)
+
+
+class FeedState:
+    """Latest list and recent history per listener, upload metadata per track.
+
+    ``version`` grows with every change; :meth:`wait_changed` lets live views (SSE) sleep
+    until then. Single event loop: no locks needed.
+    """
+
+    def __init__(self, *, history: int) -> None:
+        self.history_len = history
+        self._users: dict[str, _Listener] = {}
+        self.uploads: dict[str, TrackUpload] = {}
+        self.played: set[str] = set()  # every track id seen in an interaction
+        self.version = 0
+        self._changed = asyncio.Condition()
+
+    def listeners(self) -> list[str]:
+        return sorted(self._users)
+
+    def latest(self, user_id: str) -> Recommendation | None:
+        u = self._users.get(user_id)
+        return u.latest if u else None
+
+    def history(self, user_id: str) -> list[HistoryEntry] | None:
+        """Newest first; None for a listener never seen."""
+        u = self._users.get(user_id)
+        return None if u is None else list(reversed(u.history))
+
+    def knows_track(self, track_id: str) -> bool:
+        return track_id in self.uploads or track_id in self.played
+
+    def apply_recommendation(self, rec: Recommendation) -> None:
+        """Per-user order is the topic's (keyed by user): the last one read is the latest."""
+        self._users.setdefault(rec.user_id, _Listener()).latest = rec
+        self.version += 1
+
+    def apply_interaction(self, ev: Interaction) -> None:
+        u = self._users.setdefault(ev.user_id, _Listener())
+        if any(h.event_id == ev.event_id for h in u.history):
+            return  # a replay
+        u.history.append(
+            HistoryEntry(
+                event_id=ev.event_id, type=ev.type, track_id=ev.track_id, occurred_at=ev.occurred_at
+            )
+        )
+        while len(u.history) > self.history_len:
+            u.history.popleft()
+        self.played.add(ev.track_id)
+        self.version += 1
+
+    def apply_upload(self, ev: TrackUpload) -> None:
+        self.uploads[ev.track_id] = ev
+        self.version += 1
+
+    async def notify(self) -> None:
+        """Wake the live views (call after a batch of ``apply_*``)."""
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_changed(self, since: int, timeout_s: float) -> int:
+        """Return the version once it is past ``since`` (or after ``timeout_s``)."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.version > since), timeout_s
+                )
+            except TimeoutError:
+                pass
+        return self.version
+
+
+class KafkaFeed:
+    """Consume the three topics into a :class:`FeedState` until cancelled."""
+
+    def __init__(self, *, settings: Settings, state: FeedState, metrics: ApiMetrics) -> None:
+        s = settings
+        self.settings = s
+        self.state = state
+        self.metrics = metrics
+        self.roles = {
+            s.topic(s.recommendations_topic): "recommendations",
+            s.topic(s.interactions_topic): "interactions",
+            s.topic(s.uploads_topic): "track-uploads",
+        }
+        self.caught_up = asyncio.Event()
+        self._ends: dict[TopicPartition, int] = {}
+
+    async def run(self) -> None:
+        """Assign every partition of the topics, read from the beginning, apply forever."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+        )
+        await consumer.start()
+        try:
+            tps = await self._partitions(consumer)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            self._ends = await consumer.end_offsets(tps)
+            log.info("feed: %d partitions of %s", len(tps), ", ".join(self.roles))
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                for tp, records in batch.items():
+                    for r in records:
+                        self._apply(self.roles[tp.topic], r.value)
+                if batch:
+                    await self.state.notify()
+                if not self.caught_up.is_set() and await self._at_ends(consumer):
+                    log.info("feed caught up (%d listeners)", len(self.state.listeners()))
+                    self.caught_up.set()
+        finally:
+            await consumer.stop()
+
+    async def _at_ends(self, consumer: AIOKafkaConsumer) -> bool:
+        """Whether every partition is read up to the end offset seen at start."""
+        for tp, end in self._ends.items():
+            if await consumer.position(tp) < end:
+                return False
+        return True
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """Every partition of the three topics, waiting for topics not created yet."""
+        while True:
+            await consumer.topics()  # refreshes the metadata
+            found = {t: consumer.partitions_for_topic(t) for t in self.roles}
+            missing = [t for t, parts in found.items() if not parts]
+            if not missing:
+                return [TopicPartition(t, p) for t, parts in found.items() for p in sorted(parts)]
+            log.info("feed: waiting for topics %s", missing)
+            await asyncio.sleep(1.0)
+
+    def _apply(self, role: str, value: bytes | None) -> None:
+        try:
+            if value is None:
+                raise ValueError("empty record")
+            if role == "recommendations":
+                self.state.apply_recommendation(Recommendation.model_validate_json(value))
+            elif role == "interactions":
+                self.state.apply_interaction(Interaction.model_validate_json(value))
+            else:
+                self.state.apply_upload(TrackUpload.model_validate_json(value))
+        except (ValidationError, ValueError) as exc:
+            self.metrics.events.labels(topic=role, outcome="invalid").inc()
+            log.warning("feed: invalid record on %s: %s", role, exc)
+            return
+        self.metrics.events.labels(topic=role, outcome="ok").inc()
