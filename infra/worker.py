@@ -7,6 +7,7 @@ from typing import Any
 
 import faust
 
+from infra.milvus_server import store_options
 from models.spec import EncoderCard
 from schemas.settings import Settings
 from serving.milvus_store import TrackStore
@@ -29,7 +30,7 @@ def make_deps(settings: Settings, card: EncoderCard, metrics: Metrics) -> Deps:
             collection=settings.milvus_collection,
             dim=card.embed_dim,
             timeout_s=settings.timeout_s,
-            index_type=settings.milvus_index,
+            **store_options(settings),
         )
 
     def encoder() -> AudioEncoderClient:
