@@ -297,3 +297,47 @@ def test_bounded_reads_skip_the_time_tick_and_see_other_writers(
             time.sleep(0.05)
         else:
             raise AssertionError("a row written by another client never became visible")
+
+
+# --- consumer lag ----------------------------------------------------------------------
+
+
+def test_lag_reader_reports_committed_vs_end_offsets(broker: str, unique: str) -> None:
+    from kafka.admin import KafkaAdminClient
+    from kafka.structs import OffsetAndMetadata
+
+    from infra.lag import LagCollector, LagReader
+    from streams.metrics import Metrics
+
+    topic, idle, group = f"lag-{unique}", f"idle-{unique}", f"group-{unique}"
+    ensure_topics(broker, [topic, idle], partitions=2, timeout_s=20)
+    producer = KafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=0, batch_size=1)
+    try:
+        for i in range(10):  # one record per batch: Tansu's end offsets are exact then
+            producer.send(topic, key=b"k", value=str(i).encode(), partition=i % 2).get(timeout=20)
+    finally:
+        producer.close(timeout=5)
+    with KafkaAdminClient(bootstrap_servers=broker) as admin:
+        admin.alter_group_offsets(group, {TopicPartition(topic, 0): OffsetAndMetadata(2, "", -1)})
+
+    with LagReader(bootstrap=broker, group_id=group, topics=[topic, idle], timeout_s=10) as r:
+        snapshot = {(p.topic, p.partition): p for p in r.read()}
+    assert snapshot[(topic, 0)].committed == 2 and snapshot[(topic, 0)].end == 5
+    assert snapshot[(topic, 0)].lag == 3
+    # Nothing committed yet: the whole partition is lag (workers start from the earliest).
+    assert snapshot[(topic, 1)].committed == -1 and snapshot[(topic, 1)].lag == 5
+    assert snapshot[(idle, 0)].lag == 0 and snapshot[(idle, 1)].lag == 0
+
+    metrics = Metrics()
+    collector = LagCollector(reader=LagReader(bootstrap=broker, group_id=group), metrics=metrics)
+    with collector.reader:
+        assert {(p.topic, p.partition) for p in collector.collect_once()} == {(topic, 0)}
+    assert (
+        metrics.registry.get_sample_value(
+            "resonate_consumer_lag_messages", {"topic": topic, "partition": "0"}
+        )
+        == 3
+    )
+    assert (
+        metrics.registry.get_sample_value("resonate_lag_collections_total", {"outcome": "ok"}) == 1
+    )
