@@ -18,4 +18,6 @@ python -m pip install -q -e '.[dev]'
 python -m pip install -q --no-deps musicnn==0.1.0
 mkdir -p run/weights
 [ -f run/weights/msd_musicnn.pt ] || resonate convert-musicnn --out run/weights/msd_musicnn.pt
+# Debian packages the tests use (promtool, prometheus); installs only what is missing.
+bash infra/system_packages.sh
 echo "set-up done: $(python --version), .venv ready"
