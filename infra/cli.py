@@ -255,6 +255,28 @@ def export_triton(
     export_command(weights or settings.weights_path, out or settings.run_dir / "model_repository")
 
 
+@app.command()
+def status(
+    metrics: Annotated[
+        list[str] | None,
+        typer.Option(help="A worker's /metrics URL (repeat); default: those in run/stack.json."),
+    ] = None,
+    window: Annotated[float, typer.Option(help="Seconds between the two rate scrapes.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of the screen.")] = False,
+) -> None:
+    """One screen on a running stack: health, lag, rates, latency vs SLOs, models, dead letters.
+
+    Exit code 0 when all is well, 1 when a component is unhealthy, 2 when an SLO is missed.
+    """
+    from infra.status import status_command
+
+    text, code = status_command(
+        _settings(), worker_metrics=metrics, window_s=window, as_json=as_json
+    )
+    typer.echo(text)
+    raise typer.Exit(code)  # 0 ok, 1 a component unhealthy, 2 an SLO missed
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
