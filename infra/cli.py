@@ -246,13 +246,28 @@ def export_triton(
     weights: Annotated[
         Path | None, typer.Option(help="Converted MusiCNN weights; default the weights_path.")
     ] = None,
+    user_model_dir: Annotated[
+        Path | None,
+        typer.Option(help="Also export the newest user-encoder artifact here (user_model_dir)."),
+    ] = None,
 ) -> None:
-    """Export MusiCNN as TorchScript + config.pbtxt for a production Triton (libtorch)."""
+    """Export MusiCNN (and the user encoder) with config.pbtxt for a production Triton.
+
+    Run again after `resonate train` to add the new sequence model as the next version.
+    """
     from models.export import export_command
+    from models.export_user_triton import export_user_encoder
 
     _logging()
     settings = _settings()
-    export_command(weights or settings.weights_path, out or settings.run_dir / "model_repository")
+    repo = out or settings.run_dir / "model_repository"
+    export_command(weights or settings.weights_path, repo)
+    user_dir = user_model_dir or settings.user_model_dir
+    if user_dir is not None:
+        folder, version = export_user_encoder(
+            user_dir, repo, name=settings.user_model_name, top_n=settings.user_model_top_n
+        )
+        typer.echo(f"{folder} (version {version})")
 
 
 @app.command()
