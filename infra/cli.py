@@ -271,6 +271,24 @@ def export_triton(
 
 
 @app.command()
+def topics() -> None:
+    """Create the topics (as `up` does) on RESONATE_KAFKA_BOOTSTRAP; idempotent, then exit."""
+    from infra.topics import ensure_topics
+
+    _logging()
+    s = _settings()
+    if not s.kafka_bootstrap:
+        raise typer.BadParameter("set RESONATE_KAFKA_BOOTSTRAP")
+    counts = ensure_topics(
+        s.kafka_bootstrap,
+        [s.topic(s.interactions_topic), s.topic(s.uploads_topic), s.topic(s.recommendations_topic)],
+        partitions=s.partitions,
+        timeout_s=s.timeout_s,
+    )
+    typer.echo(json.dumps(counts))
+
+
+@app.command()
 def status(
     metrics: Annotated[
         list[str] | None,

@@ -5,6 +5,8 @@
 # Installs only what is missing, and never starts the packaged daemon: tests start their
 # own Prometheus on loopback.
 set -euo pipefail
+# Images that only run workers (Dockerfile) need none of them.
+[ "${RESONATE_SKIP_SYSTEM_PACKAGES:-0}" = 1 ] && exit 0
 missing=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -eq 0 ]; then

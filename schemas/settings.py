@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         description="Scalar index on uploaded_at: STL_SORT (Milvus 2.3), INVERTED (Lite 2.5, "
         "Milvus >= 2.4) or empty = none; the embedded stack fills it for the Milvus it starts.",
     )
+    milvus_token: str = Field(
+        "",
+        description="Milvus credentials 'user:password' when authentication is on (from a "
+        "secret, e.g. RESONATE_MILVUS_TOKEN); empty = no authentication (embedded stack).",
+    )
     milvus_consistency: Literal["Bounded", "Session", "Strong", "Eventually"] = Field(
         "Bounded",
         description="Consistency of recommendation reads; Bounded = at most gracefulTime (5 s) "

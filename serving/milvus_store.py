@@ -176,6 +176,7 @@ class TrackStore:
         read_your_writes: bool = True,
         graceful_s: float = DEFAULT_GRACEFUL_S,
         scalar_index: str = "",
+        token: str = "",
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
@@ -201,6 +202,7 @@ class TrackStore:
         self.read_your_writes = read_your_writes
         self.graceful_s = graceful_s
         self.scalar_index = scalar_index.upper()
+        self._token = token  # "user:password" when the server has authentication on
         self._last_write = -float("inf")  # monotonic time of this store's last upsert/delete
         self._client: Any = None
         self._lock = threading.Lock()
@@ -218,7 +220,7 @@ class TrackStore:
             # Short attempts, bounded by what is left, so a dead server fails near timeout_s.
             attempt_s = min(5.0, max(0.5, deadline - time.monotonic()))
             try:
-                client = MilvusClient(uri=self.uri, timeout=attempt_s)
+                client = MilvusClient(uri=self.uri, token=self._token, timeout=attempt_s)
                 client.list_collections(timeout=attempt_s)
                 self._client = client
                 return self
