@@ -48,6 +48,7 @@ class Target:
     topics: tuple[str, ...]
     collection: str
     models: tuple[str, ...]
+    milvus_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def target_from(settings: Settings, *, worker_metrics: list[str] | None = None) 
         ),
         collection=s.milvus_collection,
         models=tuple(models),
+        milvus_token=s.milvus_token,
     )
 
 
@@ -232,7 +234,7 @@ def collect(target: Target, *, window_s: float = 2.0, timeout_s: float = 3.0) ->
     def milvus() -> str:
         from pymilvus import MilvusClient
 
-        client = MilvusClient(uri=target.milvus_uri, timeout=timeout_s)
+        client = MilvusClient(uri=target.milvus_uri, token=target.milvus_token, timeout=timeout_s)
         try:
             names = client.list_collections(timeout=timeout_s)
             rows = ""
