@@ -297,13 +297,68 @@ def export_triton(
     weights: Annotated[
         Path | None, typer.Option(help="Converted MusiCNN weights; default the weights_path.")
     ] = None,
+    user_model_dir: Annotated[
+        Path | None,
+        typer.Option(help="Also export the newest user-encoder artifact here (user_model_dir)."),
+    ] = None,
 ) -> None:
-    """Export MusiCNN as TorchScript + config.pbtxt for a production Triton (libtorch)."""
+    """Export MusiCNN (and the user encoder) with config.pbtxt for a production Triton.
+
+    Run again after `resonate train` to add the new sequence model as the next version.
+    """
     from models.export import export_command
+    from models.export_user_triton import export_user_encoder
 
     _logging()
     settings = _settings()
-    export_command(weights or settings.weights_path, out or settings.run_dir / "model_repository")
+    repo = out or settings.run_dir / "model_repository"
+    export_command(weights or settings.weights_path, repo)
+    user_dir = user_model_dir or settings.user_model_dir
+    if user_dir is not None:
+        folder, version = export_user_encoder(
+            user_dir, repo, name=settings.user_model_name, top_n=settings.user_model_top_n
+        )
+        typer.echo(f"{folder} (version {version})")
+
+
+@app.command()
+def topics() -> None:
+    """Create the topics (as `up` does) on RESONATE_KAFKA_BOOTSTRAP; idempotent, then exit."""
+    from infra.topics import ensure_topics
+
+    _logging()
+    s = _settings()
+    if not s.kafka_bootstrap:
+        raise typer.BadParameter("set RESONATE_KAFKA_BOOTSTRAP")
+    counts = ensure_topics(
+        s.kafka_bootstrap,
+        [s.topic(s.interactions_topic), s.topic(s.uploads_topic), s.topic(s.recommendations_topic)],
+        partitions=s.partitions,
+        timeout_s=s.timeout_s,
+    )
+    typer.echo(json.dumps(counts))
+
+
+@app.command()
+def status(
+    metrics: Annotated[
+        list[str] | None,
+        typer.Option(help="A worker's /metrics URL (repeat); default: those in run/stack.json."),
+    ] = None,
+    window: Annotated[float, typer.Option(help="Seconds between the two rate scrapes.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of the screen.")] = False,
+) -> None:
+    """One screen on a running stack: health, lag, rates, latency vs SLOs, models, dead letters.
+
+    Exit code 0 when all is well, 1 when a component is unhealthy, 2 when an SLO is missed.
+    """
+    from infra.status import status_command
+
+    text, code = status_command(
+        _settings(), worker_metrics=metrics, window_s=window, as_json=as_json
+    )
+    typer.echo(text)
+    raise typer.Exit(code)  # 0 ok, 1 a component unhealthy, 2 an SLO missed
 
 
 @app.command()

@@ -18,13 +18,7 @@ python -m pip install -q -e '.[dev]'
 python -m pip install -q --no-deps musicnn==0.1.0
 mkdir -p run/weights
 [ -f run/weights/msd_musicnn.pt ] || resonate convert-musicnn --out run/weights/msd_musicnn.pt
-# The inspector page's browser test drives Debian's Chromium (tests fail without it).
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
-  else
-    echo "chromium/chromium-driver missing: sudo apt-get install chromium chromium-driver" >&2
-  fi
-fi
+# Debian packages the tests use (promtool, prometheus, chromium + chromedriver); installs
+# only what is missing.
+bash infra/system_packages.sh
 echo "set-up done: $(python --version), .venv ready"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from infra.milvus_lite import MilvusLiteServer
+from infra.milvus_server import embedded_milvus
 from infra.procs import Service, StartupError, free_port, log_tail, stop_process, wait_until
 from infra.tansu import TansuBroker
 from infra.topics import ensure_topics
@@ -110,11 +110,9 @@ class EmbeddedStack(Service):
             # Ephemeral like the memory-backed broker: vectors left over from an earlier
             # run would outlive the catalog and user state that Kafka forgot.
             shutil.rmtree(self.run_dir / "milvus", ignore_errors=True)
-            starters["milvus"] = MilvusLiteServer(
-                db_path=self.run_dir / "milvus" / "resonate.db",
-                host=s.host,
-                port=s.milvus_port,
-                log_path=self.log_dir / "milvus.log",
+            shutil.rmtree(self.run_dir / "milvus-server", ignore_errors=True)
+            starters["milvus"], milvus_update = embedded_milvus(
+                s, run_dir=self.run_dir, log_dir=self.log_dir
             )
         if not s.triton_url:
             starters["triton"] = TritonProcess(
@@ -143,6 +141,7 @@ class EmbeddedStack(Service):
             update["kafka_bootstrap"] = starters["kafka"].bootstrap
         if "milvus" in starters:
             update["milvus_uri"] = starters["milvus"].uri
+            update.update(milvus_update)
         if "triton" in starters:
             update["triton_url"] = starters["triton"].url
             self.triton_metrics_url = starters["triton"].metrics_url

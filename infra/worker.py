@@ -7,6 +7,8 @@ from typing import Any
 
 import faust
 
+from infra.lag import start_lag_collector
+from infra.milvus_server import store_options
 from models.spec import EncoderCard
 from schemas.settings import Settings
 from serving.milvus_store import TrackStore
@@ -31,7 +33,7 @@ def make_deps(settings: Settings, card: EncoderCard, metrics: Metrics) -> Deps:
             collection=settings.milvus_collection,
             dim=card.embed_dim,
             timeout_s=settings.timeout_s,
-            index_type=settings.milvus_index,
+            **store_options(settings),
         )
 
     def encoder() -> AudioEncoderClient:
@@ -154,5 +156,15 @@ def run_worker(settings: Settings, card: EncoderCard) -> None:
     metrics.serve(port=settings.metrics_port, host=settings.host)
     log.info("worker metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     app = build_app(make_deps(settings, card, metrics))
+    start_lag_collector(
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}{settings.app_id}",  # Faust's group id
+        topics=[
+            settings.topic(settings.interactions_topic),
+            settings.topic(settings.uploads_topic),
+        ],
+        metrics=metrics,
+        timeout_s=settings.timeout_s,
+    )
     # faust.Worker installs the signal handlers and runs the app's event loop.
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()

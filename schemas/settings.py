@@ -9,6 +9,7 @@ addresses (a real Kafka, a remote Triton, a Milvus server) are just other values
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -117,6 +118,33 @@ class Settings(BaseSettings):
         description="Index type: FLAT/IVF_FLAT on Milvus Lite, HNSW on a Milvus server.",
     )
     timeout_s: float = Field(30.0, description="Timeout of one Triton or Milvus call.")
+    milvus_mode: Literal["lite", "server"] = Field(
+        "lite",
+        description="What the embedded stack starts when milvus_uri is empty: Milvus Lite, or "
+        "the Milvus 2.3 standalone server from the `milvus` wheel (HNSW, scalar index).",
+    )
+    milvus_hnsw_m: int = Field(16, description="HNSW M (graph degree) when milvus_index=HNSW.")
+    milvus_hnsw_ef_construction: int = Field(
+        200, description="HNSW efConstruction when milvus_index=HNSW."
+    )
+    milvus_hnsw_ef: int = Field(
+        128, description="HNSW search ef (raised to k when k is larger) when milvus_index=HNSW."
+    )
+    milvus_scalar_index: str = Field(
+        "",
+        description="Scalar index on uploaded_at: STL_SORT (Milvus 2.3), INVERTED (Lite 2.5, "
+        "Milvus >= 2.4) or empty = none; the embedded stack fills it for the Milvus it starts.",
+    )
+    milvus_token: str = Field(
+        "",
+        description="Milvus credentials 'user:password' when authentication is on (from a "
+        "secret, e.g. RESONATE_MILVUS_TOKEN); empty = no authentication (embedded stack).",
+    )
+    milvus_consistency: Literal["Bounded", "Session", "Strong", "Eventually"] = Field(
+        "Bounded",
+        description="Consistency of recommendation reads; Bounded = at most gracefulTime (5 s) "
+        "stale, plus read-your-writes after this process' own upserts (serving/milvus_store.py).",
+    )
 
     # --- query API and inspector page (serving/api) ---
     api_enabled: bool = Field(True, description="`resonate up` starts the query API too.")

@@ -5,12 +5,25 @@ rest of the code never sees Milvus types or exceptions. The same class talks to 
 embedded Milvus Lite (FLAT / IVF_FLAT / AUTOINDEX only) and to a Milvus server (HNSW too);
 only ``uri`` and ``index_type`` change.
 
-Visibility: the collection is created with ``consistency_level="Strong"`` and every read
-passes it explicitly, so a row is searchable as soon as ``upsert`` returns -- no ``flush``
-(which seals segments and is slow) is needed. Measured on milvus-lite 2.5.1: an upserted
-row is found by the very next search, and Lite showed this with every consistency level
-(it is one process with no time-tick lag). On a Milvus server the default "Bounded" level
-may hide writes for up to ``common.gracefulTime`` (5 s by default), hence "Strong".
+Visibility (the weakest consistency that is still correct): reads use ``consistency``
+("Bounded" by default) and no ``flush`` (which seals segments and is slow) is ever needed.
+
+* Recommendation reads (``search``, ``get``, ``recent``) tolerate seconds of staleness: a
+  track uploaded a moment ago reaches listeners through the fresh-upload candidates anyway,
+  and the next refresh sees it. "Bounded" guarantees at most ``common.gracefulTime`` (5 s by
+  default) of staleness without waiting for the server's time tick. Measured on the Milvus
+  2.3.5 standalone server (HNSW, 2 cores): a search takes ~200 ms with "Strong" (it waits for
+  the next time tick) and ~2-3 ms with "Bounded" ("Session" ~4 ms, "Eventually" ~2 ms).
+* Read-your-writes where it matters: with ``read_your_writes`` (default), a read issued by
+  this process within ``graceful_s`` of its own ``upsert`` is sent as "Session", whose
+  guarantee timestamp is that write's, so the just-written rows are found by the very next
+  search (it waits for that one write, ~200 ms on a server, only in that window). Together
+  the guarantee is max(own last write, now - gracefulTime): Bounded plus read-your-writes.
+* ``count()`` is exact ("Strong"); it is not on a hot path.
+
+Milvus Lite (one process, no time tick) shows every write to the very next read at any
+level. Lite also ignores VARCHAR ``max_length``, which a server enforces, so the limits are
+checked here before writing, in every mode (:class:`FieldTooLong`).
 """
 
 from __future__ import annotations
@@ -36,8 +49,23 @@ MAX_LIMIT = 16_384
 # An exclusion list longer than this is honoured by over-fetching instead of a filter
 # expression, to keep the expression (parsed on every search) small.
 _MAX_FILTER_IDS = 2_000
-_CONSISTENCY = "Strong"
-_TITLE_CHARS = 512
+CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
+# Milvus' default common.gracefulTime: how stale a "Bounded" read may be.
+DEFAULT_GRACEFUL_S = 5.0
+
+# VARCHAR limits of the schema (bytes of UTF-8, as the server counts them); checked before
+# every write because Milvus Lite does not enforce them.
+VARCHAR_MAX_BYTES = {
+    "track_id": 128,
+    "artist_id": 128,
+    "genre": 128,
+    "release_date": 32,
+    "top_tags": 1024,
+    "model_version": 128,
+}
+# Scalar index types by server: STL_SORT on Milvus 2.3, INVERTED on Lite 2.5 and Milvus >= 2.4.
+SCALAR_INDEX_TYPES = ("", "STL_SORT", "INVERTED")
+_TITLE_CHARS = 512  # title is cut (on a character boundary) to fit
 
 _META_FIELDS = [
     "track_id",
@@ -58,6 +86,10 @@ class MilvusError(RuntimeError):
 
 class MilvusUnavailable(MilvusError):
     """Milvus cannot be reached (not started, crashed, network down, timed out)."""
+
+
+class FieldTooLong(ValueError):
+    """A row's text field exceeds the schema's VARCHAR ``max_length`` (nothing was written)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,12 +193,21 @@ class TrackStore:
         hnsw_m: int = 16,
         hnsw_ef_construction: int = 200,
         hnsw_ef: int = 128,
+        consistency: str = "Bounded",
+        read_your_writes: bool = True,
+        graceful_s: float = DEFAULT_GRACEFUL_S,
+        scalar_index: str = "",
+        token: str = "",
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         index_type = index_type.upper()
         if index_type not in {"FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"}:
             raise ValueError(f"unsupported index_type {index_type!r}")
+        if consistency not in CONSISTENCY_LEVELS:
+            raise ValueError(f"consistency must be one of {CONSISTENCY_LEVELS}: {consistency!r}")
+        if scalar_index.upper() not in SCALAR_INDEX_TYPES:
+            raise ValueError(f"scalar_index must be one of {SCALAR_INDEX_TYPES}: {scalar_index!r}")
         self.uri = uri
         self.collection = collection
         self.dim = dim
@@ -178,6 +219,12 @@ class TrackStore:
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construction = hnsw_ef_construction
         self.hnsw_ef = hnsw_ef
+        self.consistency = consistency
+        self.read_your_writes = read_your_writes
+        self.graceful_s = graceful_s
+        self.scalar_index = scalar_index.upper()
+        self._token = token  # "user:password" when the server has authentication on
+        self._last_write = -float("inf")  # monotonic time of this store's last upsert/delete
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -194,7 +241,7 @@ class TrackStore:
             # Short attempts, bounded by what is left, so a dead server fails near timeout_s.
             attempt_s = min(5.0, max(0.5, deadline - time.monotonic()))
             try:
-                client = MilvusClient(uri=self.uri, timeout=attempt_s)
+                client = MilvusClient(uri=self.uri, token=self._token, timeout=attempt_s)
                 client.list_collections(timeout=attempt_s)
                 self._client = client
                 return self
@@ -254,7 +301,20 @@ class TrackStore:
             metric_type=self.metric,
             params=extra,
         )
+        if self.scalar_index:
+            # The one range filter (recent(): uploaded_at >= t); track_id is the primary key.
+            params.add_index(field_name="uploaded_at", index_type=self.scalar_index)
         return params
+
+    def _read_level(self) -> str:
+        """Consistency of the next read: ``consistency``, or "Session" right after a write."""
+        if (
+            self.read_your_writes
+            and self.consistency in ("Bounded", "Eventually")
+            and time.monotonic() - self._last_write < self.graceful_s
+        ):
+            return "Session"
+        return self.consistency
 
     def _search_params(self, k: int) -> dict[str, Any]:
         params: dict[str, Any] = {"metric_type": self.metric}
@@ -273,14 +333,17 @@ class TrackStore:
                 self._check_dim(client)
             else:
                 schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-                schema.add_field("track_id", DataType.VARCHAR, is_primary=True, max_length=128)
+                lim = VARCHAR_MAX_BYTES
+                schema.add_field(
+                    "track_id", DataType.VARCHAR, is_primary=True, max_length=lim["track_id"]
+                )
                 schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
-                schema.add_field("artist_id", DataType.VARCHAR, max_length=128)
-                schema.add_field("genre", DataType.VARCHAR, max_length=128)
-                schema.add_field("release_date", DataType.VARCHAR, max_length=32)
+                schema.add_field("artist_id", DataType.VARCHAR, max_length=lim["artist_id"])
+                schema.add_field("genre", DataType.VARCHAR, max_length=lim["genre"])
+                schema.add_field("release_date", DataType.VARCHAR, max_length=lim["release_date"])
                 schema.add_field("uploaded_at", DataType.INT64)
-                schema.add_field("top_tags", DataType.VARCHAR, max_length=1024)
-                schema.add_field("model_version", DataType.VARCHAR, max_length=128)
+                schema.add_field("top_tags", DataType.VARCHAR, max_length=lim["top_tags"])
+                schema.add_field("model_version", DataType.VARCHAR, max_length=lim["model_version"])
                 schema.add_field("title", DataType.VARCHAR, max_length=_TITLE_CHARS)
                 log.info(
                     "creating Milvus collection %r (dim %d, %s/%s)",
@@ -293,7 +356,7 @@ class TrackStore:
                     self.collection,
                     schema=schema,
                     index_params=self._index_params(client),
-                    consistency_level=_CONSISTENCY,
+                    consistency_level=self.consistency,
                     timeout=self.timeout_s,
                 )
             client.load_collection(self.collection, timeout=self.timeout_s)
@@ -331,7 +394,7 @@ class TrackStore:
         for tag in row.top_tags:
             if "," in tag:
                 raise ValueError(f"{row.track_id}: tag {tag!r} contains a comma")
-        return {
+        entity: dict[str, Any] = {
             "track_id": row.track_id,
             "embedding": vec.tolist(),
             "artist_id": row.artist_id,
@@ -343,9 +406,22 @@ class TrackStore:
             # max_length counts bytes: cut on a character boundary below it.
             "title": row.title.encode()[:_TITLE_CHARS].decode(errors="ignore"),
         }
+        for name, limit in VARCHAR_MAX_BYTES.items():
+            size = len(entity[name].encode("utf-8"))
+            if size > limit:
+                raise FieldTooLong(
+                    f"track {row.track_id[:64]!r}: {name} is {size} bytes (UTF-8), over the "
+                    f"schema limit of {limit} (Milvus VARCHAR max_length); nothing was written"
+                )
+        return entity
 
     def upsert(self, rows: Sequence[TrackRow]) -> int:
-        """Insert or replace rows by ``track_id``; searchable as soon as this returns."""
+        """Insert or replace rows by ``track_id``.
+
+        Searchable by this store's next read at once (read-your-writes), by other processes
+        within ``graceful_s`` (Bounded). Raises ``FieldTooLong`` (or ``ValueError``) before
+        writing anything if a row breaks the schema's limits.
+        """
         if not rows:
             return 0
         # Last one wins inside a batch, as it would across batches.
@@ -354,6 +430,7 @@ class TrackStore:
             "upsert",
             lambda c: c.upsert(self.collection, entities, timeout=self.timeout_s),
         )
+        self._last_write = time.monotonic()
         return len(entities)
 
     def delete(self, track_ids: Collection[str]) -> None:
@@ -365,6 +442,7 @@ class TrackStore:
             "delete",
             lambda c: c.delete(self.collection, ids=ids, timeout=self.timeout_s),
         )
+        self._last_write = time.monotonic()
 
     # --- reads -----------------------------------------------------------------------
 
@@ -380,7 +458,7 @@ class TrackStore:
                 ids=ids,
                 output_fields=[*_META_FIELDS, "embedding"],
                 timeout=self.timeout_s,
-                consistency_level=_CONSISTENCY,
+                consistency_level=self._read_level(),
             ),
         )
         out: dict[str, TrackRow] = {}
@@ -434,7 +512,7 @@ class TrackStore:
                 search_params=self._search_params(limit),
                 anns_field="embedding",
                 timeout=self.timeout_s,
-                consistency_level=_CONSISTENCY,
+                consistency_level=self._read_level(),
             ),
         )
         hits: list[Hit] = []
@@ -481,7 +559,7 @@ class TrackStore:
                 search_params=self._search_params(limit),
                 anns_field="embedding",
                 timeout=self.timeout_s,
-                consistency_level=_CONSISTENCY,
+                consistency_level=self._read_level(),
             ),
         )
         out = [[_hit(r, with_vector=with_vectors) for r in hits] for hits in (res or [])]
@@ -503,7 +581,7 @@ class TrackStore:
                 output_fields=["track_id", *_HIT_FIELDS],
                 limit=MAX_LIMIT,
                 timeout=self.timeout_s,
-                consistency_level=_CONSISTENCY,
+                consistency_level=self._read_level(),
             ),
         )
         if len(res) >= MAX_LIMIT:
@@ -533,7 +611,7 @@ class TrackStore:
                 filter="",
                 output_fields=["count(*)"],
                 timeout=self.timeout_s,
-                consistency_level=_CONSISTENCY,
+                consistency_level="Strong",
             ),
         )
         return int(res[0]["count(*)"]) if res else 0
@@ -574,7 +652,7 @@ class TrackStore:
                 search_params=self._search_params(limit),
                 anns_field="embedding",
                 timeout=self.timeout_s,
-                consistency_level=_CONSISTENCY,
+                consistency_level=self._read_level(),
             ),
         )
         hits: list[Hit] = []

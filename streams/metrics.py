@@ -82,6 +82,34 @@ class Metrics:
             registry=r,
         )
 
+        # --- operations (docs/metrics.md; alert rules in infra/prod/prometheus/alerts.yml) ---
+        self.dead_letters = Counter(
+            "resonate_dead_letters_total",
+            "Messages given up on and set aside, by source topic and reason.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "resonate_consumer_lag_messages",
+            "End offset minus the consumer group's committed offset, per topic and partition "
+            "(approximate on Tansu, whose end offset is the last batch's base offset + 1).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.consumer_lag_seconds = Gauge(
+            "resonate_consumer_lag_seconds",
+            "Seconds since the partition was last seen fully consumed (0 when caught up): an "
+            "upper bound on the age of its oldest unprocessed message.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.lag_collections = Counter(
+            "resonate_lag_collections_total",
+            "Consumer-lag collections by outcome (ok, error).",
+            ["outcome"],
+            registry=r,
+        )
+
     def serve(self, *, port: int, host: str = "127.0.0.1") -> None:
         """Expose /metrics on host:port (a daemon thread)."""
         start_http_server(port, addr=host, registry=self.registry)

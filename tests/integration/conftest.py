@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ import pytest
 
 from infra.demo import Bus
 from infra.milvus_lite import MilvusLiteServer
+from infra.milvus_server import MilvusStandaloneServer, milvus_server_version
 from infra.procs import ChildProcess, StartupError, log_tail
-from infra.stack import EmbeddedStack
+from infra.stack import PROJECT_ROOT, EmbeddedStack
 from infra.tansu import TansuBroker
 from tests.integration.events import stack_settings
 
@@ -52,14 +54,50 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URI ``http://127.0.0.1:PORT`` of a Milvus Lite server on a fresh database."""
-    folder = tmp_path_factory.mktemp("milvus")
-    server = MilvusLiteServer(
-        db_path=folder / "test.db", host="127.0.0.1", port=0, log_path=folder / "milvus.log"
-    )
-    with _running(server, "Milvus Lite"):
-        yield server.uri
+def milvus(milvus_target: MilvusTarget) -> str:
+    """URI ``http://127.0.0.1:PORT`` of the Milvus under test (Lite, then the server)."""
+    return milvus_target.uri
+
+
+@dataclass(frozen=True)
+class MilvusTarget:
+    """A running Milvus and the ``TrackStore`` options that fit it."""
+
+    mode: str  # "lite" or "server"
+    uri: str
+    store_options: dict[str, Any]
+
+
+@pytest.fixture(scope="session", params=["lite", "server"])
+def milvus_target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MilvusTarget]:
+    """Milvus Lite (FLAT, INVERTED) and the Milvus 2.3 standalone server from the ``milvus``
+    wheel (HNSW, STL_SORT): every store test runs against both."""
+    folder = tmp_path_factory.mktemp(f"milvus-{request.param}")
+    server: MilvusLiteServer | MilvusStandaloneServer
+    if request.param == "lite":
+        server = MilvusLiteServer(
+            db_path=folder / "test.db", host="127.0.0.1", port=0, log_path=folder / "milvus.log"
+        )
+        options: dict[str, Any] = {"index_type": "FLAT", "scalar_index": "INVERTED"}
+    else:
+        server = MilvusStandaloneServer(
+            data_dir=folder / "data",
+            bin_cache=PROJECT_ROOT / "run" / "cache" / f"milvus-{milvus_server_version()}",
+            host="127.0.0.1",
+            port=0,
+            log_path=folder / "milvus.log",
+        )
+        options = {
+            "index_type": "HNSW",
+            "hnsw_m": 16,
+            "hnsw_ef_construction": 200,
+            "hnsw_ef": 128,
+            "scalar_index": "STL_SORT",
+        }
+    with _running(server, f"Milvus {request.param}"):
+        yield MilvusTarget(mode=request.param, uri=server.uri, store_options=options)
 
 
 @pytest.fixture

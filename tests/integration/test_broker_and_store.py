@@ -1,4 +1,5 @@
-"""Integration tests of the embedded broker (Tansu) and the track store (Milvus Lite).
+"""Integration tests of the embedded broker (Tansu) and the track store, the latter against
+both Milvus Lite and the Milvus standalone server (``milvus_target`` is parametrized).
 
 They talk to real processes started by the fixtures in conftest.py; every test uses its
 own topic / collection names so they can run in any order against the shared servers.
@@ -16,7 +17,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from infra.topics import ensure_topics, partition_counts
-from serving.milvus_store import MilvusError, TrackRow, TrackStore
+from serving.milvus_store import VARCHAR_MAX_BYTES, FieldTooLong, MilvusError, TrackRow, TrackStore
+from tests.integration.conftest import MilvusTarget
 
 DIM = 16
 
@@ -106,8 +108,14 @@ def _row(
 
 
 @pytest.fixture
-def store(milvus: str, unique: str) -> Iterator[TrackStore]:
-    with TrackStore(uri=milvus, collection=f"tracks_{unique}", dim=DIM, timeout_s=30) as s:
+def store(milvus_target: MilvusTarget, unique: str) -> Iterator[TrackStore]:
+    with TrackStore(
+        uri=milvus_target.uri,
+        collection=f"tracks_{unique}",
+        dim=DIM,
+        timeout_s=30,
+        **milvus_target.store_options,
+    ) as s:
         s.ensure_collection()
         yield s
         s.drop()
@@ -213,3 +221,123 @@ def test_ensure_collection_idempotent_and_checks_dim(store: TrackStore, milvus: 
     with TrackStore(uri=milvus, collection=store.collection, dim=DIM + 1) as wrong:
         with pytest.raises(MilvusError):
             wrong.ensure_collection()
+
+
+def test_schema_limits_enforced_before_writing(store: TrackStore) -> None:
+    rng = np.random.default_rng(3)
+    store.upsert([_row(1, _vec(rng))])
+    # Lite would store a 300-character artist; the server would reject the whole batch.
+    too_long = _row(2, _vec(rng), artist="a" * 300)
+    with pytest.raises(FieldTooLong, match=r"artist_id is 300 bytes.*limit of 128"):
+        store.upsert([_row(3, _vec(rng)), too_long])
+    # Bytes, as the server counts them: 65 two-byte characters are 130 bytes.
+    with pytest.raises(FieldTooLong, match="genre is 130 bytes"):
+        store.upsert([_row(4, _vec(rng), genre="é" * 65)])
+    assert store.count() == 1  # nothing of the rejected batches was written
+    # Exactly at the limit is fine, on Lite and on the server.
+    at_limit = _row(5, _vec(rng), artist="b" * VARCHAR_MAX_BYTES["artist_id"])
+    store.upsert([at_limit])
+    assert store.get(["track-5"])["track-5"].artist_id == "b" * 128
+
+
+def test_indexes_as_configured(store: TrackStore, milvus_target: MilvusTarget) -> None:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_target.uri)
+    try:
+        assert set(client.list_indexes(store.collection)) >= {"embedding", "uploaded_at"}
+        vec = client.describe_index(store.collection, "embedding")
+        scalar = client.describe_index(store.collection, "uploaded_at")
+    finally:
+        client.close()
+    assert vec["index_type"] == milvus_target.store_options["index_type"]
+    assert scalar["index_type"] == milvus_target.store_options["scalar_index"]
+    if vec["index_type"] == "HNSW":
+        assert int(vec["M"]) == 16 and int(vec["efConstruction"]) == 200
+
+
+def test_bounded_reads_skip_the_time_tick_and_see_other_writers(
+    store: TrackStore, milvus_target: MilvusTarget
+) -> None:
+    """Recommendation reads are Bounded: fast (no wait for the server's time tick), and a
+    row written by another client becomes visible within the graceful time (5 s)."""
+    rng = np.random.default_rng(5)
+    store.upsert([_row(i, _vec(rng)) for i in range(20)])
+    opts = {**milvus_target.store_options}
+
+    def median_search_s(reader: TrackStore) -> float:
+        q = _vec(rng)
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            reader.search(q, k=5)
+            times.append(time.perf_counter() - t0)
+        return sorted(times)[len(times) // 2]
+
+    uri, name = milvus_target.uri, store.collection
+    with (
+        TrackStore(uri=uri, collection=name, dim=DIM, **opts) as bounded,
+        TrackStore(
+            uri=uri, collection=name, dim=DIM, **{**opts, "consistency": "Strong"}
+        ) as strong,
+    ):
+        fast, slow = median_search_s(bounded), median_search_s(strong)
+        if milvus_target.mode == "server":
+            # Strong waits for the next time tick (~200 ms); Bounded does not (~2 ms).
+            assert fast * 4 < slow, (fast, slow)
+        assert fast < 0.1, fast
+        # Another writer's row: the Bounded reader (no writes of its own) sees it in time.
+        v = _vec(rng)
+        store.upsert([_row(500, v)])
+        deadline = time.monotonic() + store.graceful_s + 2.0
+        while time.monotonic() < deadline:
+            hits = bounded.search(v, k=1)
+            if hits and hits[0].track_id == "track-500":
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("a row written by another client never became visible")
+
+
+# --- consumer lag ----------------------------------------------------------------------
+
+
+def test_lag_reader_reports_committed_vs_end_offsets(broker: str, unique: str) -> None:
+    from kafka.admin import KafkaAdminClient
+    from kafka.structs import OffsetAndMetadata
+
+    from infra.lag import LagCollector, LagReader
+    from streams.metrics import Metrics
+
+    topic, idle, group = f"lag-{unique}", f"idle-{unique}", f"group-{unique}"
+    ensure_topics(broker, [topic, idle], partitions=2, timeout_s=20)
+    producer = KafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=0, batch_size=1)
+    try:
+        for i in range(10):  # one record per batch: Tansu's end offsets are exact then
+            producer.send(topic, key=b"k", value=str(i).encode(), partition=i % 2).get(timeout=20)
+    finally:
+        producer.close(timeout=5)
+    with KafkaAdminClient(bootstrap_servers=broker) as admin:
+        admin.alter_group_offsets(group, {TopicPartition(topic, 0): OffsetAndMetadata(2, "", -1)})
+
+    with LagReader(bootstrap=broker, group_id=group, topics=[topic, idle], timeout_s=10) as r:
+        snapshot = {(p.topic, p.partition): p for p in r.read()}
+    assert snapshot[(topic, 0)].committed == 2 and snapshot[(topic, 0)].end == 5
+    assert snapshot[(topic, 0)].lag == 3
+    # Nothing committed yet: the whole partition is lag (workers start from the earliest).
+    assert snapshot[(topic, 1)].committed == -1 and snapshot[(topic, 1)].lag == 5
+    assert snapshot[(idle, 0)].lag == 0 and snapshot[(idle, 1)].lag == 0
+
+    metrics = Metrics()
+    collector = LagCollector(reader=LagReader(bootstrap=broker, group_id=group), metrics=metrics)
+    with collector.reader:
+        assert {(p.topic, p.partition) for p in collector.collect_once()} == {(topic, 0)}
+    assert (
+        metrics.registry.get_sample_value(
+            "resonate_consumer_lag_messages", {"topic": topic, "partition": "0"}
+        )
+        == 3
+    )
+    assert (
+        metrics.registry.get_sample_value("resonate_lag_collections_total", {"outcome": "ok"}) == 1
+    )

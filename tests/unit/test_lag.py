@@ -1,0 +1,43 @@
+"""The lag collector's gauges from offset snapshots (no broker: see the integration test)."""
+
+from __future__ import annotations
+
+from infra.lag import LagCollector, LagError, LagReader, PartitionLag
+from streams.metrics import Metrics
+
+
+def _gauge(m: Metrics, name: str, topic: str, partition: int) -> float | None:
+    return m.registry.get_sample_value(name, {"topic": topic, "partition": str(partition)})
+
+
+def test_lag_seconds_counts_from_when_the_partition_was_last_caught_up() -> None:
+    m = Metrics()
+    c = LagCollector(reader=LagReader(bootstrap="127.0.0.1:1", group_id="g"), metrics=m)
+    c.observe([PartitionLag("t", 0, committed=5, end=5)], now=100.0)
+    assert _gauge(m, "resonate_consumer_lag_seconds", "t", 0) == 0.0
+    c.observe([PartitionLag("t", 0, committed=5, end=9)], now=103.0)
+    assert _gauge(m, "resonate_consumer_lag_messages", "t", 0) == 4
+    assert _gauge(m, "resonate_consumer_lag_seconds", "t", 0) == 3.0  # behind since t=100
+    c.observe([PartitionLag("t", 0, committed=8, end=12)], now=110.0)
+    assert _gauge(m, "resonate_consumer_lag_seconds", "t", 0) == 10.0  # never caught up
+    c.observe([PartitionLag("t", 0, committed=12, end=12)], now=111.0)
+    assert _gauge(m, "resonate_consumer_lag_seconds", "t", 0) == 0.0
+    assert _gauge(m, "resonate_consumer_lag_messages", "t", 0) == 0
+
+
+def test_uncommitted_partition_lag_is_its_end_offset() -> None:
+    assert PartitionLag("t", 1, committed=-1, end=7).lag == 7
+    assert PartitionLag("t", 1, committed=9, end=7).lag == 0  # never negative
+
+
+def test_unreachable_broker_is_counted_not_raised() -> None:
+    m = Metrics()
+    reader = LagReader(bootstrap="127.0.0.1:1", group_id="g", timeout_s=0.5)
+    c = LagCollector(reader=reader, metrics=m)
+    assert c.collect_once() == []  # not opened: LagError inside, counted
+    assert m.registry.get_sample_value("resonate_lag_collections_total", {"outcome": "error"}) == 1
+    try:
+        with reader:
+            raise AssertionError("a closed port must not connect")
+    except LagError as exc:
+        assert "127.0.0.1:1" in str(exc)
