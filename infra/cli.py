@@ -188,6 +188,10 @@ def eval_(
         str,
         typer.Option(help="Paired per-user differences, e.g. 'hybrid:itemknn,sasrec:bpr'."),
     ] = "",
+    fusion_weights_out: Annotated[
+        Path | None,
+        typer.Option(help="Publish the hybrid models' chosen fusion weights as DIR/<version>/."),
+    ] = None,
 ) -> None:
     """Train and evaluate recommenders on a listening log; print Table-2-style results."""
     import torch
@@ -208,9 +212,11 @@ def eval_(
     pairs = [p.split(":") for p in compare.split(",") if p]
     if any(len(p) != 2 or not set(p) <= set(names) for p in pairs):
         raise typer.BadParameter("--compare takes a:b pairs of evaluated --models")
+    if fusion_weights_out is not None and not {"hybrid", "hybrid-sasrec"} & set(names):
+        raise typer.BadParameter("--fusion-weights-out needs hybrid and/or hybrid-sasrec models")
     # One thread per run by default: the numbers are then comparable between parallel runs.
     torch.set_num_threads(threads)
-    evaluate(
+    report = evaluate(
         dataset=dataset,
         path=path or default[dataset],
         models=names,
@@ -223,6 +229,10 @@ def eval_(
         max_seconds=max_seconds,
         compare=[(a, b) for a, b in pairs],
     )
+    if fusion_weights_out is not None:
+        from models.recsys.weights_export import publish_from_report
+
+        typer.echo(str(publish_from_report(report, fusion_weights_out)))
 
 
 @app.command("convert-musicnn")

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -216,13 +217,13 @@ def evaluate_model(
 
 def _fit_and_score(
     model: Recommender, data: Dataset, seed: int, sampled: int = 0
-) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Fit one model, score the test cases; per-case metrics and the run's summary."""
     t0 = time.monotonic()
     model.fit(data)
     fit_s = time.monotonic() - t0
     per_case = evaluate_model(model, data, seed, sampled)
-    run = {
+    run: dict[str, Any] = {
         "seed": seed,
         "fit_seconds": round(fit_s, 2),
         "eval_seconds": round(time.monotonic() - t0 - fit_s, 2),
@@ -230,6 +231,9 @@ def _fit_and_score(
         "epochs": int(getattr(model, "epochs_run", 0)),
         **{k: float(v.mean()) for k, v in per_case.items()},
     }
+    if isinstance(model, HybridRec):
+        # The validation choice by fusion signal (resonate eval --fusion-weights-out).
+        run["weights"] = model.mix_weights().model_dump()
     return per_case, run
 
 
@@ -272,7 +276,7 @@ def run_eval(
     }
     for name in models:
         per_seed: list[dict[str, np.ndarray]] = []
-        info: list[dict[str, float]] = []
+        info: list[dict[str, Any]] = []
         for seed in seeds:
             tag = f"{dataset}_{path.stem}_{name}_s{seed}{'_quick' if quick else ''}"
             # The wall-clock cap is a budget, not part of a run's identity: it is kept in the
