@@ -98,11 +98,11 @@ def load(dataset: str, path: Path) -> Dataset:
     if dataset == "30music":
         return load_30music(path)
     if dataset == "events":
-        return load_events(path)
+        return load_events(path, view="typed")
     if dataset == "events-dropskips":
-        return drop_skips(load_events(path))
+        return drop_skips(load_events(path, view="typed"))
     if dataset == "events-skipsasplays":
-        return skips_as_plays(load_events(path))
+        return skips_as_plays(load_events(path, view="typed"))
     if dataset in ("hetrec", "hetrec-leakfree"):
         return load_hetrec_tags(path, leak_free=dataset == "hetrec-leakfree", time_rule="first_row")
     raise ValueError(f"unknown dataset {dataset!r}")
