@@ -235,6 +235,27 @@ def eval_(
         typer.echo(str(publish_from_report(report, fusion_weights_out)))
 
 
+@app.command("eval-audio")
+def eval_audio(
+    out: Annotated[Path | None, typer.Option(help="Write the figures as JSON here.")] = None,
+    audio_dir: Annotated[
+        Path | None, typer.Option(help="Clips with manifest.csv; default <data_dir>/audio.")
+    ] = None,
+) -> None:
+    """Same-track and same-style retrieval of the real clips: MusiCNN vs tags, MFCC, random."""
+    import json
+
+    from models.audio_eval import evaluate_audio, markdown
+
+    _logging()
+    settings = _settings()
+    result = evaluate_audio(audio_dir or settings.data_dir / "audio", settings.weights_path)
+    typer.echo(markdown(result))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+
+
 @app.command("convert-musicnn")
 def convert_musicnn(
     out: Annotated[Path | None, typer.Option(help="Where to write the weights.")] = None,
