@@ -239,6 +239,10 @@ def eval_(
         str,
         typer.Option(help="Paired per-user differences, e.g. 'hybrid:itemknn,sasrec:bpr'."),
     ] = "",
+    fusion_weights_out: Annotated[
+        Path | None,
+        typer.Option(help="Publish the hybrid models' chosen fusion weights as DIR/<version>/."),
+    ] = None,
 ) -> None:
     """Train and evaluate recommenders on a listening log; print Table-2-style results."""
     import torch
@@ -259,9 +263,11 @@ def eval_(
     pairs = [p.split(":") for p in compare.split(",") if p]
     if any(len(p) != 2 or not set(p) <= set(names) for p in pairs):
         raise typer.BadParameter("--compare takes a:b pairs of evaluated --models")
+    if fusion_weights_out is not None and not {"hybrid", "hybrid-sasrec"} & set(names):
+        raise typer.BadParameter("--fusion-weights-out needs hybrid and/or hybrid-sasrec models")
     # One thread per run by default: the numbers are then comparable between parallel runs.
     torch.set_num_threads(threads)
-    evaluate(
+    report = evaluate(
         dataset=dataset,
         path=path or default[dataset],
         models=names,
@@ -274,6 +280,31 @@ def eval_(
         max_seconds=max_seconds,
         compare=[(a, b) for a, b in pairs],
     )
+    if fusion_weights_out is not None:
+        from models.recsys.weights_export import publish_from_report
+
+        typer.echo(str(publish_from_report(report, fusion_weights_out)))
+
+
+@app.command("eval-audio")
+def eval_audio(
+    out: Annotated[Path | None, typer.Option(help="Write the figures as JSON here.")] = None,
+    audio_dir: Annotated[
+        Path | None, typer.Option(help="Clips with manifest.csv; default <data_dir>/audio.")
+    ] = None,
+) -> None:
+    """Same-track and same-style retrieval of the real clips: MusiCNN vs tags, MFCC, random."""
+    import json
+
+    from models.audio_eval import evaluate_audio, markdown
+
+    _logging()
+    settings = _settings()
+    result = evaluate_audio(audio_dir or settings.data_dir / "audio", settings.weights_path)
+    typer.echo(markdown(result))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
 
 
 @app.command("convert-musicnn")

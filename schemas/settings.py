@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         description="Folder of trained user-encoder versions (`resonate train --out`); set = "
         "Triton serves the newest as `user_model_name` and fusion adds its candidates.",
     )
+    fusion_weights_dir: Path | None = Field(
+        None,
+        description="Folder of fusion-weights versions (`resonate eval --fusion-weights-out`); "
+        "the newest is used and reloaded without a restart. None = the built-in artifact.",
+    )
     user_model_name: str = Field("user_encoder", description="Triton name of the user encoder.")
     user_model_top_n: int = Field(100, description="Tracks the user encoder returns per call.")
     user_model_timeout_s: float = Field(

@@ -9,6 +9,10 @@ popularity covers listeners with no usable history. When a trained user (sequenc
 encoder is served, its top-N next tracks join as a ``sequence`` component
 (``SEQUENCE_WEIGHTS``); without one the weights are ``DEFAULT_WEIGHTS`` and the ranking is
 exactly the training-free one.
+
+The scoring itself is ``models.fusion_rule.fuse`` (each signal scaled by its maximum over the
+candidates, then mixed), the same function the offline ``hybrid`` models rank with; the
+default mixes are the committed fusion-weights artifact (``models.fusion_weights.builtin``).
 """
 
 from __future__ import annotations
@@ -19,33 +23,51 @@ from typing import Protocol
 
 import numpy as np
 
+from models.fusion_rule import MixWeights, scale_signals, weighted_parts
+from models.fusion_weights import builtin
 from schemas.events import InteractionType, RecommendedItem
 from streams.state import HistoryItem
+
+_BASE = builtin().base.weights
 
 
 @dataclass(frozen=True)
 class FusionWeights:
-    """How the signals are mixed; each component is scaled to [0, 1] first."""
+    """How the signals are mixed (each scaled by its maximum first) and how the listener's
+    taste vector is built. The mix defaults are the built-in artifact's ``base`` mix."""
 
-    audio: float = 0.45  # similarity of the track's audio to the listener's taste
-    collab: float = 0.45  # co-played with the listener's recent tracks
-    popularity: float = 0.1  # plays net of skips, across all listeners
-    fresh: float = 0.05  # bonus for a track uploaded recently (item cold start)
-    sequence: float = 0.0  # the served sequence model's next-track score (0: not served)
+    audio: float = _BASE.audio  # similarity of the track's audio to the listener's taste
+    collab: float = _BASE.collab  # co-played with the listener's recent tracks
+    popularity: float = _BASE.popularity  # plays net of skips, across all listeners
+    fresh: float = _BASE.fresh  # bonus for a track uploaded recently (item cold start)
+    sequence: float = _BASE.sequence  # the served sequence model's score (0: not served)
     recency_decay: float = 0.85  # weight of the n-th most recent event is decay**n
     like_boost: float = 2.0  # a like counts this many plays in the user vector
     skip_weight: float = 0.5  # how hard skipped audio pushes the user vector away
     fresh_window_ms: int = 24 * 3600 * 1000  # "recent" upload window
 
+    @classmethod
+    def from_mix(cls, mix: MixWeights, **taste: float) -> FusionWeights:
+        """Weights with an artifact's mix (``models.fusion_weights``); ``taste`` overrides the
+        user-vector fields (``recency_decay`` ...)."""
+        return cls(**mix.model_dump(), **taste)  # type: ignore[arg-type]
 
-# The mixes follow the offline tables (docs/results.md, "Served configuration"): the same rule
-# over full rankings ("hybrid") picked content 0.5 / co-occurrence 0.5 / popularity 0 on the
-# validation splits of both benchmarks, and with SASRec added ("hybrid-sasrec", 30Music)
-# content ~0.3 / co-occurrence ~0.2 / sequence ~0.5 / popularity 0. Popularity keeps a small
-# weight here because it is the only signal for a listener with no history yet, a case the
-# offline test users never are.
-DEFAULT_WEIGHTS = FusionWeights()
-SEQUENCE_WEIGHTS = FusionWeights(audio=0.3, collab=0.2, popularity=0.05, sequence=0.45)
+    def mix(self) -> MixWeights:
+        """The signal weights alone (what ``models.fusion_rule.fuse`` takes)."""
+        return MixWeights(
+            audio=self.audio,
+            collab=self.collab,
+            popularity=self.popularity,
+            fresh=self.fresh,
+            sequence=self.sequence,
+        )
+
+
+# The mixes are the committed fusion-weights artifact (models/artifacts/fusion/, provenance
+# inside): the validation choices of the offline "hybrid" / "hybrid-sasrec" (docs/results.md,
+# "Served configuration") with a small popularity weight for listeners with no history yet.
+DEFAULT_WEIGHTS = FusionWeights.from_mix(builtin().base.weights)
+SEQUENCE_WEIGHTS = FusionWeights.from_mix(builtin().sequence.weights)
 
 
 @dataclass(frozen=True)
@@ -131,12 +153,6 @@ def collab_scores(
     return {t: (sc, via[t]) for t, sc in score.items()}
 
 
-def _scaled(values: Sequence[float]) -> list[float]:
-    """Scale to [0, 1] by the maximum; an all-zero list stays zero."""
-    m = max(values, default=0.0)
-    return [v / m if m > 0 else 0.0 for v in values]
-
-
 class Titled(Protocol):
     """A stored track as the fusion agent gets it from Milvus (``TrackRow`` or ``Hit``)."""
 
@@ -198,20 +214,12 @@ def rank(
     pool = list(merged.values())
     if not pool:
         return []
-    audio = _scaled([max(0.0, c.audio) for c in pool])
-    collab = _scaled([c.collab for c in pool])
-    pop = _scaled([c.popularity for c in pool])
-    seq = _scaled([max(0.0, c.sequence) for c in pool])
+    parts_of = weighted_parts(scale_signals(candidate_signals(pool)), w.mix())
     scored = []
-    for c, a, co, p, sq in zip(pool, audio, collab, pop, seq, strict=True):
-        parts = {
-            "audio": w.audio * a,
-            "collab": w.collab * co,
-            "popularity": w.popularity * p,
-            "fresh": w.fresh * float(c.fresh),
-            # Last: with no sequence model it is 0 and changes neither sums nor reasons.
-            "sequence": w.sequence * sq,
-        }
+    for n, c in enumerate(pool):
+        # In SIGNALS order, sequence last: without a sequence model it is 0 and changes
+        # neither sums nor reasons.
+        parts = {name: float(v[n]) for name, v in parts_of.items()}
         scored.append((sum(parts.values()), c, parts))
     # Ties (e.g. cold users with equal popularity) break on track id: deterministic output.
     scored.sort(key=lambda s: (-s[0], s[1].track_id))
@@ -230,6 +238,17 @@ def rank(
         if len(out) == k:
             break
     return out
+
+
+def candidate_signals(pool: Sequence[Candidate]) -> dict[str, np.ndarray]:
+    """The raw signals of ``models.fusion_rule`` per candidate (one array each)."""
+    return {
+        "audio": np.array([c.audio for c in pool], dtype=np.float64),
+        "collab": np.array([c.collab for c in pool], dtype=np.float64),
+        "popularity": np.array([c.popularity for c in pool], dtype=np.float64),
+        "fresh": np.array([float(c.fresh) for c in pool], dtype=np.float64),
+        "sequence": np.array([c.sequence for c in pool], dtype=np.float64),
+    }
 
 
 def _merge(a: Candidate, b: Candidate) -> Candidate:

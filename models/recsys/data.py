@@ -13,12 +13,15 @@ Two real logs are supported (read in place; paths are parameters):
   the user (training events + earlier test events). Validation (for early stopping) is carved
   out of training: each user's last training event is predicted from the earlier ones and is
   removed from the model's training sequence (kept in test histories).
-* **Interaction events (JSON lines, our public ``interactions`` contract)** -- ``load_events``:
+* **Interaction events (JSON lines, our public ``interactions`` contract)** -- one reader
+  (``read_interactions``: validated, deduplicated by ``event_id``, invalid lines skipped) and
+  two views (``load_events(view=...)``). ``typed`` (evaluation):
   per-user chronological ``(item, type)`` sequences with ``type`` in play/skip/like. Split
   leave-last-out on *positive* events (play or like): test predicts the user's last positive
   event from every event before it (skips included), valid the second-to-last positive event,
   training is everything before the valid target. A skip is never a target. ``drop_skips`` and
-  ``skips_as_plays`` turn a typed dataset into the two skip-unaware baselines.
+  ``skips_as_plays`` turn a typed dataset into the two skip-unaware baselines. ``positives``
+  (training the served model): skips removed, S3-Rec's leave-last-out as for Last.fm.
 
 Side information: ``load_lastfm`` also reads ``LastFM_item2attributes.json`` next to
 ``LastFM.txt`` when present (S3-Rec's item -> tag ids) into ``Dataset.content``, a multi-hot
@@ -32,11 +35,15 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 PLAY, SKIP, LIKE = 0, 1, 2
 """Event-type codes of typed datasets (``Dataset.train_types``, ``EvalCase.history_types``)."""
@@ -295,29 +302,68 @@ def split_typed(
     )
 
 
-def load_events(path: Path, min_positive: int = 3) -> Dataset:
-    """Load a JSON-lines log of ``schemas.events.Interaction`` events (duplicate ``event_id``s
-    count once; ties in ``occurred_at`` keep file order) and ``split_typed`` it."""
+EventView = Literal["typed", "positives"]
+"""How ``load_events`` reads a log: ``typed`` keeps every event with its type (skip-aware
+evaluation); ``positives`` drops skips before anything else (what the served sequence model is
+fed and trained on: items only ever skipped are not in its catalogue)."""
+
+
+def read_interactions(path: Path) -> list[tuple[str, str, int]]:
+    """The one reader of ``interactions`` JSON-lines logs: ``(user, track, type code)`` in
+    per-user time order (``occurred_at``, file order breaks ties). Invalid lines are skipped
+    with a warning; a replayed ``event_id`` counts once."""
     from schemas.events import Interaction
 
     seen: set[str] = set()
     rows: list[tuple[str, float, int, str, int]] = []
+    bad = 0
     with Path(path).open() as fh:
         for n, line in enumerate(fh):
             if not line.strip():
                 continue
-            ev = Interaction.model_validate_json(line)
+            try:
+                ev = Interaction.model_validate_json(line)
+            except ValueError:
+                bad += 1
+                log.warning("line %d of %s is not an interaction; skipped", n + 1, path)
+                continue
             if ev.event_id in seen:
                 continue
             seen.add(ev.event_id)
             rows.append(
                 (ev.user_id, ev.occurred_at.timestamp(), n, ev.track_id, TYPE_CODES[ev.type])
             )
+    if bad:
+        log.warning("%s: %d invalid lines skipped", path, bad)
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
-    seqs: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for user, _, _, item, typ in rows:
-        seqs[user].append((item, typ))
-    return split_typed("events", dict(seqs), min_positive)
+    return [(user, item, typ) for user, _, _, item, typ in rows]
+
+
+def load_events(path: Path, *, view: EventView = "typed", min_positive: int = 3) -> Dataset:
+    """Load an ``interactions`` log (``read_interactions``) in one of its views and split it
+    leave-last-out on positive events; users with fewer than ``min_positive`` positives are
+    left out. ``typed``: ``split_typed`` (skip-aware, history not excluded). ``positives``:
+    skips dropped, ``split_leave_last_out`` (history excluded, as the fusion agent excludes
+    what the listener heard) -- the training view of ``resonate train --dataset events``."""
+    events = read_interactions(path)
+    if view == "typed":
+        seqs: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for user, item, typ in events:
+            seqs[user].append((item, typ))
+        return split_typed("events", dict(seqs), min_positive)
+    if view != "positives":
+        raise ValueError(f"unknown view {view!r}")
+    per_user: dict[str, list[str]] = defaultdict(list)
+    for user, item, typ in events:
+        if typ != SKIP:
+            per_user[user].append(item)
+    users = sorted(u for u, items in per_user.items() if len(items) >= min_positive)
+    if not users:
+        raise ValueError(f"{path}: no user with at least {min_positive} positive events")
+    item_ids = sorted({t for u in users for t in per_user[u]})
+    index = {t: k for k, t in enumerate(item_ids)}
+    seqs_pos = [[index[t] for t in per_user[u]] for u in users]
+    return split_leave_last_out("events", seqs_pos, len(item_ids), item_ids, users)
 
 
 def _filter_case(case: EvalCase, keep_skips: bool) -> EvalCase:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,11 +98,11 @@ def load(dataset: str, path: Path) -> Dataset:
     if dataset == "30music":
         return load_30music(path)
     if dataset == "events":
-        return load_events(path)
+        return load_events(path, view="typed")
     if dataset == "events-dropskips":
-        return drop_skips(load_events(path))
+        return drop_skips(load_events(path, view="typed"))
     if dataset == "events-skipsasplays":
-        return skips_as_plays(load_events(path))
+        return skips_as_plays(load_events(path, view="typed"))
     if dataset in ("hetrec", "hetrec-leakfree"):
         return load_hetrec_tags(path, leak_free=dataset == "hetrec-leakfree", time_rule="first_row")
     raise ValueError(f"unknown dataset {dataset!r}")
@@ -131,6 +132,54 @@ def make_model(
     return model
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainDefaults:
+    """One neural model's optimisation defaults in the harness."""
+
+    full: TrainConfig
+    quick: TrainConfig
+    """``--quick`` (CI): few epochs, short patience, a wall-clock cap."""
+    small_batch_size: int | None = None
+    """Batch size on event logs (``events*``: hundreds of users, one window each, so large
+    batches give ~2 optimiser steps per epoch); None = unchanged."""
+
+    def config(self, *, quick: bool, dataset: str, seed: int) -> TrainConfig:
+        """The run's ``TrainConfig``."""
+        tc = self.quick if quick else self.full
+        if self.small_batch_size is not None and dataset.startswith("events"):
+            tc = replace(tc, batch_size=self.small_batch_size)
+        return replace(tc, seed=seed)
+
+
+_QUICK = TrainConfig(epochs=30, patience=3, eval_every=2)
+TRAIN_DEFAULTS: dict[str, TrainDefaults] = {
+    "sasrec": TrainDefaults(
+        full=TrainConfig(epochs=300, batch_size=256, patience=10, eval_every=2),
+        quick=replace(_QUICK, batch_size=256, max_seconds=40),
+        small_batch_size=32,
+    ),
+    # Without SASRec's LayerNorm the GRU needs many more steps: small batches, lr 3e-3
+    # (batch 256 / lr 1e-3 stayed at popularity level on the synthetic log).
+    "gru4rec": TrainDefaults(
+        full=TrainConfig(epochs=300, batch_size=64, lr=3e-3, patience=10, eval_every=2),
+        quick=replace(_QUICK, batch_size=64, lr=3e-3, max_seconds=40),
+        small_batch_size=32,
+    ),
+    # lr 3e-3 / batch 256 chosen on Last.fm validation NDCG@10 (0.041 after 4 epochs vs
+    # 0.026 with lr 1e-3 / batch 512); one Bi-LSTM epoch costs ~25 CPU-seconds there.
+    "dmmhyrec": TrainDefaults(
+        full=TrainConfig(epochs=200, batch_size=256, lr=3e-3, patience=3, eval_every=2),
+        quick=replace(_QUICK, batch_size=256, lr=3e-3, max_seconds=45),
+        small_batch_size=64,
+    ),
+    "bpr": TrainDefaults(
+        full=TrainConfig(batch_size=1024, lr=5e-3, patience=10, eval_every=2),
+        quick=replace(_QUICK, batch_size=1024, lr=5e-3, max_seconds=20),
+    ),
+}
+"""Per-model training defaults (every DMM-HyRec variant uses ``dmmhyrec``'s)."""
+
+
 def _make_model(name: str, seed: int, quick: bool, dataset: str) -> Recommender:
     if name == "random":
         return RandomRec(seed)
@@ -138,57 +187,21 @@ def _make_model(name: str, seed: int, quick: bool, dataset: str) -> Recommender:
         return PopRank()
     if name == "itemknn":
         return ItemKNN()
-    # Event logs (synthetic or early production) have only hundreds of users: SASRec/GRU4Rec
-    # train on one window per user, so batches of 256 would give ~2 optimiser steps per epoch.
-    small = dataset.startswith("events")
-    if name == "sasrec":
-        bs = 32 if small else 256
-        tc = (
-            TrainConfig(epochs=30, batch_size=bs, patience=3, eval_every=2, max_seconds=40)
-            if quick
-            else TrainConfig(epochs=300, batch_size=bs, patience=10, eval_every=2)
-        )
-        return SASRecRec(SASRecConfig(), replace(tc, seed=seed))
-    if name == "gru4rec":
-        # Without SASRec's LayerNorm the GRU needs many more steps: small batches, lr 3e-3
-        # (batch 256 / lr 1e-3 stayed at popularity level on the synthetic log).
-        bs = 32 if small else 64
-        tc = (
-            TrainConfig(epochs=30, batch_size=bs, lr=3e-3, patience=3, eval_every=2, max_seconds=40)
-            if quick
-            else TrainConfig(epochs=300, batch_size=bs, lr=3e-3, patience=10, eval_every=2)
-        )
-        return GRU4RecRec(GRU4RecConfig(), replace(tc, seed=seed))
-    if name in DMM_VARIANTS:
-        # lr 3e-3 / batch 256 chosen on Last.fm validation NDCG@10 (0.041 after 4 epochs vs
-        # 0.026 with lr 1e-3 / batch 512); one Bi-LSTM epoch costs ~25 CPU-seconds there.
-        bs = 64 if small else 256
-        tc = (
-            TrainConfig(epochs=30, batch_size=bs, lr=3e-3, patience=3, eval_every=2, max_seconds=45)
-            if quick
-            else TrainConfig(epochs=200, batch_size=bs, lr=3e-3, patience=3, eval_every=2)
-        )
-        return DMMHyRecRec(DMM_VARIANTS[name], replace(tc, seed=seed))
     if name == "contentknn":
         return ContentKNN()
     if name in HYBRIDS:
         return HybridRec([(c, _make_model(c, seed, quick, dataset)) for c in HYBRIDS[name]])
+    key = "dmmhyrec" if name in DMM_VARIANTS else name
+    if key not in TRAIN_DEFAULTS:
+        raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+    tc = TRAIN_DEFAULTS[key].config(quick=quick, dataset=dataset, seed=seed)
+    if name == "sasrec":
+        return SASRecRec(SASRecConfig(), tc)
+    if name == "gru4rec":
+        return GRU4RecRec(GRU4RecConfig(), tc)
     if name == "bpr":
-        tc = (
-            TrainConfig(
-                epochs=30,
-                batch_size=1024,
-                lr=5e-3,
-                patience=3,
-                eval_every=2,
-                max_seconds=20,
-                seed=seed,
-            )
-            if quick
-            else TrainConfig(batch_size=1024, lr=5e-3, patience=10, eval_every=2, seed=seed)
-        )
         return BPRRec(train_config=tc)
-    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+    return DMMHyRecRec(DMM_VARIANTS[name], tc)
 
 
 def evaluate_model(
@@ -216,13 +229,13 @@ def evaluate_model(
 
 def _fit_and_score(
     model: Recommender, data: Dataset, seed: int, sampled: int = 0
-) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Fit one model, score the test cases; per-case metrics and the run's summary."""
     t0 = time.monotonic()
     model.fit(data)
     fit_s = time.monotonic() - t0
     per_case = evaluate_model(model, data, seed, sampled)
-    run = {
+    run: dict[str, Any] = {
         "seed": seed,
         "fit_seconds": round(fit_s, 2),
         "eval_seconds": round(time.monotonic() - t0 - fit_s, 2),
@@ -230,6 +243,9 @@ def _fit_and_score(
         "epochs": int(getattr(model, "epochs_run", 0)),
         **{k: float(v.mean()) for k, v in per_case.items()},
     }
+    if isinstance(model, HybridRec):
+        # The validation choice by fusion signal (resonate eval --fusion-weights-out).
+        run["weights"] = model.mix_weights().model_dump()
     return per_case, run
 
 
@@ -272,7 +288,7 @@ def run_eval(
     }
     for name in models:
         per_seed: list[dict[str, np.ndarray]] = []
-        info: list[dict[str, float]] = []
+        info: list[dict[str, Any]] = []
         for seed in seeds:
             tag = f"{dataset}_{path.stem}_{name}_s{seed}{'_quick' if quick else ''}"
             # The wall-clock cap is a budget, not part of a run's identity: it is kept in the

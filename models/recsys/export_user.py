@@ -12,8 +12,9 @@ An artifact is a folder ``<out>/<version>/`` with
 A version is first written to a hidden temporary folder and then renamed into place, so a
 server polling ``<out>`` (``serving.user_model``) never sees a half-written artifact.
 
-``load_events`` reads a JSON-lines log in the public ``interactions`` format: per user, the
-chronological sequence of positive events (play, like); skips are left out.
+``--dataset events`` reads a JSON-lines log in the public ``interactions`` format through
+``models.recsys.data.load_events(view="positives")``: per user, the chronological sequence of
+positive events (play, like); skips are left out.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import logging
 import os
 import shutil
 import warnings
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.recsys.data import Dataset, load_30music, load_lastfm, split_leave_last_out
+from models.recsys.data import Dataset, load_30music, load_events, load_lastfm
 from models.recsys.dmmhyrec import DMMHyRec, DMMHyRecConfig
 from models.recsys.sasrec import SASRec, SASRecConfig
 from models.recsys.train import DMMHyRecRec, SASRecRec, TrainConfig
@@ -46,38 +46,6 @@ MODELS = ("sasrec", "dmmhyrec")
 MODEL_FILE, VOCAB_FILE, CARD_FILE = "model.pt", "vocab.json", "card.json"
 
 
-def load_events(path: Path) -> Dataset:
-    """Per-user chronological positive sequences from an ``interactions`` JSON-lines log.
-
-    Plays and likes are positives, skips are dropped; events are ordered by ``occurred_at``
-    (file order breaks ties). Users with fewer than 3 positives cannot be split
-    leave-last-out and are left out. Lines that are not valid events are skipped.
-    """
-    from schemas.events import Interaction, InteractionType
-
-    per_user: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
-    with Path(path).open() as fh:
-        for n, line in enumerate(fh):
-            if not line.strip():
-                continue
-            try:
-                ev = Interaction.model_validate_json(line)
-            except ValueError:
-                log.warning("line %d of %s is not an interaction; skipped", n + 1, path)
-                continue
-            if ev.type is InteractionType.SKIP:
-                continue
-            per_user[ev.user_id].append((ev.occurred_at.timestamp(), n, ev.track_id))
-    users = sorted(u for u, evs in per_user.items() if len(evs) >= 3)
-    if not users:
-        raise ValueError(f"{path}: no user with at least 3 positive events")
-    seqs_raw = [[t for _, _, t in sorted(per_user[u])] for u in users]
-    item_ids = sorted({t for s in seqs_raw for t in s})
-    index = {t: k for k, t in enumerate(item_ids)}
-    seqs = [[index[t] for t in s] for s in seqs_raw]
-    return split_leave_last_out("events", seqs, len(item_ids), item_ids, users)
-
-
 def load_dataset(name: str, path: Path) -> Dataset:
     """One of the supported logs (see ``DATASETS``)."""
     if name == "lastfm":
@@ -85,9 +53,9 @@ def load_dataset(name: str, path: Path) -> Dataset:
     if name == "30music":
         return load_30music(path)
     if name == "events":
-        # Our own loader (positives only), not the harness's typed one: the served model is
-        # fed the listener's positive history, so it is trained on exactly that.
-        return load_events(path)
+        # The positives view, not the harness's typed one: the served model is fed the
+        # listener's positive history, so it is trained on exactly that.
+        return load_events(path, view="positives")
     raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
 
 

@@ -1,13 +1,14 @@
 """Hybrid recommender: the fusion agent's scoring rule, offline.
 
-The streaming fusion agent (``streams/fusion.py``) ranks candidates by a weighted sum of
-per-signal scores, each scaled to [0, 1] first: audio similarity to the listener's profile
-(content KNN), co-plays with recent tracks (item co-occurrence), popularity and, when one is
-served, a trained sequence model. This is the same rule over full item rankings, so the
-offline tables measure what the pipeline does: every component is fitted on the training
-split, each row of its scores is min-max scaled, and the mixing weights are chosen on the
-validation split (grid over the simplex, validation NDCG@10), never on test. It is also
-paper 2's "hybrid" recommender (content KNN fused with a collaborative model).
+The streaming fusion agent (``streams/fusion.py``) and this model score with the same function,
+``models.fusion_rule.fuse``: a weighted sum of per-signal evidence, each signal scaled by its
+maximum first. The offline stand-ins of the signals (``COMPONENT_SIGNAL``) are content KNN for
+audio similarity, ItemKNN for co-plays, training counts for popularity and, when one is served,
+the sequence model's relative probability ``exp(logit - max)``. Every component is fitted on
+the training split, and the mixing weights are chosen on the validation split (grid over the
+simplex, validation NDCG@10), never on test; ``mix_weights`` names them by signal (what
+``resonate eval --fusion-weights-out`` publishes). It is also paper 2's "hybrid" recommender
+(content KNN fused with a collaborative model).
 """
 
 from __future__ import annotations
@@ -19,12 +20,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.fusion_rule import SIGNALS, MixWeights, mix, relative_probability, scale_by_max
 from models.recsys.baselines import Recommender
 from models.recsys.data import Dataset
 from models.recsys.metrics import full_ranking
 from models.recsys.train import score_cases
 
 log = logging.getLogger(__name__)
+
+COMPONENT_SIGNAL: dict[str, str] = {
+    "contentknn": "audio",
+    "itemknn": "collab",
+    "pop": "popularity",
+    "sasrec": "sequence",
+}
+"""Which fusion signal each offline component stands for (a component may also be named by
+its signal directly)."""
+
+
+def signal_of(component: str) -> str:
+    """The fusion signal of a component name (raises for a name that is neither)."""
+    name = COMPONENT_SIGNAL.get(component, component)
+    if name not in SIGNALS:
+        raise KeyError(f"{component!r} is no fusion component; known: {sorted(COMPONENT_SIGNAL)}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -45,13 +64,11 @@ def simplex_grid(k: int, step: float) -> list[tuple[float, ...]]:
     ]
 
 
-def scaled(scores: np.ndarray) -> np.ndarray:
-    """Each row min-max scaled to [0, 1] (a constant row becomes 0), as the fusion agent
-    scales each signal before mixing."""
-    lo = scores.min(axis=1, keepdims=True)
-    span = scores.max(axis=1, keepdims=True) - lo
-    out: np.ndarray = (scores - lo) / np.where(span > 0, span, 1.0)
-    return out
+def signal(component: str, scores: np.ndarray) -> np.ndarray:
+    """A component's scores [B, n_items] as its fusion signal, scaled by the row maximum: the
+    sequence model's logits become relative probabilities first (as the agent receives them)."""
+    raw = relative_probability(scores) if signal_of(component) == "sequence" else scores
+    return scale_by_max(raw)
 
 
 class HybridRec:
@@ -65,6 +82,8 @@ class HybridRec:
         config: HybridConfig | None = None,
     ) -> None:
         self.components = list(components)
+        if len({signal_of(n) for n, _ in self.components}) < len(self.components):
+            raise ValueError("two components stand for the same fusion signal")
         self.config = config or HybridConfig()
         self.weights: tuple[float, ...] = ()
         self.best_valid = float("nan")
@@ -77,7 +96,19 @@ class HybridRec:
         types: list[list[int]] | None = None,
     ) -> list[np.ndarray]:
         hist = [list(h) for h in histories]
-        return [scaled(score_cases(m, hist, list(users), types)) for _, m in self.components]
+        return [signal(n, score_cases(m, hist, list(users), types)) for n, m in self.components]
+
+    def _mixed(self, parts: list[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+        named = [signal_of(n) for n, _ in self.components]
+        w = MixWeights(**dict(zip(named, weights, strict=True)))
+        return mix(dict(zip(named, parts, strict=True)), w)
+
+    def mix_weights(self) -> MixWeights:
+        """The fitted weights by fusion signal (``models.fusion_rule``)."""
+        if not self.weights:
+            raise RuntimeError("fit first")
+        named = (signal_of(n) for n, _ in self.components)
+        return MixWeights(**dict(zip(named, self.weights, strict=True)))
 
     def fit(self, train: Dataset) -> None:
         """Fit every component, then pick the weights with the best validation NDCG@10.
@@ -94,9 +125,8 @@ class HybridRec:
         targets = [c.target for c in train.valid]
         best: tuple[float, tuple[float, ...]] = (-1.0, ())
         for w in simplex_grid(len(parts), self.config.step):
-            mixed = sum(wi * p for wi, p in zip(w, parts, strict=True))
             res = full_ranking(
-                np.asarray(mixed), targets, hist, train.exclude_history, ks=(10,), seed=0
+                self._mixed(parts, w), targets, hist, train.exclude_history, ks=(10,), seed=0
             )
             ndcg = float(res["NDCG@10"].mean())
             if ndcg > best[0]:
@@ -114,7 +144,6 @@ class HybridRec:
         users: Sequence[int] | None = None,
         types: list[list[int]] | None = None,
     ) -> np.ndarray:
-        """The weighted sum of the components' scaled scores [B, n_items]."""
+        """``models.fusion_rule.fuse`` of the components' signals [B, n_items]."""
         parts = self._scores(histories, users or [0] * len(histories), types)
-        out: np.ndarray = sum(w * p for w, p in zip(self.weights, parts, strict=True))  # type: ignore[assignment]
-        return out
+        return self._mixed(parts, self.weights)

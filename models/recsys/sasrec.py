@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from models.recsys.data import SKIP
+
 
 @dataclass(frozen=True)
 class SASRecConfig:
@@ -100,3 +102,42 @@ class SASRec(nn.Module):
     def last_logits(self, seq: torch.Tensor) -> torch.Tensor:
         """Next-item scores [B, n_items] after left-padded sequences [B, L]."""
         return self.logits(self.forward(seq)[:, -1])
+
+
+class TypedSASRec(SASRec):
+    """SASRec with an optional event-type embedding added to the item embedding.
+
+    Skips are read as negative evidence, not as context: no other position attends to a skip
+    and positions count positive events only, so the states of the positive events are
+    exactly those of the same history with its skips removed; a skip's own state sees the
+    skip (it is trained to predict the next positive after it), and the unlikelihood term of
+    ``SeqCERec`` pushes down the skipped track.
+    """
+
+    def __init__(self, n_items: int, config: SASRecConfig | None = None, n_types: int = 0):
+        super().__init__(n_items, config)
+        self.type_emb = (
+            nn.Embedding(n_types + 1, self.config.hidden, padding_idx=0) if n_types else None
+        )
+        if self.type_emb is not None:
+            nn.init.normal_(self.type_emb.weight, std=self.config.init_std)
+
+    def forward(self, seq: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states [B, L, hidden]; see ``SASRec.forward`` (types [B, L], 0 = padding)."""
+        if self.type_emb is None or types is None:
+            return super().forward(seq)
+        # SASRec.forward with the type embedding added and skips taken out of the context.
+        length = seq.shape[1]
+        skip = types == SKIP + 1  # [B, L]
+        positive = (seq > 0) & ~skip
+        # Position = L - 1 - (positives after this event): a skip shares the position of the
+        # positive before it, and the positives are placed as if the skips were not there.
+        after = positive.flip(1).long().cumsum(1).flip(1) - positive.long()  # [B, L]
+        pos = (length - 1 - after).clamp(min=0)
+        x = self.item_emb(seq) + self.type_emb(types) + self.pos_emb(pos)
+        x = self.dropout(self.norm(x))
+        causal = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
+        eye = torch.eye(length, dtype=torch.bool)[None]
+        mask = (causal[None] | ((seq == 0) | skip)[:, None, :]) & ~eye
+        out: torch.Tensor = self.encoder(x, mask=mask.repeat_interleave(self.config.n_heads, dim=0))
+        return out

@@ -15,9 +15,12 @@ context (``TypedSASRec``, the unlikelihood term of ``SeqCERec``, prediction at t
 positive event). ``score(..., types=...)`` takes the history types; use
 ``score_cases`` to call any ``Recommender`` with or without them.
 
-Both evaluate validation NDCG@10 (full ranking, the dataset's history-exclusion rule) every
-``eval_every`` epochs, keep the best weights and stop after ``patience`` evaluations without
-improvement or when ``max_seconds`` is spent. Everything is seeded.
+Each is a ``TrainTask`` (``prepare``: model and samples; ``batch_loss``) run by one ``Trainer``
+(RecBole-like: the model defines loss and score, the trainer owns the loop): seeding, Adam,
+shuffled mini-batches, validation NDCG@10 (full ranking, the dataset's history-exclusion rule)
+every ``eval_every`` epochs, the best weights kept, a stop after ``patience`` evaluations
+without improvement or when ``max_seconds`` is spent. Per-model defaults (full and quick runs)
+are ``evaluate.TRAIN_DEFAULTS``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -38,7 +42,7 @@ from models.recsys.data import SKIP, Dataset
 from models.recsys.dmmhyrec import DMMHyRec, DMMHyRecConfig
 from models.recsys.gru4rec import GRU4Rec, GRU4RecConfig
 from models.recsys.metrics import full_ranking
-from models.recsys.sasrec import SASRec, SASRecConfig
+from models.recsys.sasrec import SASRecConfig, TypedSASRec
 
 N_TYPES = 3
 """play / skip / like; model type ids are ``code + 1`` (0 = padding)."""
@@ -110,6 +114,58 @@ def early_stopping_fit(
     return best, epoch
 
 
+class TrainTask(Protocol):
+    """The model contract of ``Trainer``: build the model and its training samples, then the
+    loss of a batch of sample indices. The trainer owns seeding, the optimiser, epochs, early
+    stopping on validation NDCG@10 and the caps (``TrainConfig``)."""
+
+    def prepare(self, data: Dataset) -> tuple[nn.Module, int]:
+        """A fresh model (set it on the recommender, for validation scoring) and the number of
+        training samples; must not draw from the numpy generator."""
+        ...
+
+    def begin_epoch(self, rng: np.random.Generator) -> None:
+        """Per-epoch resampling (after the sample order is drawn); usually nothing."""
+        ...
+
+    def batch_loss(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        """The loss of the samples ``idx`` and how many targets it averages (for logging)."""
+        ...
+
+
+class Trainer:
+    """Mini-batch Adam over a ``TrainTask`` with early stopping (RecBole-like: models define
+    the loss and the score, the trainer owns the loop)."""
+
+    def __init__(self, *, config: TrainConfig) -> None:
+        self.config = config
+
+    def fit(
+        self, task: TrainTask, data: Dataset, valid_fn: Callable[[], float]
+    ) -> tuple[float, int]:
+        """Seed, build, train; returns (best validation score, epochs run), best weights kept."""
+        cfg = self.config
+        rng = seed_all(cfg.seed)
+        model, n = task.prepare(data)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        def epoch() -> float:
+            model.train()
+            order = rng.permutation(n)
+            task.begin_epoch(rng)
+            total, count = 0.0, 0
+            for start in range(0, n, cfg.batch_size):
+                loss, k = task.batch_loss(order[start : start + cfg.batch_size], rng)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * k
+                count += k
+            return total / max(count, 1)
+
+        return early_stopping_fit(model, epoch, valid_fn, cfg)
+
+
 def score_cases(
     model: object,
     histories: list[list[int]],
@@ -131,45 +187,6 @@ def valid_ndcg10(model: object, data: Dataset) -> float:
     scores = score_cases(model, hist, [c.user for c in data.valid], types)
     res = full_ranking(scores, [c.target for c in data.valid], hist, data.exclude_history, ks=(10,))
     return float(res["NDCG@10"].mean())
-
-
-class TypedSASRec(SASRec):
-    """SASRec with an optional event-type embedding added to the item embedding.
-
-    Skips are read as negative evidence, not as context: no other position attends to a skip
-    and positions count positive events only, so the states of the positive events are
-    exactly those of the same history with its skips removed; a skip's own state sees the
-    skip (it is trained to predict the next positive after it), and the unlikelihood term of
-    ``SeqCERec`` pushes down the skipped track.
-    """
-
-    def __init__(self, n_items: int, config: SASRecConfig | None = None, n_types: int = 0):
-        super().__init__(n_items, config)
-        self.type_emb = (
-            nn.Embedding(n_types + 1, self.config.hidden, padding_idx=0) if n_types else None
-        )
-        if self.type_emb is not None:
-            nn.init.normal_(self.type_emb.weight, std=self.config.init_std)
-
-    def forward(self, seq: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden states [B, L, hidden]; see ``SASRec.forward`` (types [B, L], 0 = padding)."""
-        if self.type_emb is None or types is None:
-            return super().forward(seq)
-        # SASRec.forward with the type embedding added and skips taken out of the context.
-        length = seq.shape[1]
-        skip = types == SKIP + 1  # [B, L]
-        positive = (seq > 0) & ~skip
-        # Position = L - 1 - (positives after this event): a skip shares the position of the
-        # positive before it, and the positives are placed as if the skips were not there.
-        after = positive.flip(1).long().cumsum(1).flip(1) - positive.long()  # [B, L]
-        pos = (length - 1 - after).clamp(min=0)
-        x = self.item_emb(seq) + self.type_emb(types) + self.pos_emb(pos)
-        x = self.dropout(self.norm(x))
-        causal = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
-        eye = torch.eye(length, dtype=torch.bool)[None]
-        mask = (causal[None] | ((seq == 0) | skip)[:, None, :]) & ~eye
-        out: torch.Tensor = self.encoder(x, mask=mask.repeat_interleave(self.config.n_heads, dim=0))
-        return out
 
 
 def _pad_left(rows: Sequence[Sequence[int]], m: int, shift: int = 1) -> torch.Tensor:
@@ -222,45 +239,42 @@ class SeqCERec:
         return _pad_left(histories, self.max_len)
 
     def fit(self, train: Dataset) -> None:
-        """Train on ``train.train`` with early stopping on ``train.valid``."""
-        cfg = self.train_config
-        rng = seed_all(cfg.seed)
-        self.typed = train.has_types
-        model = self.build(train.n_items, N_TYPES if self.typed else 0)
-        self.model = model
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        windows = self._windows(train.train, train.train_types if self.typed else None)
-
-        def epoch() -> float:
-            model.train()
-            order = rng.permutation(len(windows))
-            total, n = 0.0, 0
-            for start in range(0, len(order), cfg.batch_size):
-                batch = torch.from_numpy(windows[order[start : start + cfg.batch_size]])
-                inp, tgt = batch[:, 0, :-1], batch[:, 0, 1:]
-                # Skips are inputs only: never a target (type id of a skip is SKIP + 1).
-                valid = (tgt > 0) & (inp > 0)
-                skipped = valid & (batch[:, 1, 1:] == SKIP + 1)
-                keep = valid & ~skipped
-                hidden = model(inp, batch[:, 1, :-1] if self.typed else None)  # [B, L, h]
-                loss = F.cross_entropy(model.logits(hidden[keep]), tgt[keep] - 1)  # type: ignore[operator]
-                if self.typed and cfg.skip_unlikelihood > 0 and bool(skipped.any()):
-                    # Unlikelihood (Welleck et al. 2019): lower the probability the model gave
-                    # the track the listener then skipped.
-                    probs = torch.softmax(model.logits(hidden[skipped]), dim=-1)  # type: ignore[operator]
-                    p_skip = probs.gather(1, (tgt[skipped] - 1)[:, None]).squeeze(1)
-                    unlike = -torch.log1p(-p_skip.clamp(max=1 - 1e-6)).mean()
-                    loss = loss + cfg.skip_unlikelihood * unlike
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * int(keep.sum())
-                n += int(keep.sum())
-            return total / max(n, 1)
-
-        self.best_valid, self.epochs_run = early_stopping_fit(
-            model, epoch, lambda: valid_ndcg10(self, train), cfg
+        """Train on ``train.train`` with early stopping on ``train.valid`` (``Trainer``)."""
+        self.best_valid, self.epochs_run = Trainer(config=self.train_config).fit(
+            self, train, lambda: valid_ndcg10(self, train)
         )
+
+    def prepare(self, data: Dataset) -> tuple[nn.Module, int]:
+        """A fresh model and the training windows (``TrainTask``)."""
+        self.typed = data.has_types
+        self.model = self.build(data.n_items, N_TYPES if self.typed else 0)
+        self._train_windows = self._windows(data.train, data.train_types if self.typed else None)
+        return self.model, len(self._train_windows)
+
+    def begin_epoch(self, rng: np.random.Generator) -> None:
+        """Nothing to resample (``TrainTask``)."""
+
+    def batch_loss(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        """Full-softmax CE at every position whose target is positive, plus the skip
+        unlikelihood on typed logs (``TrainTask``)."""
+        model, cfg = self.model, self.train_config
+        assert model is not None
+        batch = torch.from_numpy(self._train_windows[idx])
+        inp, tgt = batch[:, 0, :-1], batch[:, 0, 1:]
+        # Skips are inputs only: never a target (type id of a skip is SKIP + 1).
+        valid = (tgt > 0) & (inp > 0)
+        skipped = valid & (batch[:, 1, 1:] == SKIP + 1)
+        keep = valid & ~skipped
+        hidden = model(inp, batch[:, 1, :-1] if self.typed else None)  # [B, L, h]
+        loss = F.cross_entropy(model.logits(hidden[keep]), tgt[keep] - 1)  # type: ignore[operator]
+        if self.typed and cfg.skip_unlikelihood > 0 and bool(skipped.any()):
+            # Unlikelihood (Welleck et al. 2019): lower the probability the model gave the
+            # track the listener then skipped.
+            probs = torch.softmax(model.logits(hidden[skipped]), dim=-1)  # type: ignore[operator]
+            p_skip = probs.gather(1, (tgt[skipped] - 1)[:, None]).squeeze(1)
+            unlike = -torch.log1p(-p_skip.clamp(max=1 - 1e-6)).mean()
+            loss = loss + cfg.skip_unlikelihood * unlike
+        return loss, int(keep.sum())
 
     @torch.no_grad()
     def score(
@@ -344,53 +358,52 @@ class DMMHyRecRec:
 
     def fit(self, train: Dataset) -> None:
         """Train on every transition of ``train.train`` with early stopping on ``train.valid``."""
-        cfg, mc = self.train_config, self.config
-        rng = seed_all(cfg.seed)
-        self.typed = train.has_types
-        content = torch.from_numpy(train.content) if train.content is not None else None
-        model = DMMHyRec(train.n_items, content, N_TYPES if self.typed else 0, mc)
-        seen = torch.zeros(train.n_items, dtype=torch.bool)
-        for s in train.train:
+        self.best_valid, self.epochs_run = Trainer(config=self.train_config).fit(
+            self, train, lambda: valid_ndcg10(self, train)
+        )
+
+    def prepare(self, data: Dataset) -> tuple[nn.Module, int]:
+        """A fresh model (warm = items seen in training) and the (prefix, next positive item)
+        samples (``TrainTask``)."""
+        mc = self.config
+        self.typed = data.has_types
+        content = torch.from_numpy(data.content) if data.content is not None else None
+        model = DMMHyRec(data.n_items, content, N_TYPES if self.typed else 0, mc)
+        seen = torch.zeros(data.n_items, dtype=torch.bool)
+        for s in data.train:
             seen[torch.as_tensor(s, dtype=torch.long)] = True
         model.set_warm(seen)
         self.model = model
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.n_items = data.n_items
         prefixes: list[list[int]] = []
         ptypes: list[list[int]] = []
         targets: list[int] = []
-        for u, s in enumerate(train.train):
-            ts = train.train_types[u] if self.typed else [0] * len(s)
+        for u, s in enumerate(data.train):
+            ts = data.train_types[u] if self.typed else [0] * len(s)
             for t in range(1, len(s)):
                 if ts[t] != SKIP:
                     lo = max(0, t - mc.max_len)
                     prefixes.append(s[lo:t])
                     ptypes.append(ts[lo:t])
                     targets.append(s[t])
-        seqs = _pad_right(prefixes, mc.max_len)
-        tys = _pad_right(ptypes, mc.max_len) * (seqs > 0)
-        tgt = torch.as_tensor(targets, dtype=torch.long)
+        self._seqs = _pad_right(prefixes, mc.max_len)
+        self._tys = _pad_right(ptypes, mc.max_len) * (self._seqs > 0)
+        self._tgt = torch.as_tensor(targets, dtype=torch.long)
+        return model, len(targets)
 
-        def epoch() -> float:
-            model.train()
-            order = torch.from_numpy(rng.permutation(len(tgt)))
-            total = 0.0
-            for start in range(0, len(order), cfg.batch_size):
-                idx = order[start : start + cfg.batch_size]
-                neg = None
-                if mc.loss == "bpr":
-                    neg = torch.from_numpy(
-                        rng.integers(0, train.n_items, (len(idx), mc.n_negatives))
-                    )
-                loss = model.loss(seqs[idx], tys[idx] if self.typed else None, tgt[idx], neg)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            return total / max(len(order), 1)
+    def begin_epoch(self, rng: np.random.Generator) -> None:
+        """Nothing to resample (``TrainTask``)."""
 
-        self.best_valid, self.epochs_run = early_stopping_fit(
-            model, epoch, lambda: valid_ndcg10(self, train), cfg
-        )
+    def batch_loss(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        """BPR over ``n_negatives`` uniform negatives, or CE (``TrainTask``)."""
+        model, mc = self.model, self.config
+        assert model is not None
+        at = torch.from_numpy(idx)
+        neg = None
+        if mc.loss == "bpr":
+            neg = torch.from_numpy(rng.integers(0, self.n_items, (len(idx), mc.n_negatives)))
+        tys = self._tys[at] if self.typed else None
+        return model.loss(self._seqs[at], tys, self._tgt[at], neg), len(idx)
 
     @torch.no_grad()
     def score(
@@ -426,39 +439,36 @@ class BPRRec:
 
     def fit(self, train: Dataset) -> None:
         """Train on the (user, item) pairs of ``train.train``."""
-        cfg = self.train_config
-        rng = seed_all(cfg.seed)
-        model = BPRMF(train.n_users, train.n_items, self.config)
-        self.model = model
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        users = np.array([u for u, s in enumerate(train.train) for _ in s], dtype=np.int64)
-        items = np.array([i for s in train.train for i in s], dtype=np.int64)
-        seen = {(int(u), int(i)) for u, i in zip(users, items, strict=True)}
-
-        def epoch() -> float:
-            model.train()
-            order = rng.permutation(len(users))
-            neg = rng.integers(0, train.n_items, size=len(users))
-            clash = [(int(u), int(j)) in seen for u, j in zip(users, neg, strict=True)]
-            for k in np.nonzero(clash)[0]:
-                neg[k] = rng.integers(0, train.n_items)
-            total = 0.0
-            for start in range(0, len(order), cfg.batch_size):
-                idx = order[start : start + cfg.batch_size]
-                loss = model.bpr_loss(
-                    torch.from_numpy(users[idx]),
-                    torch.from_numpy(items[idx]),
-                    torch.from_numpy(neg[idx]),
-                )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            return total / max(len(order), 1)
-
-        self.best_valid, self.epochs_run = early_stopping_fit(
-            model, epoch, lambda: valid_ndcg10(self, train), cfg
+        self.best_valid, self.epochs_run = Trainer(config=self.train_config).fit(
+            self, train, lambda: valid_ndcg10(self, train)
         )
+
+    def prepare(self, data: Dataset) -> tuple[nn.Module, int]:
+        """A fresh model and the (user, item) training pairs (``TrainTask``)."""
+        self.model = BPRMF(data.n_users, data.n_items, self.config)
+        self.n_items = data.n_items
+        self._users = np.array([u for u, s in enumerate(data.train) for _ in s], dtype=np.int64)
+        self._items = np.array([i for s in data.train for i in s], dtype=np.int64)
+        self._seen = {(int(u), int(i)) for u, i in zip(self._users, self._items, strict=True)}
+        return self.model, len(self._users)
+
+    def begin_epoch(self, rng: np.random.Generator) -> None:
+        """One uniform negative per pair for this epoch, redrawn where it is a positive."""
+        neg = rng.integers(0, self.n_items, size=len(self._users))
+        clash = [(int(u), int(j)) in self._seen for u, j in zip(self._users, neg, strict=True)]
+        for k in np.nonzero(clash)[0]:
+            neg[k] = rng.integers(0, self.n_items)
+        self._neg = neg
+
+    def batch_loss(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        """BPR loss of the batch's (user, positive, negative) triples (``TrainTask``)."""
+        assert self.model is not None
+        loss = self.model.bpr_loss(
+            torch.from_numpy(self._users[idx]),
+            torch.from_numpy(self._items[idx]),
+            torch.from_numpy(self._neg[idx]),
+        )
+        return loss, len(idx)
 
     @torch.no_grad()
     def score(

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from models.recsys.data import (
@@ -175,3 +176,28 @@ def test_sasrec_reads_skips_as_negative_evidence_not_as_context(tmp_path: Path) 
     # ... while which track was played does.
     assert not np.allclose(model.score([[*h, 11]], types=[[*plays, PLAY]]), base)
     assert not np.allclose(model.score([[3, 42, 5, 7, 9]], types=[[PLAY] * 5]), b)
+
+
+def test_one_reader_two_views(tmp_path: Path) -> None:
+    """Typed and positives views read the same events: bad lines skipped, replays once."""
+    f = tmp_path / "ev.jsonl"
+    rows = [
+        ("1", "play", "a", "x", 0),
+        ("2", "skip", "a", "y", 1),
+        ("3", "like", "a", "z", 2),
+        ("3", "like", "a", "z", 2),  # replayed event id: counted once in both views
+        ("4", "play", "a", "x", 4),
+        ("5", "play", "a", "v", 6),
+    ]
+    _write(f, rows)
+    with f.open("a") as fh:
+        fh.write("{not json\n")
+    typed = load_events(f, view="typed")
+    pos = load_events(f, view="positives")
+    assert typed.test[0].target == typed.item_ids.index("v")
+    assert [pos.item_ids[i] for i in pos.test[0].history] == ["x", "z", "x"]
+    assert [pos.item_ids[i] for i in pos.train[0]] == ["x", "z"]
+    assert "y" in typed.item_ids and "y" not in pos.item_ids  # only ever skipped
+    assert pos.exclude_history and not typed.exclude_history
+    with pytest.raises(ValueError):
+        load_events(f, view="nope")  # type: ignore[arg-type]

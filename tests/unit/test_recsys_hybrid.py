@@ -147,17 +147,19 @@ def test_contentknn_hand_made() -> None:
 
 def test_hybridrec_weights_follow_validation_and_match_the_best_component(data: Dataset) -> None:
     from models.recsys.baselines import ItemKNN
-    from models.recsys.hybrid import HybridRec, scaled, simplex_grid
+    from models.recsys.hybrid import HybridRec, signal, simplex_grid
 
     grid = simplex_grid(3, 0.5)
     assert sorted(grid) == sorted(
         [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)]
     )
+    # Scaled by the row maximum (models.fusion_rule); sequence logits as relative probabilities.
     np.testing.assert_allclose(
-        scaled(np.array([[1.0, 3.0, 2.0], [5.0, 5.0, 5.0]])), [[0, 1, 0.5], [0, 0, 0]]
+        signal("itemknn", np.array([[1.0, 4.0, 2.0], [0.0, 0.0, 0.0]])), [[0.25, 1, 0.5], [0, 0, 0]]
     )
+    np.testing.assert_allclose(signal("sasrec", np.log([[1.0, 4.0, 2.0]])), [[0.25, 1, 0.5]])
     # Random noise next to ItemKNN (which has learnt the walk): validation gives noise no weight.
-    hybrid = HybridRec([("random", RandomRec(0)), ("itemknn", ItemKNN())])
+    hybrid = HybridRec([("audio", RandomRec(0)), ("itemknn", ItemKNN())])
     knn = hit5(ItemKNN(), data)
     assert hit5(hybrid, data) >= knn > 0.5
     assert hybrid.weights[0] <= 0.2 and hybrid.best_valid > 0.3

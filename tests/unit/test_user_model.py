@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from models.recsys.data import load_events
 from models.recsys.dmmhyrec import DMMHyRec, DMMHyRecConfig
 from models.recsys.export_user import (
     export_artifact,
     latest_artifact,
     load_artifact,
-    load_events,
     new_version,
 )
 from models.recsys.sasrec import SASRec, SASRecConfig
@@ -117,7 +117,7 @@ def test_load_events_keeps_positives_in_time_order(tmp_path: Path) -> None:
     rows.append("{not json")
     path = tmp_path / "ev.jsonl"
     path.write_text("\n".join(rows) + "\n")
-    data = load_events(path)
+    data = load_events(path, view="positives")
     assert data.user_ids == ["u1"]
     assert data.item_ids == ["a", "b", "c", "d"]  # the skipped "x" is not an item
     assert data.train == [[0, 1]] and data.valid[0].target == 2 and data.test[0].target == 3

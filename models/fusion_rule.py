@@ -1,0 +1,101 @@
+"""The fusion rule: one scoring function for the streaming fusion agent and the offline hybrid.
+
+A recommendation mixes per-candidate *signals*, each a non-negative amount of evidence where
+0 means "this source says nothing about the item":
+
+* ``audio`` -- cosine of the track's audio embedding to the listener's taste (offline: the
+  content KNN cosine), negative values clipped to 0;
+* ``collab`` -- co-plays with the listener's recent tracks (offline: ItemKNN);
+* ``popularity`` -- plays net of skips (offline: training counts);
+* ``fresh`` -- 1 for a recent upload, else 0 (no upload times offline);
+* ``sequence`` -- the sequence model's probability relative to its top pick,
+  ``exp(logit - max logit)`` (:func:`relative_probability`).
+
+Each signal is **scaled by its maximum** over the candidates (:func:`scale_by_max`) and the
+scaled signals are summed with the weights of a :class:`MixWeights` (:func:`fuse`).
+
+Why max-scaling and not min-max: the fusion agent only sees each source's top candidates (the
+ANN hits, the co-played tracks, the most popular, the sequence model's top 100), while the
+offline protocol ranks the whole catalogue. With non-negative evidence and scaling by the
+maximum, an item's scaled signal is the same in both as long as the source's best item is in
+the pool (it always is: sources propose their best first); min-max would make it depend on the
+weakest candidate that happened to be fetched. Offline, the min over a full catalogue row is 0
+for every signal but popularity (whose minimum count is small), so for those signals the two
+scalings coincide there; the sequence signal is where they differ, and the relative probability
+is what the agent already used online.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SIGNALS: tuple[str, ...] = ("audio", "collab", "popularity", "fresh", "sequence")
+"""Signal names, in the order their weighted parts are summed."""
+
+
+class MixWeights(BaseModel):
+    """How much each scaled signal counts (non-negative; they need not sum to 1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    audio: float = Field(0.0, ge=0.0)
+    collab: float = Field(0.0, ge=0.0)
+    popularity: float = Field(0.0, ge=0.0)
+    fresh: float = Field(0.0, ge=0.0)
+    sequence: float = Field(0.0, ge=0.0)
+
+    def weight(self, signal: str) -> float:
+        """The weight of one signal of ``SIGNALS``."""
+        if signal not in SIGNALS:
+            raise KeyError(signal)
+        return float(getattr(self, signal))
+
+
+def scale_by_max(values: np.ndarray) -> np.ndarray:
+    """Negative values clipped to 0, then each row (last axis) divided by its maximum; an
+    all-zero row stays zero."""
+    x = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
+    m = x.max(axis=-1, keepdims=True) if x.size else np.zeros(x.shape[:-1] + (1,))
+    out: np.ndarray = x / np.where(m > 0, m, 1.0)
+    return out
+
+
+def relative_probability(logits: np.ndarray) -> np.ndarray:
+    """The sequence signal: ``exp(logit - max logit)`` per row, i.e. the model's softmax
+    probability of each item divided by that of its top pick (in (0, 1], the top pick 1)."""
+    x = np.asarray(logits, dtype=np.float64)
+    out: np.ndarray = np.exp(np.minimum(0.0, x - x.max(axis=-1, keepdims=True)))
+    return out
+
+
+def scale_signals(signals: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every signal scaled by its maximum (rows = lists, last axis = candidates)."""
+    unknown = set(signals) - set(SIGNALS)
+    if unknown:
+        raise KeyError(f"unknown signals {sorted(unknown)}; known: {SIGNALS}")
+    return {name: scale_by_max(v) for name, v in signals.items()}
+
+
+def weighted_parts(scaled: Mapping[str, np.ndarray], weights: MixWeights) -> dict[str, np.ndarray]:
+    """Each present signal's contribution ``weight * scaled`` (for scores and reasons)."""
+    return {s: weights.weight(s) * scaled[s] for s in SIGNALS if s in scaled}
+
+
+def mix(scaled: Mapping[str, np.ndarray], weights: MixWeights) -> np.ndarray:
+    """The score: the weighted parts summed in ``SIGNALS`` order (signals already scaled)."""
+    parts = list(weighted_parts(scaled, weights).values())
+    if not parts:
+        raise ValueError("no signals to fuse")
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return np.asarray(total, dtype=np.float64)
+
+
+def fuse(signals: Mapping[str, np.ndarray], weights: MixWeights) -> np.ndarray:
+    """Scores of the candidates (last axis): raw signals scaled by their maxima, then mixed.
+    A missing signal counts as all zero."""
+    return mix(scale_signals(signals), weights)

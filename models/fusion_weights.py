@@ -1,0 +1,230 @@
+"""Fusion weights as a versioned artifact, and the hot-reloading source the worker reads.
+
+An artifact is a folder ``<root>/<version>/weights.json`` (:class:`FusionArtifact`): two mixes
+of :class:`models.fusion_rule.MixWeights` -- ``base`` (no sequence model served) and
+``sequence`` (with one) -- each with its provenance (dataset, split, metric and value, the
+weights the validation split chose, any serving adjustment), plus the date and git commit.
+``resonate eval --fusion-weights-out DIR`` writes one from the hybrid models' validation
+choices (``models/recsys/weights_export.py``). A version is written to a hidden temporary
+folder and renamed into place, so a reader never sees half of one.
+
+The built-in defaults are the newest artifact committed under ``models/artifacts/fusion/``
+(:func:`builtin`): the configuration that ``docs/results.md`` ("Served configuration") serves.
+:class:`WeightsSource` serves a configured folder's newest version, or the built-in one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from models.fusion_rule import MixWeights
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "weights.json"
+BUILTIN_DIR = Path(__file__).parent / "artifacts" / "fusion"
+"""Committed artifacts; the newest is the built-in default."""
+
+
+class Provenance(BaseModel):
+    """Where one mix came from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset: str
+    """Benchmark name (``30music``, ``lastfm``, ``events`` ...)."""
+    sources: list[str]
+    """The benchmark files."""
+    model: str
+    """The offline model whose weight search chose the mix (``hybrid``, ``hybrid-sasrec``)."""
+    split: str = "validation"
+    metric: str = "NDCG@10"
+    value: float
+    """Mean of ``metric`` on ``split`` over the runs at their chosen weights."""
+    seeds: list[int]
+    chosen: MixWeights
+    """The validation choice (mean over runs) before any serving adjustment."""
+    runs: list[dict[str, Any]] = []
+    """Per (benchmark, seed): its chosen weights and validation value."""
+    adjustment: str = ""
+    """How the served mix differs from ``chosen`` and why (empty = served as chosen)."""
+
+
+class Mix(BaseModel):
+    """A served mix and its provenance."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weights: MixWeights
+    provenance: Provenance
+
+
+class FusionArtifact(BaseModel):
+    """The content of ``weights.json``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str
+    created_at: datetime
+    git_commit: str
+    base: Mix
+    """Mix without a sequence model (its ``sequence`` weight is 0)."""
+    sequence: Mix
+    """Mix with the served sequence model."""
+
+    def mix_for(self, *, with_sequence: bool) -> MixWeights:
+        """The weights to use for one refresh."""
+        return (self.sequence if with_sequence else self.base).weights
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The current commit (``+dirty`` with uncommitted changes), or ``unknown``."""
+    where = cwd or Path(__file__).parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def new_version(root: Path, now: datetime | None = None) -> str:
+    """``fusion-<yyyymmddHHMMSS>`` (UTC), suffixed ``-2``, ``-3`` ... if it exists already."""
+    base = f"fusion-{(now or datetime.now(UTC)).strftime('%Y%m%d%H%M%S')}"
+    version, k = base, 1
+    while (root / version).exists():
+        k += 1
+        version = f"{base}-{k}"
+    return version
+
+
+def publish(root: Path, artifact: FusionArtifact) -> Path:
+    """Write ``root/<artifact.version>/weights.json`` atomically (temporary folder, rename)."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / artifact.version
+    if final.exists():
+        raise FileExistsError(final)
+    tmp = root / f".tmp-{artifact.version}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        (tmp / WEIGHTS_FILE).write_text(artifact.model_dump_json(indent=2) + "\n")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote fusion weights %s", final)
+    return final
+
+
+def load(path: Path) -> FusionArtifact:
+    """Read and validate ``path/weights.json`` (``path`` = one version folder)."""
+    return FusionArtifact.model_validate_json((path / WEIGHTS_FILE).read_text())
+
+
+def latest(root: Path) -> Path | None:
+    """The newest complete version folder under ``root`` (by ``created_at``, then name)."""
+    best: tuple[float, str] | None = None
+    found: Path | None = None
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return None
+    for p in entries:
+        if p.name.startswith(".") or not (p / WEIGHTS_FILE).is_file():
+            continue
+        try:
+            created = datetime.fromisoformat(
+                json.loads((p / WEIGHTS_FILE).read_text())["created_at"]
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        key = (created.timestamp(), p.name)
+        if best is None or key > best:
+            best, found = key, p
+    return found
+
+
+@lru_cache(maxsize=1)
+def builtin() -> FusionArtifact:
+    """The newest artifact committed under ``models/artifacts/fusion/`` (the defaults)."""
+    path = latest(BUILTIN_DIR)
+    if path is None:
+        raise FileNotFoundError(f"no fusion weights artifact under {BUILTIN_DIR}")
+    return load(path)
+
+
+class WeightsSource:
+    """The fusion weights to use now: the newest version under ``dir`` (checked at most every
+    ``poll_s`` seconds, swapped in without a restart), or the built-in artifact when ``dir``
+    is None. A version that fails to load is logged and skipped; the current one stays.
+
+    Thread-safe; ``clock`` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        dir: Path | None = None,  # noqa: A002 -- the settings field's name
+        poll_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.dir = dir
+        self.poll_s = poll_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current = builtin()
+        self._path: Path | None = None
+        self._checked = float("-inf")
+        self._failed: set[tuple[Path, float]] = set()
+
+    def current(self) -> tuple[FusionArtifact, str]:
+        """(artifact, its version); looks for a newer version if ``poll_s`` has passed."""
+        with self._lock:
+            now = self._clock()
+            if self.dir is not None and now - self._checked >= self.poll_s:
+                self._checked = now
+                self._refresh(self.dir)
+            return self._current, self._current.version
+
+    def _refresh(self, root: Path) -> None:
+        path = latest(root)
+        if path is None or path == self._path:
+            return
+        try:
+            key = (path, (path / WEIGHTS_FILE).stat().st_mtime)
+        except OSError:
+            return
+        if key in self._failed:
+            return
+        try:
+            art = load(path)
+        except (OSError, ValueError, ValidationError) as exc:
+            self._failed.add(key)
+            log.warning(
+                "fusion weights %s not loaded (%s); keeping %s", path, exc, self._current.version
+            )
+            return
+        log.info("fusion weights: %s -> %s", self._current.version, art.version)
+        self._current, self._path = art, path
