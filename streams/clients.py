@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from models.fusion_weights import WeightsSource
 from models.spec import EncoderCard
 from schemas.settings import Settings
 from serving.milvus_store import TrackStore
@@ -36,6 +37,9 @@ class Deps:
     # Reads the track-deltas topic into the worker's catalog; None (unit tests) = the
     # catalog holds only what this process folds itself.
     feed_factory: Callable[[Catalog], CatalogFeed] | None = None
+    # The fusion weights artifact in force (hot-reloaded); None = the settings' folder or
+    # the built-in artifact.
+    weights: WeightsSource | None = None
 
 
 class Clients:

@@ -17,6 +17,7 @@ default mixes are the committed fusion-weights artifact (``models.fusion_weights
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -214,30 +215,42 @@ def rank(
     pool = list(merged.values())
     if not pool:
         return []
-    parts_of = weighted_parts(scale_signals(candidate_signals(pool)), w.mix())
-    scored = []
-    for n, c in enumerate(pool):
-        # In SIGNALS order, sequence last: without a sequence model it is 0 and changes
-        # neither sums nor reasons.
-        parts = {name: float(v[n]) for name, v in parts_of.items()}
-        scored.append((sum(parts.values()), c, parts))
+    parts_of = weighted_parts(scale_signals(candidate_signals(pool)), _mix_of(w))
+    # In SIGNALS order, sequence last: without a sequence model it is 0 and changes neither
+    # sums nor reasons. Summed as arrays (the same float additions, in the same order, as
+    # summing each candidate's parts); parts are looked at only for the items emitted.
+    columns = list(parts_of.values())
+    total = columns[0]
+    for col in columns[1:]:
+        total = total + col
+    totals = total.tolist()
     # Ties (e.g. cold users with equal popularity) break on track id: deterministic output.
-    scored.sort(key=lambda s: (-s[0], s[1].track_id))
+    order = sorted(range(len(pool)), key=lambda n: (-totals[n], pool[n].track_id))
     out: list[RecommendedItem] = []
     per_artist: dict[str, int] = {}
-    for score, c, parts in scored:
+    for n in order:
+        c = pool[n]
         if c.artist_id:
             if per_artist.get(c.artist_id, 0) >= max_per_artist:
                 continue
             per_artist[c.artist_id] = per_artist.get(c.artist_id, 0) + 1
+        parts = {name: float(v[n]) for name, v in parts_of.items()}
         out.append(
             RecommendedItem(
-                track_id=c.track_id, score=round(score, 6), reason=_reason(c, parts, titles or {})
+                track_id=c.track_id,
+                score=round(totals[n], 6),
+                reason=_reason(c, parts, titles or {}),
             )
         )
         if len(out) == k:
             break
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _mix_of(w: FusionWeights) -> MixWeights:
+    # A validated model per call would cost more than the ranking it feeds.
+    return w.mix()
 
 
 def candidate_signals(pool: Sequence[Candidate]) -> dict[str, np.ndarray]:

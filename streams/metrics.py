@@ -69,6 +69,12 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
             registry=r,
         )
+        self.fusion_weights = Gauge(
+            "resonate_fusion_weights_info",
+            "1 for the fusion-weights artifact version the worker ranks with.",
+            ["version"],
+            registry=r,
+        )
         self.user_encoder_calls = Counter(
             "resonate_user_encoder_calls_total",
             "Calls of the served sequence model by outcome (ok, error, skipped while down).",

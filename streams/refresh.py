@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from models.fusion_weights import WeightsSource
 from schemas.events import Interaction, Recommendation
 from streams.catalog import Catalog
 from streams.clients import Clients, Deps, sequence_candidates
-from streams.fusion import DEFAULT_WEIGHTS, SEQUENCE_WEIGHTS
+from streams.fusion import FusionWeights
 from streams.recommender import Ranked, VectorCache, rank_listener, search_limit, taste_vectors
 from streams.state import CatalogDelta, DeltaBuilder, UserState, apply_interaction
 
@@ -102,6 +103,22 @@ class Refresher:
         self.clients = clients
         self.catalog = catalog
         self.cache = cache
+        self.weights = deps.weights or WeightsSource(dir=deps.settings.fusion_weights_dir)
+        self._mixes: tuple[str, FusionWeights, FusionWeights] | None = None
+
+    def mixes(self) -> tuple[str, FusionWeights, FusionWeights]:
+        """(artifact version, mix without / with a sequence model), from the artifact in force
+        (a newer version is picked up without a restart)."""
+        art, version = self.weights.current()
+        if self._mixes is None or self._mixes[0] != version:
+            self._mixes = (
+                version,
+                FusionWeights.from_mix(art.base.weights),
+                FusionWeights.from_mix(art.sequence.weights),
+            )
+            self.deps.metrics.fusion_weights.clear()
+            self.deps.metrics.fusion_weights.labels(version=version).set(1)
+        return self._mixes
 
     async def refresh(
         self, touched: Sequence[Touched], send: Callable[[str, Recommendation], Awaitable[Any]]
@@ -114,11 +131,12 @@ class Refresher:
         sequences = await self._sequences(states)
         hits = await self._audio_hits(states)
         now_ms = int(time.time() * 1000)
+        version, base, with_seq = self.mixes()
         popular, fresh = self.catalog.lists(
             top_popular=4 * s.top_k,
             top_fresh=s.top_k,
             now_ms=now_ms,
-            fresh_window_ms=DEFAULT_WEIGHTS.fresh_window_ms,
+            fresh_window_ms=base.fresh_window_ms,
         )
         for t in touched:
             uid = t.state.user_id
@@ -134,21 +152,22 @@ class Refresher:
                     k=s.top_k,
                     max_per_artist=s.max_per_artist,
                     now_ms=now_ms,
-                    weights=SEQUENCE_WEIGHTS if seq else DEFAULT_WEIGHTS,
+                    weights=with_seq if seq else base,
                     sequence=seq,
                 )
             except Exception:  # one listener's failure must not stop everyone's lists
                 m.events.labels(topic="refresh", outcome="error").inc()
                 log.exception("ranking failed for user %s", uid)
                 continue
-            await send(uid, self._message(t, ranked, served if seq else ""))
+            await send(uid, self._message(t, ranked, version, served if seq else ""))
             m.recommendations.labels(source=ranked.source).inc()
             done = time.time()
             for ev in t.events:
                 m.event_to_recommendation.observe(max(0.0, done - ev.occurred_at.timestamp()))
 
-    def _message(self, t: Touched, ranked: Ranked, served: str) -> Recommendation:
-        base = self.deps.settings.model_version
+    def _message(self, t: Touched, ranked: Ranked, weights: str, served: str) -> Recommendation:
+        # Every artifact behind the list: the pipeline, the fusion weights, the sequence model.
+        base = f"{self.deps.settings.model_version}+{weights}"
         return Recommendation(
             user_id=t.state.user_id,
             generated_at=datetime.now(UTC),

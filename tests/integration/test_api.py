@@ -240,9 +240,9 @@ def test_search_by_audio_file(api: str, catalog: dict, data_dir: Path, tmp_path:
     assert body["items"][0]["track_id"] == f"{METAL}__1"
     assert body["items"][0]["score"] > 0.999  # same decoding and encoder as the upload
     assert body["items"][1]["track_id"] == f"{METAL}__0"
-    assert body["top_tags"] == requests.get(f"{api}/tracks/{METAL}__1", timeout=5).json()[
-        "top_tags"
-    ]
+    assert (
+        body["top_tags"] == requests.get(f"{api}/tracks/{METAL}__1", timeout=5).json()["top_tags"]
+    )
     big = tmp_path / "big.wav"
     big.write_bytes(b"\0" * (MAX_UPLOAD + 1))
     with big.open("rb") as f:
@@ -323,9 +323,7 @@ def test_title_is_stored_with_the_track(stack: EmbeddedStack) -> None:
         )
         assert st.get(["t1"])["t1"].title == "Song One"
         assert [h.title for h in st.search(vec, k=1)] == ["Song One"]
-        assert [h.title for h in st.search_where(vec, k=1, where='genre == "rock"')] == [
-            "Song One"
-        ]
+        assert [h.title for h in st.search_where(vec, k=1, where='genre == "rock"')] == ["Song One"]
         long = "é" * 400  # 800 bytes: cut to the 512 the field holds, on a character
         st.upsert([TrackRow("t2", vec, "", "", "", 0, (), "v1", title=long)])
         assert st.get(["t2"])["t2"].title == "é" * 256

@@ -16,6 +16,7 @@ import pytest
 
 from infra.demo import Bus
 from infra.stack import EmbeddedStack
+from models.fusion_weights import builtin
 from tests.integration.events import answer, clip_uri, play, stack_settings, upload, wait_stored
 
 # A track whose two clips (15 s and 75 s in) MusiCNN puts close together.
@@ -77,7 +78,8 @@ def test_recommendations_exclude_heard_and_find_the_other_clip(
     assert len(ids) == s.top_k
     assert skipped not in ids and f"{PAIR_TRACK}__0" not in ids
     assert f"{PAIR_TRACK}__1" in ids, ids
-    assert rec.model_version == s.model_version
+    # Every artifact behind the list: the pipeline version and the fusion weights in force.
+    assert rec.model_version == f"{s.model_version}+{builtin().version}"
     assert all(i.reason for i in rec.items)
 
 

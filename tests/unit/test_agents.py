@@ -221,3 +221,40 @@ async def test_upload_agent_batches_embeds_and_stores(
     deltas = [v for t, _, v in sent if t.endswith("track-deltas")]
     assert {tid for d in deltas for tid in d.uploads} == {"t0", "t1", "t3"}
     assert all(d.uploads[tid].artist_id == "a" for d in deltas for tid in d.uploads)
+
+
+def test_refresher_ranks_with_the_weights_artifact_in_force(tmp_path: Any) -> None:
+    import shutil
+
+    from models.fusion_weights import BUILTIN_DIR, WeightsSource, builtin
+    from streams.catalog import Catalog
+    from streams.clients import Clients
+    from streams.recommender import VectorCache
+    from streams.refresh import Refresher
+
+    folder = tmp_path / "fusion"
+    shutil.copytree(BUILTIN_DIR / builtin().version, folder / builtin().version)
+    now = [0.0]
+    deps = Deps(
+        settings=Settings(kafka_bootstrap="localhost:1"),
+        card=MUSICNN_CARD,
+        metrics=Metrics(),
+        store_factory=NoAudioStore,  # type: ignore[arg-type]
+        encoder_factory=_never,
+        weights=WeightsSource(dir=folder, poll_s=1.0, clock=lambda: now[0]),
+    )
+    r = Refresher(deps=deps, clients=Clients(deps), catalog=Catalog(), cache=VectorCache())
+    version, base, _ = r.mixes()
+    assert version == builtin().version and base.audio == builtin().base.weights.audio
+    newer = folder / "fusion-99990101000000"
+    shutil.copytree(folder / builtin().version, newer)
+    text = (newer / "weights.json").read_text()
+    (newer / "weights.json").write_text(
+        text.replace(f'"{builtin().version}"', '"fusion-99990101000000"')
+    )
+    now[0] = 5.0  # past the poll interval: the newer version is picked up, no restart
+    version, _, _ = r.mixes()
+    assert version == "fusion-99990101000000"
+    gauge = deps.metrics.registry.get_sample_value
+    assert gauge("resonate_fusion_weights_info", {"version": version}) == 1.0
+    assert gauge("resonate_fusion_weights_info", {"version": builtin().version}) is None
