@@ -6,20 +6,21 @@ runs it every ``interval_s`` in a daemon thread of a worker and sets
 ``resonate_consumer_lag_messages`` and ``resonate_consumer_lag_seconds``. ``resonate status``
 uses the same reader.
 
-Topics: every partition the group has committed (interactions, track-uploads and the
-internal track-signals / refresh topics), plus the configured input topics' partitions
-before their first commit (lag = end offset, since the workers start from the earliest
-offset). Changelog topics are read by table recovery without commits and are not reported.
+Topics: every partition the group has committed (interactions, track-uploads), plus the
+configured input topics' partitions before their first commit (lag = end offset, since the
+workers start from the earliest offset). Changelog topics are read by table recovery
+without commits and are not reported.
 
-Approximate on Tansu: it answers ListOffsets(latest) with the last *batch's* base offset + 1,
-so a multi-record batch at the end of a partition is undercounted (the embedded stack
-produces one record per batch, which keeps it exact there). Apache Kafka is exact.
+End offsets are read past each partition's last batch (``streams.offsets``): Tansu answers
+ListOffsets(latest) with the last *batch's* base offset + 1, which alone would undercount a
+multi-record batch at the end of a partition. On Apache Kafka the answer is unchanged.
 Every worker runs a collector and reports the same group-wide numbers: aggregate with
 ``max by (topic, partition)``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient, OffsetSpec
 
 from streams.metrics import Metrics
+from streams.offsets import correct_end_offsets
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +126,29 @@ class LagReader:
             )
         except kerrors.KafkaError as exc:
             raise LagError(f"offsets of group {self.group_id!r}: {exc}") from exc
+        true_ends = self._true_ends({tp: int(_offset(v)) for tp, v in ends.items()})
         out = [
             PartitionLag(
                 topic=tp.topic,
                 partition=tp.partition,
                 committed=committed.get(tp, -1),
-                end=int(_offset(ends[tp])),
+                end=true_ends[tp],
             )
             for tp in wanted
             if tp in ends
         ]
         return sorted(out, key=lambda p: (p.topic, p.partition))
+
+    def _true_ends(self, reported: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """End offsets read past each partition's last batch (streams.offsets): exact on
+        Tansu too, whose ListOffsets answer stops at the last batch's base offset + 1."""
+        try:
+            return asyncio.run(
+                correct_end_offsets(self.bootstrap, reported, timeout_s=self.timeout_s)
+            )
+        except Exception as exc:  # the reported offsets are still a usable approximation
+            log.warning("true end offsets unavailable (%s); using ListOffsets", exc)
+            return reported
 
 
 def _offset(value: Any) -> int:

@@ -103,11 +103,43 @@ def write_report(result: dict[str, Any], path: Path, *, plot: Path) -> str:
         else "No step was sustainable.",
         "",
     ]
+    lines += _scale_out(steps)
     lines += _sections(result)
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return text
+
+
+def _scale_out(steps: list[dict[str, Any]]) -> list[str]:
+    """Workers, partitions and broker cores for 10k and 100k interactions/s, on paper."""
+    import math
+
+    busy = [s for s in steps if s["sustainable"]] or steps
+    if not busy:
+        return []
+    ref = max(busy, key=lambda s: s["offered_per_s"])
+    w_ms = _workers(ref["cpu"])["cpu_ms_per_event"]
+    b_ms = ref["cpu"].get("kafka", {}).get("cpu_ms_per_event", 0.0)
+    lines = [
+        "## Scale-out on paper",
+        "",
+        f"From the {ref['offered_per_s']:.0f}/s step: {w_ms} worker CPU-ms and {b_ms} broker"
+        " (Tansu) CPU-ms per interaction. A worker is one Python process (one core); at 70%"
+        " utilisation it carries 700 / worker-ms interactions/s. Partitions: at least the"
+        " workers, rounded up to a power of two with 2x headroom so workers can be added"
+        " without re-partitioning (keys move when partitions are added). The broker column"
+        " uses Tansu's cost as an upper bound: Apache Kafka appends batches with far less CPU"
+        " per record, so size a real cluster by its own benchmark.",
+        "",
+        "| interactions/s | workers (cores) | partitions | broker cores (Tansu cost) |",
+        "|---|---|---|---|",
+    ]
+    for rate in (10_000, 100_000):
+        workers = max(1, math.ceil(rate * w_ms / 700))
+        parts = 2 ** math.ceil(math.log2(2 * workers))
+        lines.append(f"| {rate:,} | {workers} | {parts} | {math.ceil(rate * b_ms / 700)} |")
+    return [*lines, ""]
 
 
 def _sections(result: dict[str, Any]) -> list[str]:

@@ -311,10 +311,12 @@ def test_lag_reader_reports_committed_vs_end_offsets(broker: str, unique: str) -
 
     topic, idle, group = f"lag-{unique}", f"idle-{unique}", f"group-{unique}"
     ensure_topics(broker, [topic, idle], partitions=2, timeout_s=20)
-    producer = KafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=0, batch_size=1)
+    # One batch of 5 per partition: Tansu's ListOffsets alone would say 1, not 5.
+    producer = KafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=200)
     try:
-        for i in range(10):  # one record per batch: Tansu's end offsets are exact then
-            producer.send(topic, key=b"k", value=str(i).encode(), partition=i % 2).get(timeout=20)
+        for i in range(10):
+            producer.send(topic, key=b"k", value=str(i).encode(), partition=i % 2)
+        producer.flush(timeout=20)
     finally:
         producer.close(timeout=5)
     with KafkaAdminClient(bootstrap_servers=broker) as admin:

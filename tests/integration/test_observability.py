@@ -126,8 +126,8 @@ def test_status_screen_of_the_embedded_stack(stack: EmbeddedStack, traffic: dict
     interactions = [lag[(s.topic(s.interactions_topic), p)] for p in range(s.partitions)]
     assert sum(p["end"] for p in interactions) == len(traffic["events"])
     assert sum(p["lag"] for p in interactions) == 0  # all answered and committed
-    # The internal topics the group commits are reported too.
-    assert any(topic == s.topic("refresh") for topic, _ in lag)
+    # Both input topics of the group are reported (uploads too, before any commit).
+    assert {topic for topic, _ in lag} >= {s.topic(s.interactions_topic), s.topic(s.uploads_topic)}
     (e2r,) = [x for x in report["latency"] if x["name"] == "event -> recommendation"]
     assert e2r["value_s"] is not None and 0 < e2r["value_s"] < 60
     assert "events ok" in report["rates"] and report["dead_letters"] == {}
