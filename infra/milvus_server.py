@@ -11,10 +11,13 @@ Compared with Milvus Lite this is the server's own code path: HNSW and scalar in
 ``max_length`` enforcement on VARCHAR fields, time-tick based consistency levels (a
 "Strong" read waits for the next tick, about 200 ms), segment sealing.
 
-Loopback: every component's advertised ``ip`` is set to ``host`` (127.0.0.1) and the
-embedded etcd listens on localhost. The 2.3 binary still binds its gRPC listeners
-(proxy, coordinators, nodes) on the wildcard address -- it has no setting for that; a
-production deployment restricts them with the container network instead.
+Ports: the proxy (the Milvus endpoint), /healthz + /metrics and every internal port are
+picked free, and the embedded etcd gets its own client and peer ports on loopback (its
+defaults, 2379/2380, would make two servers on one machine collide), so tests and stacks can
+run servers side by side. Loopback: every component's advertised ``ip`` is ``host``
+(127.0.0.1); the 2.3 binary still binds its gRPC listeners (proxy, coordinators, nodes) on
+the wildcard address -- it has no setting for that; a production deployment restricts them
+with the container network instead.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ class MilvusStandaloneServer(ChildProcess):
         self.host = host
         self.port = port or free_port(host)
         self.http_port = 0
+        self.etcd_config = Path()
         self.version = milvus_server_version()
 
     @property
@@ -136,7 +140,28 @@ class MilvusStandaloneServer(ChildProcess):
         # Our own logs go to log_path; keep Milvus' log level useful but quiet.
         config.set("log.level", "warn")
         config.resolve()  # picks free internal ports, writes configs/milvus.yaml
-        return self.data_dir / "configs"
+        conf_dir = self.data_dir / "configs"
+        # The embedded etcd would listen on the fixed 2379/2380 (two servers on one machine
+        # collide): give it the resolved client port and a free peer port, on loopback.
+        client = f"http://{self.host}:{int(config.get('etcd_port'))}"
+        peer = f"http://{self.host}:{free_port(self.host)}"
+        self.etcd_config = conf_dir / "embed-etcd.yaml"
+        self.etcd_config.write_text(
+            "\n".join(
+                [
+                    "name: default",
+                    f"data-dir: {self.data_dir / 'data' / 'etcd.data'}",
+                    f"listen-client-urls: {client}",
+                    f"advertise-client-urls: {client}",
+                    f"listen-peer-urls: {peer}",
+                    f"initial-advertise-peer-urls: {peer}",
+                    f"initial-cluster: default={peer}",
+                    "initial-cluster-state: new",
+                    "",
+                ]
+            )
+        )
+        return conf_dir
 
     def start(self) -> MilvusStandaloneServer:
         """Start the server; block until /healthz says OK and ``list_collections`` works."""
@@ -156,6 +181,7 @@ class MilvusStandaloneServer(ChildProcess):
                 "DEPLOY_MODE": "STANDALONE",
                 "METRICS_PORT": str(self.http_port),  # /healthz and /metrics
                 "MILVUSCONF": str(conf_dir) + os.sep,
+                "ETCD_CONFIG_PATH": str(self.etcd_config),  # = etcd.config.path
                 "MILVUS_RUN_DIR": str(self.data_dir / "run"),
                 "LD_LIBRARY_PATH": os.pathsep.join(
                     p for p in (str(bin_dir), os.environ.get("LD_LIBRARY_PATH", "")) if p

@@ -1,4 +1,5 @@
-"""The whole spine on the real embedded stack: Tansu, Faust, Triton (MusiCNN), Milvus Lite.
+"""The whole spine on the real embedded stack: Tansu, Faust, Triton (MusiCNN), and Milvus
+(Lite, then the standalone server: ``stack_options`` is parametrized).
 
 Events go in through a plain kafka-python producer and recommendations come
 back through a plain consumer, as a platform would see them.
@@ -31,9 +32,14 @@ def clips(data_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def stack_options(data_dir: Path) -> dict[str, Any]:
-    return {"audio_roots": [(data_dir / "audio").resolve()], "workers": 1}
+@pytest.fixture(scope="module", params=["lite", "server"])
+def stack_options(request: pytest.FixtureRequest, data_dir: Path) -> dict[str, Any]:
+    """The whole module runs on Milvus Lite, then on the Milvus standalone server (HNSW)."""
+    return {
+        "audio_roots": [(data_dir / "audio").resolve()],
+        "workers": 1,
+        "milvus_mode": request.param,
+    }
 
 
 @pytest.fixture(scope="module")
