@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         16384, description="Producer batch size per partition (Tansu pays per batch it holds)."
     )
     producer_linger_ms: int = Field(
-        2, description="How long the producer waits to fill a batch (ms)."
+        5, description="How long the producer waits to fill a batch (ms): fewer, fuller requests."
     )
     deltas_topic: str = Field(
         "track-deltas", description="Internal topic of catalog deltas (read by every worker)."

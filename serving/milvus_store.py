@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -122,13 +122,10 @@ class Hit:
     top_tags: tuple[str, ...]
     uploaded_at_ms: int
     title: str = ""
-    # The track's own vector, when the search asked for it (``with_vectors``).
-    embedding: npt.NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
 
 
-def _hit(r: Mapping[str, Any], *, with_vector: bool) -> Hit:
+def _hit(r: Mapping[str, Any]) -> Hit:
     ent = r.get("entity", r)
-    vec = ent.get("embedding") if with_vector else None
     return Hit(
         track_id=str(r.get("id", r.get("track_id"))),
         score=float(r["distance"]),
@@ -137,7 +134,6 @@ def _hit(r: Mapping[str, Any], *, with_vector: bool) -> Hit:
         top_tags=_split_tags(ent["top_tags"]),
         uploaded_at_ms=int(ent["uploaded_at"]),
         title=ent.get("title", ""),
-        embedding=None if vec is None else np.asarray(vec, dtype=np.float32),
     )
 
 
@@ -490,9 +486,7 @@ class TrackStore:
         """
         if k < 1:
             return []
-        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vec.shape[0] != self.dim:
-            raise ValueError(f"query vector has dim {vec.shape[0]}, not {self.dim}")
+        query = self._query(vector)
         excluded = set(exclude)
         expr = ""
         limit = k
@@ -501,23 +495,9 @@ class TrackStore:
         elif excluded:
             limit = k + len(excluded)
         limit = min(limit, MAX_LIMIT)
-        res = self._call(
-            "search",
-            lambda c: c.search(
-                self.collection,
-                data=[vec.tolist()],
-                filter=expr,
-                limit=limit,
-                output_fields=_HIT_FIELDS,
-                search_params=self._search_params(limit),
-                anns_field="embedding",
-                timeout=self.timeout_s,
-                consistency_level=self._read_level(),
-            ),
-        )
+        found = self._raw_search("search", [query], limit=limit, where=expr)[0]
         hits: list[Hit] = []
-        for r in res[0] if res else []:
-            hit = _hit(r, with_vector=False)
+        for hit in found:
             if hit.track_id in excluded:
                 continue
             hits.append(hit)
@@ -530,40 +510,45 @@ class TrackStore:
         vectors: Sequence[npt.NDArray[np.float32] | Sequence[float]],
         *,
         k: int,
-        with_vectors: bool = False,
     ) -> list[list[Hit]]:
         """The ``k`` nearest tracks of each query vector, in ONE call (one round trip and
         one pass over the index for a whole batch of listeners), best first.
 
         No exclusion filter: each listener excludes different tracks, so callers over-fetch
-        and drop. ``with_vectors`` returns each hit's embedding too, so "sounds like X"
-        reasons need no follow-up ``get``.
+        and drop.
         """
         if k < 1 or not vectors:
             return [[] for _ in vectors]
-        data = []
-        for v in vectors:
-            vec = np.asarray(v, dtype=np.float32).reshape(-1)
-            if vec.shape[0] != self.dim:
-                raise ValueError(f"query vector has dim {vec.shape[0]}, not {self.dim}")
-            data.append(vec.tolist())
-        limit = min(k, MAX_LIMIT)
-        fields = [*_HIT_FIELDS, "embedding"] if with_vectors else _HIT_FIELDS
+        data = [self._query(v) for v in vectors]
+        return self._raw_search("search", data, limit=min(k, MAX_LIMIT))
+
+    def _query(self, vector: npt.NDArray[np.float32] | Sequence[float]) -> list[float]:
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vec.shape[0] != self.dim:
+            raise ValueError(f"query vector has dim {vec.shape[0]}, not {self.dim}")
+        out: list[float] = vec.tolist()
+        return out
+
+    def _raw_search(
+        self, what: str, data: list[list[float]], *, limit: int, where: str = ""
+    ) -> list[list[Hit]]:
+        """One search call for every row of ``data``; hits per row, best first."""
         res = self._call(
-            "search",
+            what,
             lambda c: c.search(
                 self.collection,
                 data=data,
+                filter=where,
                 limit=limit,
-                output_fields=fields,
+                output_fields=_HIT_FIELDS,
                 search_params=self._search_params(limit),
                 anns_field="embedding",
                 timeout=self.timeout_s,
                 consistency_level=self._read_level(),
             ),
         )
-        out = [[_hit(r, with_vector=with_vectors) for r in hits] for hits in (res or [])]
-        return out + [[] for _ in range(len(vectors) - len(out))]
+        out = [[_hit(r) for r in hits] for hits in (res or [])]
+        return out + [[] for _ in range(len(data) - len(out))]
 
     def recent(self, since_ms: int, limit: int) -> list[Hit]:
         """Tracks uploaded at or after ``since_ms``, newest first (cold-start candidates).
@@ -637,36 +622,6 @@ class TrackStore:
         Milvus pre-filters, so the result is exact). ``serving.track_filter`` builds it."""
         if k < 1:
             return []
-        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vec.shape[0] != self.dim:
-            raise ValueError(f"query vector has dim {vec.shape[0]}, not {self.dim}")
-        limit = min(k, MAX_LIMIT)
-        res = self._call(
-            "search_where",
-            lambda c: c.search(
-                self.collection,
-                data=[vec.tolist()],
-                filter=where,
-                limit=limit,
-                output_fields=_HIT_FIELDS,
-                search_params=self._search_params(limit),
-                anns_field="embedding",
-                timeout=self.timeout_s,
-                consistency_level=self._read_level(),
-            ),
-        )
-        hits: list[Hit] = []
-        for r in res[0] if res else []:
-            ent = r.get("entity", r)
-            hits.append(
-                Hit(
-                    track_id=str(r.get("id", r.get("track_id"))),
-                    score=float(r["distance"]),
-                    artist_id=ent["artist_id"],
-                    genre=ent["genre"],
-                    top_tags=_split_tags(ent["top_tags"]),
-                    uploaded_at_ms=int(ent["uploaded_at"]),
-                    title=ent.get("title", ""),
-                )
-            )
-        return hits
+        return self._raw_search(
+            "search_where", [self._query(vector)], limit=min(k, MAX_LIMIT), where=where
+        )[0]

@@ -29,7 +29,7 @@ from streams.fusion import (
 from streams.state import UserState
 
 #: co-play candidates kept per listener (the strongest; see ``rank_listener``)
-COLLAB_CANDIDATES = 50
+COLLAB_CANDIDATES = 30
 #: recent events whose co-plays count, and neighbours read per track
 COLLAB_HISTORY = 20
 COLLAB_NEIGHBOURS = 50
@@ -89,19 +89,6 @@ class VectorCache:
                 ),
             )
 
-    def add_hits(self, hits: Iterable[Any]) -> None:
-        """Search hits that carry their vector are cache entries too."""
-        for h in hits:
-            if h.embedding is not None:
-                self.put(
-                    h.track_id,
-                    CachedTrack(
-                        embedding=h.embedding,
-                        artist_id=h.artist_id or None,
-                        uploaded_at_ms=h.uploaded_at_ms or None,
-                    ),
-                )
-
     def embeddings(self, ids: Iterable[str]) -> dict[str, np.ndarray]:
         """Vectors of the ids that have one (cached)."""
         out: dict[str, np.ndarray] = {}
@@ -132,11 +119,17 @@ class Ranked:
     # either with "+sequence" when the served sequence model's candidates took part
 
 
+def audio_candidates(k: int) -> int:
+    """Audio hits a listener's ranking looks at: room for the per-artist cap and for the
+    other signals to re-rank, no more (ranking cost grows with candidates)."""
+    return max(3 * k, 30)
+
+
 def search_limit(k: int, state: UserState) -> int:
     """Hits to ask for: room for the per-artist cap and re-ranking, plus the listener's
     recent tracks, which are dropped afterwards (each listener excludes other tracks, so
     one batched search cannot filter them)."""
-    return max(4 * k, 50) + len(state.recent)
+    return audio_candidates(k) + len(state.recent)
 
 
 def taste_vectors(

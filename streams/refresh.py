@@ -24,7 +24,14 @@ from schemas.events import Interaction, Recommendation
 from streams.catalog import Catalog
 from streams.clients import Clients, Deps, sequence_candidates
 from streams.fusion import FusionWeights
-from streams.recommender import Ranked, VectorCache, rank_listener, search_limit, taste_vectors
+from streams.recommender import (
+    Ranked,
+    VectorCache,
+    audio_candidates,
+    rank_listener,
+    search_limit,
+    taste_vectors,
+)
 from streams.state import CatalogDelta, DeltaBuilder, UserState, apply_interaction
 
 log = logging.getLogger(__name__)
@@ -133,7 +140,7 @@ class Refresher:
         now_ms = int(time.time() * 1000)
         version, base, with_seq = self.mixes()
         popular, fresh = self.catalog.lists(
-            top_popular=4 * s.top_k,
+            top_popular=2 * s.top_k,
             top_fresh=s.top_k,
             now_ms=now_ms,
             fresh_window_ms=base.fresh_window_ms,
@@ -226,5 +233,6 @@ class Refresher:
         out: dict[str, list[Any]] = {}
         for uid, found in zip(vectors, results, strict=True):
             recent = {h.track_id for h in by_user[uid].recent}
-            out[uid] = [h for h in found if h.track_id not in recent]
+            kept = [h for h in found if h.track_id not in recent]
+            out[uid] = kept[: audio_candidates(self.deps.settings.top_k)]
         return out
