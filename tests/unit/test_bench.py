@@ -1,0 +1,78 @@
+"""`resonate bench`'s pure parts: the workload, step summaries, accounting and the report."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from infra.bench.load import SessionWorkload, StepResult
+from infra.bench.measure import CpuSample, cpu_between, records_between
+from infra.bench.report import write_report
+
+
+def test_session_workload_is_zipf_with_skips_and_sessions() -> None:
+    tracks = [f"t{i}" for i in range(500)]
+    events = SessionWorkload(tracks=tracks, listeners=200, seed=1).batch(20_000)
+    kinds = Counter(k for _, _, k in events)
+    assert 0.17 < kinds["skip"] / len(events) < 0.23
+    by_track = Counter(t for _, t, _ in events)
+    assert by_track["t0"] > by_track["t10"] > by_track["t400"]  # Zipf: the head dominates
+    assert len({u for u, _, _ in events}) == 200
+    again = SessionWorkload(tracks=tracks, listeners=200, seed=1).batch(20_000)
+    assert again == events  # seeded: runs are comparable
+
+
+def test_step_summary_flags_a_growing_backlog() -> None:
+    steady = StepResult(offered_per_s=100, seconds=10, sent=1000, answered=1000, lists=990)
+    steady.latencies_ms = [50.0] * 990 + [300.0] * 10
+    steady.backlog = [(t / 10, 5) for t in range(100)]
+    s = steady.summary()
+    assert s["backlog_slope_per_s"] == 0 and s["p50_ms"] == 50 and s["answered_frac"] == 1.0
+    growing = StepResult(offered_per_s=100, seconds=10, sent=1000, answered=500, lists=500)
+    growing.backlog = [(t / 10, 50 * t / 10) for t in range(100)]
+    assert growing.summary()["backlog_slope_per_s"] == 50.0
+
+
+def test_cpu_and_records_per_interaction() -> None:
+    a = CpuSample(at=0.0, cpu_s={"worker-0": 1.0, "kafka": 2.0})
+    b = CpuSample(at=10.0, cpu_s={"worker-0": 6.0, "kafka": 3.0})
+    cpu = cpu_between(a, b, events=1000)
+    assert cpu["worker-0"] == {"cpu_pct": 50.0, "cpu_ms_per_event": 5.0}
+    recs = records_between({"in": 10, "out": 0}, {"in": 110, "out": 100, "idle": 0}, events=100)
+    assert recs["per_topic"] == {"in": 100, "out": 100} and recs["per_interaction"] == 2.0
+
+
+def _step(rate: float, p99: float, ok: bool) -> dict[str, Any]:
+    return {
+        "offered_per_s": rate,
+        "sent_per_s": rate,
+        "answered_per_s": rate,
+        "lists_per_s": rate,
+        "answered_frac": 1.0,
+        "p50_ms": p99 / 3,
+        "p95_ms": p99 / 2,
+        "p99_ms": p99,
+        "backlog_slope_per_s": 0.0 if ok else rate / 2,
+        "cpu": {
+            "worker-0": {"cpu_pct": 40.0, "cpu_ms_per_event": 2.0},
+            "kafka": {"cpu_pct": 10.0, "cpu_ms_per_event": 0.5},
+        },
+        "records": {"per_topic": {}, "total": 0, "per_interaction": 3.0},
+        "sustainable": ok,
+    }
+
+
+def test_report_names_the_highest_sustainable_rate_and_draws_the_plot(tmp_path: Path) -> None:
+    result = {
+        "started": 0.0,
+        "workers": 1,
+        "relay": {"per_s": 50_000.0},
+        "ladder": [_step(100, 80, True), _step(200, 120, True), _step(400, 9000, False)],
+    }
+    text = write_report(result, tmp_path / "perf.md", plot=tmp_path / "bench" / "perf.png")
+    assert "**200/s**" in text and "50000.0 records/s" in text
+    assert (tmp_path / "performance.png").stat().st_size > 10_000
+    assert (tmp_path / "bench" / "perf.png").is_file()
+    # Scale-out on paper from the 200/s step: 2 worker CPU-ms per interaction.
+    assert "| 10,000 | 29 | 64 | 8 |" in text
