@@ -105,10 +105,22 @@ def write_report(result: dict[str, Any], path: Path, *, plot: Path) -> str:
     ]
     lines += _scale_out(steps)
     lines += _sections(result)
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + _kept(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return text
+
+
+#: Everything from this line on in an existing report is written by people and kept.
+KEEP_MARKER = "<!-- analysis: written by hand, kept when resonate bench rewrites the figures -->"
+
+
+def _kept(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    old = path.read_text()
+    at = old.find(KEEP_MARKER)
+    return "" if at < 0 else "\n" + old[at:]
 
 
 def _scale_out(steps: list[dict[str, Any]]) -> list[str]:

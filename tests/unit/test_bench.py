@@ -8,7 +8,7 @@ from typing import Any
 
 from infra.bench.load import SessionWorkload, StepResult
 from infra.bench.measure import CpuSample, cpu_between, records_between
-from infra.bench.report import write_report
+from infra.bench.report import KEEP_MARKER, write_report
 
 
 def test_session_workload_is_zipf_with_skips_and_sessions() -> None:
@@ -76,3 +76,7 @@ def test_report_names_the_highest_sustainable_rate_and_draws_the_plot(tmp_path: 
     assert (tmp_path / "bench" / "perf.png").is_file()
     # Scale-out on paper from the 200/s step: 2 worker CPU-ms per interaction.
     assert "| 10,000 | 29 | 64 | 8 |" in text
+    # A hand-written analysis below the marker survives the next run.
+    (tmp_path / "perf.md").write_text(text + f"{KEEP_MARKER}\nwhy it is so\n")
+    again = write_report(result, tmp_path / "perf.md", plot=tmp_path / "p.png")
+    assert again.count("why it is so") == 1 and again.count("# Performance") == 1
