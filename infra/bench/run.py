@@ -73,6 +73,18 @@ def _sustainable(s: dict[str, Any]) -> bool:
     )
 
 
+async def _settle(reader: Reader, *, timeout_s: float = 300.0) -> float:
+    """Wait until every event sent so far is answered (an overloaded step leaves a backlog
+    that would otherwise count against the next one); returns the seconds waited."""
+    t0 = time.monotonic()
+    while reader.sent_at and time.monotonic() - t0 < timeout_s:
+        await asyncio.sleep(0.2)
+    if reader.sent_at:
+        log.warning("%d events still unanswered after %.0f s", len(reader.sent_at), timeout_s)
+        reader.sent_at.clear()  # never answered: not carried into the next step's figures
+    return round(time.monotonic() - t0, 1)
+
+
 async def _step(
     stack: EmbeddedStack,
     reader: Reader,
@@ -83,6 +95,7 @@ async def _step(
     per_minute: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     s = stack.settings
+    settled_s = await _settle(reader)
     rec0 = await broker_records(s.kafka_bootstrap, s.topic_prefix)
     cpu0 = cpu_sample(stack.pids())
     mark = _Mark(at=0.0, cpu=cpu0, lat=len(reader.latencies_ms))
@@ -117,6 +130,7 @@ async def _step(
     out["cpu"] = cpu_between(cpu0, cpu1, res.sent)
     out["records"] = records_between(rec0, rec1, res.sent)
     out["sustainable"] = _sustainable(out)
+    out["settled_before_s"] = settled_s
     log.info("step %s/s: %s", rate, {k: v for k, v in out.items() if k != "cpu"})
     return out
 
