@@ -165,10 +165,13 @@ class LagCollector:
         reader: LagReader,
         metrics: Metrics,
         interval_s: float = 5.0,
+        records_warn: int = 0,
     ) -> None:
         self.reader = reader
         self.metrics = metrics
         self.interval_s = interval_s
+        self.records_warn = records_warn  # 0: never warn (a real Kafka)
+        self._warned = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._caught_up_at: dict[tuple[str, int], float] = {}
@@ -185,6 +188,21 @@ class LagCollector:
             self.metrics.consumer_lag.labels(**labels).set(p.lag)
             self.metrics.consumer_lag_seconds.labels(**labels).set(
                 0.0 if p.lag == 0 else now - self._caught_up_at[key]
+            )
+        self._records_held(sum(p.end for p in snapshot))
+
+    def _records_held(self, held: int) -> None:
+        # The embedded Tansu (memory storage) slows down with every batch it holds: say so
+        # before it does, instead of letting latency grow silently (see README, Benchmarks).
+        self.metrics.records_held.set(held)
+        if self.records_warn and held >= self.records_warn and not self._warned:
+            self._warned = True
+            log.warning(
+                "the broker holds %d records of the consumed topics (warning at %d): the "
+                "embedded Tansu broker's CPU and latency grow with what it holds; restart the "
+                "embedded stack or use Apache Kafka for long runs",
+                held,
+                self.records_warn,
             )
 
     def collect_once(self) -> list[PartitionLag]:
@@ -233,9 +251,12 @@ def start_lag_collector(
     metrics: Metrics,
     interval_s: float = 5.0,
     timeout_s: float = 10.0,
+    records_warn: int = 0,
 ) -> LagCollector:
     """Build and start a collector (what ``infra.worker`` calls)."""
     reader = LagReader(bootstrap=bootstrap, group_id=group_id, topics=topics, timeout_s=timeout_s)
-    collector = LagCollector(reader=reader, metrics=metrics, interval_s=interval_s)
+    collector = LagCollector(
+        reader=reader, metrics=metrics, interval_s=interval_s, records_warn=records_warn
+    )
     collector.start()
     return collector

@@ -139,6 +139,8 @@ class EmbeddedStack(Service):
         update: dict[str, Any] = {}
         if "kafka" in starters:
             update["kafka_bootstrap"] = starters["kafka"].bootstrap
+            # Measured (docs/performance.md): Tansu's CPU climbs past ~50k interactions held.
+            update["broker_records_warn"] = s.broker_records_warn or 50_000
         if "milvus" in starters:
             update["milvus_uri"] = starters["milvus"].uri
             update.update(milvus_update)

@@ -165,6 +165,7 @@ def run_worker(settings: Settings, card: EncoderCard) -> None:
         ],
         metrics=metrics,
         timeout_s=settings.timeout_s,
+        records_warn=settings.broker_records_warn,
     )
     # faust.Worker installs the signal handlers and runs the app's event loop.
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()

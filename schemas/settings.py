@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     producer_linger_ms: int = Field(
         5, description="How long the producer waits to fill a batch (ms): fewer, fuller requests."
     )
+    broker_records_warn: int = Field(
+        0,
+        description="Warn once the consumed topics hold this many records (0 = never; the "
+        "embedded stack sets it: Tansu's memory storage slows down with what it holds).",
+    )
     deltas_topic: str = Field(
         "track-deltas", description="Internal topic of catalog deltas (read by every worker)."
     )

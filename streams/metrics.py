@@ -109,6 +109,12 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.records_held = Gauge(
+            "resonate_input_records_held",
+            "Records the broker holds on the consumed topics (end offsets summed); the "
+            "embedded Tansu broker slows down as this grows.",
+            registry=r,
+        )
         self.lag_collections = Counter(
             "resonate_lag_collections_total",
             "Consumer-lag collections by outcome (ok, error).",

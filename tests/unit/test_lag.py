@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from infra.lag import LagCollector, LagError, LagReader, PartitionLag
 from streams.metrics import Metrics
 
@@ -41,3 +43,16 @@ def test_unreachable_broker_is_counted_not_raised() -> None:
             raise AssertionError("a closed port must not connect")
     except LagError as exc:
         assert "127.0.0.1:1" in str(exc)
+
+
+def test_records_held_are_reported_and_warned_about_once(caplog: Any) -> None:
+    m = Metrics()
+    c = LagCollector(
+        reader=LagReader(bootstrap="127.0.0.1:1", group_id="g"), metrics=m, records_warn=100
+    )
+    c.observe([PartitionLag("t", 0, committed=5, end=60), PartitionLag("t", 1, -1, end=30)])
+    assert m.registry.get_sample_value("resonate_input_records_held") == 90
+    assert "embedded Tansu" not in caplog.text
+    c.observe([PartitionLag("t", 0, committed=5, end=80), PartitionLag("t", 1, -1, end=30)])
+    c.observe([PartitionLag("t", 0, committed=5, end=90), PartitionLag("t", 1, -1, end=30)])
+    assert caplog.text.count("embedded Tansu") == 1
