@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from models.fusion_rule import MixWeights
+from models.versions import newest_version
 
 log = logging.getLogger(__name__)
 
@@ -145,25 +146,15 @@ def load(path: Path) -> FusionArtifact:
 
 def latest(root: Path) -> Path | None:
     """The newest complete version folder under ``root`` (by ``created_at``, then name)."""
-    best: tuple[float, str] | None = None
-    found: Path | None = None
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return None
-    for p in entries:
-        if p.name.startswith(".") or not (p / WEIGHTS_FILE).is_file():
-            continue
-        try:
-            created = datetime.fromisoformat(
-                json.loads((p / WEIGHTS_FILE).read_text())["created_at"]
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        key = (created.timestamp(), p.name)
-        if best is None or key > best:
-            best, found = key, p
-    return found
+
+    def created_at(p: Path) -> float | None:
+        if not (p / WEIGHTS_FILE).is_file():
+            return None
+        return datetime.fromisoformat(
+            json.loads((p / WEIGHTS_FILE).read_text())["created_at"]
+        ).timestamp()
+
+    return newest_version(root, created_at)
 
 
 @lru_cache(maxsize=1)

@@ -38,6 +38,7 @@ from models.recsys.data import Dataset, load_30music, load_events, load_lastfm
 from models.recsys.dmmhyrec import DMMHyRec, DMMHyRecConfig
 from models.recsys.sasrec import SASRec, SASRecConfig
 from models.recsys.train import DMMHyRecRec, SASRecRec, TrainConfig
+from models.versions import newest_version
 
 log = logging.getLogger(__name__)
 
@@ -183,23 +184,13 @@ def is_artifact(path: Path) -> bool:
 
 def latest_artifact(root: Path) -> Path | None:
     """The newest complete version under ``root`` (by card ``created_at_s``, then name)."""
-    best: tuple[float, str] | None = None
-    found: Path | None = None
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return None
-    for p in entries:
+
+    def created_at(p: Path) -> float | None:
         if not is_artifact(p):
-            continue
-        try:
-            created = float(json.loads((p / CARD_FILE).read_text()).get("created_at_s", 0.0))
-        except (OSError, ValueError):
-            continue
-        key = (created, p.name)
-        if best is None or key > best:
-            best, found = key, p
-    return found
+            return None
+        return float(json.loads((p / CARD_FILE).read_text()).get("created_at_s", 0.0))
+
+    return newest_version(root, created_at)
 
 
 def load_artifact(path: Path) -> Artifact:
