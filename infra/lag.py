@@ -26,13 +26,13 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import kafka.errors as kerrors
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient, OffsetSpec
 
+from infra.procs import Service
 from streams.metrics import Metrics
 from streams.offsets import correct_end_offsets
 
@@ -58,7 +58,7 @@ class PartitionLag:
         return max(0, self.end - max(self.committed, 0))
 
 
-class LagReader:
+class LagReader(Service):
     """Committed vs end offsets of ``group_id``; a context manager around the admin client."""
 
     def __init__(
@@ -75,7 +75,8 @@ class LagReader:
         self.timeout_s = timeout_s
         self._admin: KafkaAdminClient | None = None
 
-    def __enter__(self) -> Self:
+    def start(self) -> LagReader:
+        """Open the admin client (raises LagError when Kafka cannot be reached)."""
         ms = max(1, int(self.timeout_s * 1000))
         try:
             self._admin = KafkaAdminClient(
@@ -88,12 +89,8 @@ class LagReader:
             raise LagError(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
+        """Close the admin client (idempotent)."""
         if self._admin is not None:
             self._admin.close()
             self._admin = None
