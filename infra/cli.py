@@ -363,7 +363,7 @@ def topics() -> None:
         raise typer.BadParameter("set RESONATE_KAFKA_BOOTSTRAP")
     counts = ensure_topics(
         s.kafka_bootstrap,
-        [s.topic(s.interactions_topic), s.topic(s.uploads_topic), s.topic(s.recommendations_topic)],
+        s.stack_topics(),
         partitions=s.partitions,
         timeout_s=s.timeout_s,
     )

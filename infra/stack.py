@@ -151,11 +151,7 @@ class EmbeddedStack(Service):
         r = self.settings
         ensure_topics(
             r.kafka_bootstrap,
-            [
-                r.topic(r.interactions_topic),
-                r.topic(r.uploads_topic),
-                r.topic(r.recommendations_topic),
-            ],
+            r.stack_topics(),
             partitions=r.partitions,
             timeout_s=r.timeout_s,
         )

@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     upload_batch: int = Field(8, description="Uploads embedded in one Triton batch at most.")
     upload_batch_wait_s: float = Field(0.2, description="Wait this long to fill a batch.")
 
+    # --- failures: retries and dead letters (streams/deadletter.py, docs/reliability.md) ---
+    upload_max_attempts: int = Field(
+        6,
+        description="Attempts of an upload whose audio host (or this one item) failed before "
+        "it is dead-lettered; Triton or Milvus outages are waited out and not counted.",
+    )
+    retry_backoff_s: float = Field(
+        1.0, description="First retry delay (s); doubles per attempt up to retry_backoff_max_s."
+    )
+    retry_backoff_max_s: float = Field(
+        30.0, description="Longest delay between two attempts, and between outage probes (s)."
+    )
+
     # --- models and storage ---
     triton_model: str = Field("musicnn", description="Triton model name of the audio encoder.")
     weights_path: Path = Field(
@@ -188,3 +201,22 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """Full topic name with the configured prefix."""
         return f"{self.topic_prefix}{name}"
+
+    def dead_letter_topic(self, name: str) -> str:
+        """Where messages of topic ``name`` that cannot be processed are set aside."""
+        return f"{self.topic(name)}.dlq"
+
+    def retry_topic(self, name: str) -> str:
+        """Where messages of topic ``name`` wait for another attempt."""
+        return f"{self.topic(name)}.retry"
+
+    def stack_topics(self) -> list[str]:
+        """Every topic the stack creates (Faust creates its internal ones itself)."""
+        return [
+            self.topic(self.interactions_topic),
+            self.topic(self.uploads_topic),
+            self.topic(self.recommendations_topic),
+            self.dead_letter_topic(self.interactions_topic),
+            self.dead_letter_topic(self.uploads_topic),
+            self.retry_topic(self.uploads_topic),
+        ]

@@ -83,6 +83,15 @@ class TritonHTTPClient:
             raise RuntimeError(f"{type(self).__name__} used outside its `async with` block")
         return self._client
 
+    async def ready(self) -> bool:
+        """Whether the server is live and the model ready now (one bounded probe)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                live = await self._c.is_server_live() if self.probe_live else True
+                return bool(live and await self._c.is_model_ready(self.model_name))
+        except PROBE_ERRORS:
+            return False
+
     async def _wait_ready(self) -> None:
         """Poll (live +) model ready until ``ready_timeout_s``; unavailable with the last reason."""
         deadline = time.monotonic() + self.ready_timeout_s

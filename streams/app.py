@@ -4,6 +4,8 @@
         --> one catalog delta (track-deltas) --> rank each touched listener once
         (one batched Milvus search) --> recommendations (user)
     track-uploads (track) --> decode --> Triton --> Milvus --> one catalog delta
+        (items that may succeed later --> track-uploads.retry --> the same path, when due)
+    anything that cannot be processed --> <its topic>.dlq (original bytes, why, where)
     track-deltas (every partition, every worker) --> the worker's catalog
 
 Broker records per interaction: the interaction, at most one state write and one list
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +30,8 @@ from schemas.events import Interaction, Recommendation, TrackUpload
 from streams.catalog import Catalog
 from streams.clients import Clients, Deps
 from streams.codec import InvalidEvent, PydanticSchema
-from streams.ingest import ingest
+from streams.deadletter import DeadLetters, Failed, InvalidMessage, Source
+from streams.ingest import Uploader, UploadItem
 from streams.recommender import VectorCache
 from streams.refresh import Incoming, Refresher, fold_batch
 from streams.state import CatalogDelta, UserState
@@ -73,6 +77,7 @@ def build_app(deps: Deps) -> faust.App:
     )
     interactions = app.topic(s.topic(s.interactions_topic), schema=PydanticSchema(Interaction))
     uploads = app.topic(s.topic(s.uploads_topic), schema=PydanticSchema(TrackUpload))
+    upload_retries = app.topic(s.retry_topic(s.uploads_topic), schema=PydanticSchema(TrackUpload))
     recommendations = app.topic(
         s.topic(s.recommendations_topic), schema=PydanticSchema(Recommendation)
     )
@@ -93,9 +98,12 @@ def build_app(deps: Deps) -> faust.App:
         feed_ready.set()
     background: set[asyncio.Future[None]] = set()
 
-    def bad(topic: str, ev: InvalidEvent) -> None:
-        m.events.labels(topic=topic, outcome="invalid").inc()
-        log.warning("invalid event on %s: %s (%r)", topic, ev.error, ev.raw[:200])
+    letters = DeadLetters(app=app, settings=s, metrics=m)
+
+    def invalid(role: str, event: Any) -> Failed:
+        """An undecodable message, counted; the caller dead-letters it."""
+        m.events.labels(topic=role, outcome="invalid").inc()
+        return Failed(Source.of(event), "invalid", InvalidMessage(event.value.error))
 
     async def publish(delta: CatalogDelta) -> None:
         catalog.apply(delta)  # this worker at once; the others through the topic
@@ -119,11 +127,14 @@ def build_app(deps: Deps) -> faust.App:
         await feed_ready.wait()  # never rank with half a catalog after a restart
         async for events in stream.take_events(s.fold_batch, within=s.fold_wait_s):
             batch: list[Incoming] = []
+            failed: list[Failed] = []
             for e in events:
                 if isinstance(e.value, InvalidEvent):
-                    bad("interactions", e.value)
+                    failed.append(invalid("interactions", e))
                 else:
                     batch.append(Incoming(e.value, e.message.partition, e.message.offset, e))
+            if failed:
+                await letters.dead_letter_many(failed, role="interactions")
             folded = fold_batch(
                 batch,
                 get_state=get_state,
@@ -142,18 +153,34 @@ def build_app(deps: Deps) -> faust.App:
             m.table_size.labels(table="user-state").set(len(users))
             m.table_size.labels(table="track-stats").set(len(catalog.plays))
 
+    uploader = Uploader(deps=deps, clients=clients, letters=letters, publish=publish)
+
+    async def upload_batch(events: list[Any]) -> None:
+        items: list[UploadItem] = []
+        failed: list[Failed] = []
+        for e in events:
+            if isinstance(e.value, InvalidEvent):
+                failed.append(invalid("track-uploads", e))
+            else:
+                items.append(UploadItem(e.value, Source.of(e)))
+        if failed:
+            await letters.dead_letter_many(failed, role="track-uploads")
+        await uploader.handle(items)
+
     @app.agent(uploads, name="on_upload")
     async def on_upload(stream: Any) -> None:
         """Decode, embed on Triton and upsert into Milvus, batching concurrent uploads."""
-        async for batch in stream.take(s.upload_batch, within=s.upload_batch_wait_s):
-            valid: list[TrackUpload] = []
-            for ev in batch:
-                if isinstance(ev, InvalidEvent):
-                    bad("track-uploads", ev)
-                else:
-                    valid.append(ev)
-            if valid:
-                await ingest(valid, deps, clients, publish)
+        async for events in stream.take_events(s.upload_batch, within=s.upload_batch_wait_s):
+            await upload_batch(events)
+
+    @app.agent(upload_retries, name="on_upload_retry")
+    async def on_upload_retry(stream: Any) -> None:
+        """Uploads that failed for a reason that may pass: again, once due."""
+        async for events in stream.take_events(s.upload_batch, within=s.upload_batch_wait_s):
+            due_ms = max(Source.of(e).not_before_ms for e in events)
+            # Offsets are acked after this returns: a restart re-reads what still waits.
+            await asyncio.sleep(max(0.0, due_ms / 1000 - time.time()))
+            await upload_batch(events)
 
     if feed is not None:
 
@@ -162,6 +189,13 @@ def build_app(deps: Deps) -> faust.App:
             # Faust creates internal topics it consumes; this one it only produces to.
             await deltas.maybe_declare()
             await feed.run()
+
+    @app.task
+    async def _declare_dead_letters() -> None:
+        # `resonate up` / `resonate topics` create them; this covers a worker started alone.
+        await letters.declare(
+            [s.dead_letter_topic(s.interactions_topic), s.dead_letter_topic(s.uploads_topic)]
+        )
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _ready(app: faust.App, *args: Any, **kwargs: Any) -> None:

@@ -95,6 +95,18 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.retries = Counter(
+            "resonate_retries_total",
+            "Messages sent to their retry topic for another attempt, by source topic and reason.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.dependency_up = Gauge(
+            "resonate_dependency_up",
+            "0 while the upload path waits out an outage of this dependency (triton, milvus).",
+            ["dependency"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "resonate_consumer_lag_messages",
             "End offset minus the consumer group's committed offset, per topic and partition "

@@ -46,8 +46,13 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, Any]]:
     """Captures what agents send to other topics instead of producing to a broker."""
     out: list[tuple[str, Any, Any]] = []
 
-    async def send(self: faust.Topic, *, key: Any = None, value: Any = None, **kw: Any) -> None:
+    async def send(
+        self: faust.Topic, *, key: Any = None, value: Any = None, **kw: Any
+    ) -> asyncio.Future[None]:
         out.append((self.get_topic_name(), key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)  # "delivered", as a broker's acknowledgement would say
+        return done
 
     monkeypatch.setattr(faust.Topic, "send", send)
     return out
@@ -215,9 +220,11 @@ async def test_upload_agent_batches_embeds_and_stores(
     assert row.artist_id == "a" and row.uploaded_at_ms > 0
     assert sum(encoder.calls) == 3 * 2  # 7 s at 16 kHz = 2 patches per track
     text = metrics.registry.get_sample_value(
-        "resonate_events_total", {"topic": "track-uploads", "outcome": "rejected"}
+        "resonate_events_total", {"topic": "track-uploads", "outcome": "dead-lettered"}
     )
     assert text == 1.0
+    letters = [(k, v) for t, k, v in sent if t == "track-uploads.dlq"]
+    assert len(letters) == 1 and b"/etc/passwd" in letters[0][1]  # the original bytes
     deltas = [v for t, _, v in sent if t.endswith("track-deltas")]
     assert {tid for d in deltas for tid in d.uploads} == {"t0", "t1", "t3"}
     assert all(d.uploads[tid].artist_id == "a" for d in deltas for tid in d.uploads)
