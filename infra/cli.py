@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -390,6 +391,41 @@ def status(
     )
     typer.echo(text)
     raise typer.Exit(code)  # 0 ok, 1 a component unhealthy, 2 an SLO missed
+
+
+@app.command()
+def dlq(
+    action: Annotated[str, typer.Argument(help="list | republish")],
+    topic: Annotated[str, typer.Option(help="interactions | track-uploads")] = "track-uploads",
+    offset: Annotated[
+        list[str] | None, typer.Option(help="partition:offset of a letter (repeat).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Every letter with this reason.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every letter of the topic.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+) -> None:
+    """Dead letters: list them, or re-publish chosen ones onto their source topic."""
+    from infra.dlq import choose, dlq_topic, read_letters, render, republish
+    from infra.stack import read_state
+
+    s = _settings()
+    bootstrap, prefix = s.kafka_bootstrap, s.topic_prefix
+    if not bootstrap:  # the stack of a running `resonate up`
+        state = read_state(s.run_dir)
+        bootstrap, prefix = state["kafka_bootstrap"], state.get("topic_prefix", prefix)
+    name = dlq_topic(s.model_copy(update={"topic_prefix": prefix}), topic)
+    letters = asyncio.run(read_letters(bootstrap, name, timeout_s=s.timeout_s))
+    if action == "list":
+        picked = choose(letters, refs=offset or (), reason=reason) if offset or reason else letters
+        typer.echo(render(picked, as_json=as_json))
+        return
+    if action != "republish":
+        raise typer.BadParameter("action is list or republish")
+    picked = choose(letters, refs=offset or (), reason=reason, everything=all_)
+    if not picked:
+        raise typer.BadParameter("nothing chosen: give --offset, --reason or --all")
+    sent = asyncio.run(republish(bootstrap, picked))
+    typer.echo(f"re-published {sent} letters from {name}")
 
 
 @app.command()

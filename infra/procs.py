@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -176,6 +178,22 @@ class ChildProcess(Service):
     def pid(self) -> int | None:
         """The child's process id while it runs (benchmarks measure its CPU)."""
         return self._proc.pid if self._proc is not None else None
+
+    def kill(self) -> None:
+        """SIGKILL the child and what it spawned, as a crash of its host would (fault
+        tests); ``start()`` brings it back on the same ports."""
+        if self._proc is not None:
+            try:
+                # Its own session (Triton: pytriton's tritonserver and backend stubs) dies
+                # with it; otherwise orphans would keep its ports.
+                if os.getpgid(self._proc.pid) == self._proc.pid:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                else:
+                    self._proc.kill()
+            except ProcessLookupError:
+                pass
+            self._proc.wait(timeout=10)
+        self.stop()
 
     def stop(self) -> None:
         """Stop the child (idempotent)."""
