@@ -1,0 +1,296 @@
+"""The books balance on the real embedded stack: every message that enters leaves exactly
+one trace (applied and answered, counted as a duplicate, or dead-lettered with a reason),
+for generated mixes of valid, invalid, duplicated and hostile input, and through ten
+SIGKILLs of the worker in the middle of a stream.
+
+Hypothesis draws the mix (shares of each kind, listeners, seed); each example sends
+2,500 messages, and the four examples add up to 10,000. The SIGKILL run is in the nightly
+set (``pytest -m nightly``): it takes ~70 s and, at the time of writing, fails in about
+two runs of five (one fold batch's state is missing after the kills; docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from infra.demo import Bus
+from infra.dlq import read_letters
+from infra.stack import EmbeddedStack
+from schemas.events import Interaction, Recommendation, TrackUpload
+from schemas.settings import Settings
+from streams.offsets import true_end_offsets
+
+PER_EXAMPLE = 2_500
+TRACKS = [f"acct-track-{i}" for i in range(300)]
+HOSTILE_URIS = [
+    "file:///etc/passwd",
+    "file:///{root}/../../etc/shadow",
+    "file:///{root}/a%00b.ogg",
+    "file:///{root}/" + "x" * 300 + ".ogg",
+    "ftp://example.com/a.ogg",
+    "http://evil.example/a.ogg",
+    "gopher://127.0.0.1:70/",
+    "file://remote-host/{root}/a.ogg",
+]
+
+
+@pytest.fixture(scope="module")
+def stack_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("acct-audio").resolve()
+    return {"audio_roots": [root], "workers": 1}
+
+
+@dataclass
+class Ledger:
+    """What one run produced, by what the worker must do with it."""
+
+    tag: str
+    applied: dict[str, str] = field(default_factory=dict)  # event id -> user
+    duplicates: int = 0
+    dead: set[bytes] = field(default_factory=set)  # marker of each message to dead-letter
+    messages: int = 0
+
+
+def _interaction(user: str, track: str, kind: str, at: datetime, eid: str) -> bytes:
+    ev = Interaction(event_id=eid, type=kind, user_id=user, track_id=track, occurred_at=at)  # type: ignore[arg-type]
+    return ev.model_dump_json().encode()
+
+
+def _generate(
+    bus: Bus, s: Settings, mix: dict[str, float], seed: int, users: int, root: Path
+) -> Ledger:
+    """Send PER_EXAMPLE messages of the drawn mix; return what each should become."""
+    rng = random.Random(seed)
+    book = Ledger(tag=uuid.uuid4().hex[:8])
+    sent: dict[str, list[tuple[str, bytes]]] = {}  # user -> recent (event id, bytes)
+    t0 = datetime.now(UTC)
+    for i in range(PER_EXAMPLE):
+        user = f"acct-{book.tag}-{rng.randrange(users)}"
+        roll = rng.random()
+        marker = f"{book.tag}:{i}"
+        if roll < mix["invalid"]:
+            bad = rng.choice(
+                [
+                    f'{{"event_id": "{marker}", "type": "pause"}}',
+                    f"not json {marker}",
+                    f'{{"event_id": "{marker}", "type": "play", "user_id": "", "track_id": "t",'
+                    f' "occurred_at": "2026-01-01T00:00:00Z"}}',
+                ]
+            ).encode()
+            bus.send(s.interactions_topic, user, bad)
+            book.dead.add(marker.encode())
+        elif roll < mix["invalid"] + mix["hostile"]:
+            uri = rng.choice(HOSTILE_URIS).format(root=str(root).lstrip("/"))
+            up = TrackUpload(event_id=marker, track_id=f"h-{marker}", audio_uri=uri, uploaded_at=t0)
+            bus.send(s.uploads_topic, up.track_id, up.model_dump_json().encode())
+            book.dead.add(marker.encode())
+        elif roll < mix["invalid"] + mix["hostile"] + mix["duplicate"] and sent.get(user):
+            # A producer's retry: the same event again, a few events later at most.
+            eid, raw = rng.choice(sent[user][-5:])
+            bus.send(s.interactions_topic, user, raw)
+            book.duplicates += 1
+        else:
+            kind = "skip" if rng.random() < mix["skip"] else "play"
+            at = t0 + timedelta(milliseconds=i)
+            raw = _interaction(user, rng.choice(TRACKS), kind, at, marker)
+            bus.send(s.interactions_topic, user, raw)
+            sent.setdefault(user, []).append((marker, raw))
+            book.applied[marker] = user
+        book.messages += 1
+    bus.flush()
+    return book
+
+
+def _answers(bus: Bus, wanted: set[str], tag: str, timeout_s: float) -> list[Recommendation]:
+    """Every list answering an event of run ``tag``, until all ``wanted`` are answered."""
+    lists: list[Recommendation] = []
+    seen: set[str] = set()
+    for rec in bus.recommendations(timeout_s):
+        if any(e.startswith(tag) for e in rec.event_ids):
+            lists.append(rec)
+            seen |= wanted.intersection(rec.event_ids)
+        if seen >= wanted:
+            break
+    return lists
+
+
+def _dead_markers(stack: EmbeddedStack, tag: str) -> list[bytes]:
+    s = stack.settings
+    out: list[bytes] = []
+    for name in (s.interactions_topic, s.uploads_topic):
+        letters = asyncio.run(
+            read_letters(s.kafka_bootstrap, s.dead_letter_topic(name), timeout_s=20)
+        )
+        for lt in letters:
+            start = lt.value.find(tag.encode())
+            if start >= 0:
+                end = start + len(tag) + 1
+                while end < len(lt.value) and lt.value[end : end + 1].isdigit():
+                    end += 1
+                out.append(lt.value[start:end])
+    return out
+
+
+def _duplicates(stack: EmbeddedStack) -> float:
+    for line in stack.workers[0].metrics_text().splitlines():
+        if line.startswith('resonate_events_total{outcome="duplicate",topic="interactions"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+MIX = st.fixed_dictionaries(
+    {
+        "invalid": st.floats(0.0, 0.15),
+        "hostile": st.floats(0.0, 0.05),
+        "duplicate": st.floats(0.0, 0.15),
+        "skip": st.floats(0.0, 0.5),
+    }
+)
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(mix=MIX, seed=st.integers(0, 2**31), users=st.integers(5, 400))
+def test_every_message_is_applied_duplicate_or_dead_lettered(
+    stack: EmbeddedStack, bus: Bus, mix: dict[str, float], seed: int, users: int
+) -> None:
+    s = stack.settings
+    duplicates_before = _duplicates(stack)
+    book = _generate(bus, s, mix, seed, users, s.audio_roots[0])
+    lists = _answers(bus, set(book.applied), book.tag, timeout_s=180)
+    answered = [e for rec in lists for e in rec.event_ids if e.startswith(book.tag)]
+    # Every applied interaction answered exactly once, by a list to its own listener.
+    assert sorted(answered) == sorted(book.applied), "missing or repeated answers"
+    for rec in lists:
+        assert all(book.applied.get(e, rec.user_id) == rec.user_id for e in rec.event_ids)
+    # Every invalid or hostile message dead-lettered exactly once, with its bytes.
+    deadline = time.monotonic() + 60
+    dead = _dead_markers(stack, book.tag)
+    while len(dead) < len(book.dead) and time.monotonic() < deadline:
+        time.sleep(1)
+        dead = _dead_markers(stack, book.tag)
+    assert sorted(dead) == sorted(book.dead)
+    # The rest were duplicates, and counted as such.
+    assert _duplicates(stack) - duplicates_before == book.duplicates
+    assert book.messages == len(book.applied) + book.duplicates + len(book.dead) == PER_EXAMPLE
+
+
+def _final_states(s: Settings) -> dict[str, dict[str, Any]]:
+    """The last user-state record per listener, read from the table's changelog topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read() -> dict[str, dict[str, Any]]:
+        topic = f"{s.topic_prefix}{s.app_id}-user-state-changelog"
+        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+            consumer.assign(tps)
+            ends = await true_end_offsets(consumer, tps, bootstrap=s.kafka_bootstrap)
+            await consumer.seek_to_beginning(*tps)
+            states: dict[str, dict[str, Any]] = {}
+            left = {tp for tp in tps if ends[tp] > 0}
+            while left:
+                for tp, recs in (await consumer.getmany(*left, timeout_ms=10_000)).items():
+                    for r in recs:
+                        states[json.loads(r.key)] = json.loads(r.value)
+                    if recs and recs[-1].offset + 1 >= ends[tp]:
+                        left.discard(tp)
+            return states
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+@pytest.fixture()
+def stream(stack: EmbeddedStack) -> Iterator[tuple[Ledger, threading.Event]]:
+    """Plays from 50 listeners at ~100/s in a thread until the event is set."""
+    s = stack.settings
+    book = Ledger(tag=uuid.uuid4().hex[:8])
+    stop = threading.Event()
+
+    def run() -> None:
+        b = Bus(s)
+        try:
+            i = 0
+            while not stop.is_set():
+                user = f"kill-{book.tag}-{i % 50}"
+                eid = f"{book.tag}:{i}"
+                at = datetime.now(UTC)
+                b.send(
+                    s.interactions_topic, user, _interaction(user, TRACKS[i % 97], "play", at, eid)
+                )
+                book.applied[eid] = user
+                i += 1
+                if i % 20 == 0:
+                    b.flush()
+                    time.sleep(0.2)
+            b.flush()
+        finally:
+            b.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield book, stop
+    stop.set()
+    thread.join(timeout=30)
+
+
+@pytest.mark.nightly  # `pytest -m nightly` (README); see docs/reliability.md for its record
+def test_ten_sigkills_in_a_stream_lose_no_event_and_apply_none_twice(
+    stack: EmbeddedStack, bus: Bus, stream: tuple[Ledger, threading.Event]
+) -> None:
+    book, stop = stream
+    rng = random.Random(7)
+    for _ in range(10):
+        time.sleep(rng.uniform(1.0, 4.0))  # sometimes mid-batch, sometimes mid-recovery
+        stack.stop_worker(0, kill=True)
+        stack.start_worker(0)
+    stack.wait_workers_ready(timeout_s=180)
+    time.sleep(2)
+    stop.set()
+    time.sleep(1)
+    # A closing play per listener: each must be answered once all before it are applied.
+    s = stack.settings
+    closing: dict[str, str] = {}
+    for user in sorted(set(book.applied.values())):
+        eid = f"{book.tag}:close:{user}"
+        bus.send(
+            s.interactions_topic, user, _interaction(user, "close", "play", datetime.now(UTC), eid)
+        )
+        closing[eid] = user
+    bus.flush()
+    lists = _answers(bus, set(closing), book.tag, timeout_s=180)
+    assert set(closing) <= {e for rec in lists for e in rec.event_ids}
+    sent_per_user: dict[str, int] = {}
+    for user in [*book.applied.values(), *closing.values()]:
+        sent_per_user[user] = sent_per_user.get(user, 0) + 1
+    # The table's changelog writes trail the lists by a moment: read until they settle.
+    deadline = time.monotonic() + 30
+    while True:
+        states = _final_states(s)
+        applied_per_user = {u: states[u]["plays"] for u in sent_per_user if u in states}
+        if applied_per_user == sent_per_user or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    # Exactly once: no play lost across the crashes, none applied twice.
+    assert applied_per_user == sent_per_user
