@@ -357,6 +357,7 @@ def export_triton(
 def topics() -> None:
     """Create the topics (as `up` does) on RESONATE_KAFKA_BOOTSTRAP; idempotent, then exit."""
     from infra.topics import ensure_topics
+    from serving.kafka_security import KafkaSecurity
 
     _logging()
     s = _settings()
@@ -367,6 +368,7 @@ def topics() -> None:
         s.stack_topics(),
         partitions=s.partitions,
         timeout_s=s.timeout_s,
+        security=KafkaSecurity.from_settings(s),
     )
     typer.echo(json.dumps(counts))
 

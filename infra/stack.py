@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import SecretStr
+
 from infra.milvus_server import embedded_milvus
 from infra.procs import Service, StartupError, free_port, log_tail, stop_process, wait_until
 from infra.tansu import TansuBroker
 from infra.topics import ensure_topics
 from infra.triton_proc import TritonProcess
 from schemas.settings import Settings
+from serving.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:  # unset optional: leave the variable out (its default is None)
             continue
+        if isinstance(value, SecretStr):  # the child needs the secret itself, not '*****'
+            value = value.get_secret_value()
         if isinstance(value, list | tuple):
             env[f"RESONATE_{name.upper()}"] = json.dumps([str(v) for v in value])
         else:
@@ -154,6 +159,7 @@ class EmbeddedStack(Service):
             r.stack_topics(),
             partitions=r.partitions,
             timeout_s=r.timeout_s,
+            security=KafkaSecurity.from_settings(r),
         )
         for i in range(r.workers):
             self.start_worker(i)
