@@ -1,0 +1,361 @@
+"""Production security settings: secrets never shown, Kafka and Triton TLS wiring.
+
+Tansu speaks neither SASL nor TLS, so the Kafka wiring is checked on the objects built
+(Faust credentials, aiokafka and kafka-python arguments, a TLS context that trusts a
+throwaway CA made here with the ``openssl`` CLI). Triton TLS is checked end to end
+against a small HTTPS server on loopback that answers the KServe readiness probes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import faust
+import pytest
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+from pydantic import ValidationError
+
+from schemas.settings import Settings
+from serving.kafka_security import KafkaSecurity
+from serving.tls import split_triton_url, tls_context
+
+PASSWORD = "kafka-pw-7f3a91"
+TOKEN = "root:milvus-pw-c04e2b"
+API_KEY = "api-key-5d19e8"
+SECRETS = (PASSWORD, TOKEN, "milvus-pw-c04e2b", API_KEY)
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost, signed by it."""
+    d = tmp_path_factory.mktemp("pki")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=resonate-test-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (d / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
+    return Pki(ca=d / "ca.pem", cert=d / "server.pem", key=d / "server.key")
+
+
+def _secure(tmp_path: Path, pki: Pki, **kw: Any) -> Settings:
+    values: dict[str, Any] = {
+        "kafka_bootstrap": "broker-1:9094,broker-2:9094",
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": "SCRAM-SHA-512",
+        "kafka_username": "resonate",
+        "kafka_password": PASSWORD,
+        "kafka_ssl_cafile": pki.ca,
+        "milvus_uri": "http://127.0.0.1:1",
+        "milvus_token": TOKEN,
+        "triton_url": "https://127.0.0.1:1",
+        "api_key": API_KEY,
+        "run_dir": tmp_path,
+    }
+    return Settings(**(values | kw))
+
+
+def _clean(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text
+
+
+# --- secrets are never shown ------------------------------------------------------------
+
+
+def test_secrets_absent_from_repr_dumps_and_logs(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = _secure(tmp_path, pki)
+    security = KafkaSecurity.from_settings(s)
+    for text in (
+        repr(s),
+        str(s),
+        s.model_dump_json(),
+        json.dumps(s.model_dump(mode="json")),
+        repr(security),
+        repr(security.faust_credentials()),
+    ):
+        _clean(text)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("resonate.test").info("settings %s / %r", s, security)
+    _clean(caplog.text)
+    # ... but the clients get the real values.
+    assert security.aiokafka()["sasl_plain_password"] == PASSWORD
+    assert s.milvus_token.get_secret_value() == TOKEN
+
+
+def test_child_processes_get_the_secrets_and_stack_json_does_not(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infra.stack import EmbeddedStack, settings_env
+
+    s = _secure(tmp_path, pki)
+    env = settings_env(s)  # what `resonate up` hands its workers and API
+    assert env["RESONATE_KAFKA_PASSWORD"] == PASSWORD
+    assert env["RESONATE_MILVUS_TOKEN"] == TOKEN
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    again = Settings()
+    assert again.kafka_password.get_secret_value() == PASSWORD
+    assert again.api_key.get_secret_value() == API_KEY
+    state = EmbeddedStack(settings=s).write_state()
+    _clean(state.read_text())
+
+
+def test_status_screen_and_json_show_no_secret(tmp_path: Path, pki: Pki) -> None:
+    from infra.status import collect, target_from
+
+    s = _secure(tmp_path, pki, kafka_bootstrap="127.0.0.1:1")
+    target = target_from(s, worker_metrics=["http://127.0.0.1:1/metrics"])
+    _clean(repr(target))
+    report = collect(target, window_s=0.0, timeout_s=0.5)  # nothing answers: every probe fails
+    _clean(report.render())
+    _clean(json.dumps(report.to_dict()))
+
+
+def test_validation_errors_hide_the_input() -> None:
+    with pytest.raises(ValidationError) as err:
+        Settings(kafka_security_protocol="SASL_SSL", kafka_password=PASSWORD)  # no user name
+    _clean(str(err.value))
+    assert "kafka_username" in str(err.value)
+
+
+def test_credentials_in_addresses_are_refused() -> None:
+    for kw in (
+        {"milvus_uri": "http://root:pw@milvus:19530"},
+        {"triton_url": "https://u:pw@triton:8000"},
+        {"kafka_bootstrap": "u:pw@kafka:9092"},
+    ):
+        with pytest.raises(ValidationError, match="no user:password@"):
+            Settings(**kw)
+
+
+def test_invalid_events_are_logged_by_length_not_content(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from models.convert_musicnn import MUSICNN_CARD
+    from streams.app import build_app
+    from streams.clients import Deps
+    from streams.codec import InvalidEvent
+    from streams.metrics import Metrics
+
+    s = Settings(kafka_bootstrap="localhost:1", topic_prefix="sec-")
+    app = build_app(
+        Deps(
+            settings=s,
+            card=MUSICNN_CARD,
+            metrics=Metrics(),
+            store_factory=lambda: None,  # type: ignore[arg-type,return-value]
+            encoder_factory=lambda: None,  # type: ignore[arg-type,return-value]
+        )
+    )
+    app.finalize()
+    app.conf.store = "memory://"
+    raw = b'{"track_id": "t1", "uri": "file:///home/someone/private-recording.wav"'
+
+    async def feed() -> None:
+        async with app.agents["on_upload"].test_context() as agent:
+            await agent.put(InvalidEvent(raw=raw, error="message: Invalid JSON"))
+
+    import asyncio
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(feed())
+    assert f"({len(raw)} bytes)" in caplog.text
+    assert "private-recording" not in caplog.text
+
+
+# --- Kafka --------------------------------------------------------------------------------
+
+
+def test_plaintext_default_changes_nothing() -> None:
+    security = KafkaSecurity.from_settings(Settings())
+    assert security.aiokafka() == {} and security.kafka_python() == {}
+    assert security.faust_credentials() is None
+    assert security.ssl_context() is None
+
+
+def test_sasl_ssl_scram_for_faust_aiokafka_and_kafka_python(tmp_path: Path, pki: Pki) -> None:
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient
+
+    security = KafkaSecurity.from_settings(_secure(tmp_path, pki))
+    kw = security.aiokafka()
+    assert kw["security_protocol"] == "SASL_SSL"
+    assert kw["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (kw["sasl_plain_username"], kw["sasl_plain_password"]) == ("resonate", PASSWORD)
+    ctx = kw["ssl_context"]
+    assert isinstance(ctx, ssl.SSLContext)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+    subjects = [dict(x[0] for x in c["subject"]) for c in ctx.get_ca_certs()]
+    assert {"commonName": "resonate-test-ca"} in subjects  # our CA, loaded
+    # kafka-python knows every argument (it would raise on an unknown one at connect time).
+    for cls in (KafkaAdminClient, KafkaProducer, KafkaConsumer):
+        assert set(security.kafka_python()) <= set(cls.DEFAULT_CONFIG), cls.__name__
+    creds = security.faust_credentials()
+    assert isinstance(creds, faust.SASLCredentials)
+    # What Faust's aiokafka driver makes of it is what we give aiokafka directly.
+    auth = credentials_to_aiokafka_auth(creds)
+    assert {k: v for k, v in auth.items() if k != "ssl_context"} == {
+        k: v for k, v in kw.items() if k != "ssl_context"
+    }
+    assert isinstance(auth["ssl_context"], ssl.SSLContext)
+
+
+def test_other_protocols(tmp_path: Path, pki: Pki) -> None:
+    sasl_plain = KafkaSecurity.from_settings(
+        _secure(tmp_path, pki, kafka_security_protocol="SASL_PLAINTEXT")
+    )
+    assert "ssl_context" not in sasl_plain.aiokafka()
+    assert credentials_to_aiokafka_auth(sasl_plain.faust_credentials())["security_protocol"] == (
+        "SASL_PLAINTEXT"
+    )
+    tls = KafkaSecurity.from_settings(
+        _secure(
+            tmp_path,
+            pki,
+            kafka_security_protocol="SSL",
+            kafka_ssl_certfile=pki.cert,  # any cert/key pair shows mutual TLS loads
+            kafka_ssl_keyfile=pki.key,
+        )
+    )
+    assert tls.aiokafka().keys() == {"security_protocol", "ssl_context"}
+    assert isinstance(tls.faust_credentials(), faust.SSLCredentials)
+    with pytest.raises(ValidationError, match="go together"):
+        _secure(tmp_path, pki, kafka_ssl_certfile=pki.cert)
+
+
+async def test_aiokafka_clients_accept_the_arguments(tmp_path: Path, pki: Pki) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    kw = KafkaSecurity.from_settings(_secure(tmp_path, pki)).aiokafka()
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", **kw)
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", **kw)
+    try:
+        for inner in (consumer._client, producer.client):
+            assert inner._security_protocol == "SASL_SSL"
+            assert inner._sasl_mechanism == "SCRAM-SHA-512"
+            assert inner._ssl_context is kw["ssl_context"]
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def test_the_worker_app_gets_the_credentials(tmp_path: Path, pki: Pki) -> None:
+    from models.convert_musicnn import MUSICNN_CARD
+    from streams.app import build_app
+    from streams.clients import Deps
+    from streams.metrics import Metrics
+
+    def app_for(s: Settings) -> faust.App:
+        return build_app(
+            Deps(
+                settings=s,
+                card=MUSICNN_CARD,
+                metrics=Metrics(),
+                store_factory=lambda: None,  # type: ignore[arg-type,return-value]
+                encoder_factory=lambda: None,  # type: ignore[arg-type,return-value]
+            )
+        )
+
+    secure = app_for(_secure(tmp_path, pki))
+    assert isinstance(secure.conf.broker_credentials, faust.SASLCredentials)
+    plain = app_for(Settings(kafka_bootstrap="localhost:1"))
+    assert plain.conf.broker_credentials is None
+
+
+# --- Triton over TLS ---------------------------------------------------------------------
+
+
+class _Ready(BaseHTTPRequestHandler):
+    """Answers the KServe v2 readiness probes with 200 and nothing else."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        ok = self.path in ("/v2/health/live", "/v2/health/ready") or self.path.endswith("/ready")
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def https_triton(pki: Pki) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ready)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.cert, pki.key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_triton_url_scheme() -> None:
+    assert split_triton_url("https://t:8000/") == ("t:8000", True)
+    assert split_triton_url("http://t:8000") == ("t:8000", False)
+    assert split_triton_url("t:8000") == ("t:8000", False)
+
+
+async def test_async_triton_client_speaks_verified_tls(https_triton: str, pki: Pki) -> None:
+    from serving.user_encoder_client import UserEncoderClient, UserEncoderUnavailable
+
+    async with UserEncoderClient(url=https_triton, ssl_cafile=pki.ca, timeout_s=5) as client:
+        assert client.tls
+    # Without our CA the certificate is not trusted: no silent fallback to plaintext or
+    # to an unverified connection.
+    with pytest.raises(UserEncoderUnavailable, match="(?i)certificate"):
+        async with UserEncoderClient(url=https_triton, timeout_s=1):
+            pass
+    async with UserEncoderClient(url=https_triton, ssl_verify=False, timeout_s=5):
+        pass
+
+
+def test_sync_triton_probe_speaks_verified_tls(https_triton: str, pki: Pki) -> None:
+    from serving.triton_client import TritonUnavailable, wait_model_ready
+
+    wait_model_ready(https_triton, "musicnn", 5, ssl_cafile=pki.ca)
+    with pytest.raises(TritonUnavailable):
+        wait_model_ready(https_triton, "musicnn", 1)
+
+
+def test_tls_context_loads_the_ca(pki: Pki) -> None:
+    ctx = tls_context(cafile=pki.ca)
+    assert any(
+        dict(x[0] for x in c["subject"]).get("commonName") == "resonate-test-ca"
+        for c in ctx.get_ca_certs()
+    )
+    with pytest.raises(OSError):
+        tls_context(cafile=pki.ca.with_name("missing.pem"))
