@@ -25,7 +25,17 @@ from typing import IO, Any
 from pydantic import SecretStr
 
 from infra.milvus_server import embedded_milvus
-from infra.procs import Service, StartupError, free_port, log_tail, stop_process, wait_until
+from infra.procs import (
+    LOG_DIR_MODE,
+    Service,
+    StartupError,
+    free_port,
+    log_tail,
+    open_private_log,
+    stop_process,
+    wait_until,
+    write_private_text,
+)
 from infra.tansu import TansuBroker
 from infra.topics import ensure_topics
 from infra.triton_proc import TritonProcess
@@ -103,7 +113,7 @@ class EmbeddedStack(Service):
 
     def start(self) -> None:
         s = self.base
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=LOG_DIR_MODE, parents=True, exist_ok=True)
         weights = ensure_weights(s.weights_path.resolve())
         t0 = time.monotonic()
         starters: dict[str, Any] = {}
@@ -196,7 +206,7 @@ class EmbeddedStack(Service):
             **os.environ,
             **settings_env(self.settings.model_copy(update={"metrics_port": port})),
         }
-        w._log = w.log_path.open("ab")
+        w._log = open_private_log(w.log_path)
         w.proc = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "worker"],
             stdout=w._log,
@@ -280,7 +290,7 @@ class EmbeddedStack(Service):
             "pid": os.getpid(),
         }
         path = self.run_dir / "stack.json"
-        path.write_text(json.dumps(state, indent=2))
+        write_private_text(path, json.dumps(state, indent=2))
         return path
 
 

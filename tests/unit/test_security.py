@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import ssl
 import subprocess
 import threading
@@ -359,3 +360,66 @@ def test_tls_context_loads_the_ca(pki: Pki) -> None:
     )
     with pytest.raises(OSError):
         tls_context(cafile=pki.ca.with_name("missing.pem"))
+
+
+# --- log files are private ----------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_log_files_are_created_and_tightened_to_0600(tmp_path: Path) -> None:
+    from infra.procs import open_private_log
+
+    old = os.umask(0o022)  # the usual umask: without care, logs would be 0644
+    try:
+        fresh = tmp_path / "logs" / "worker-0.log"
+        with open_private_log(fresh) as fh:
+            fh.write(b"x\n")
+        assert _mode(fresh) == 0o600 and _mode(fresh.parent) == 0o700
+        loose = tmp_path / "old.log"
+        loose.write_text("earlier run\n")
+        loose.chmod(0o644)
+        open_private_log(loose).close()
+        assert _mode(loose) == 0o600 and loose.read_text() == "earlier run\n"  # appended to
+    finally:
+        os.umask(old)
+
+
+def test_child_process_logs_and_stack_json_are_private(tmp_path: Path) -> None:
+    import sys
+
+    from infra.procs import ChildProcess
+    from infra.stack import EmbeddedStack
+
+    class Echo(ChildProcess):
+        def start(self) -> Echo:
+            self._launch([sys.executable, "-c", "print('hello')"])
+            return self
+
+    child = Echo(log_path=tmp_path / "logs" / "echo.log", startup_timeout_s=5).start()
+    assert child._proc is not None and child._proc.wait(timeout=30) == 0
+    child.stop()
+    assert _mode(child.log_path) == 0o600
+    assert "hello" in child.log_path.read_text()
+    state = EmbeddedStack(settings=Settings(run_dir=tmp_path)).write_state()
+    assert _mode(state) == 0o600
+
+
+def test_demo_log_is_private(tmp_path: Path) -> None:
+    from infra.demo_view import quiet_logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        path = quiet_logging(tmp_path / "logs" / "demo.log")
+        logging.getLogger("resonate.test").warning("into the demo log")
+        assert _mode(path) == 0o600
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+            h.close()
+        for h in handlers:
+            root.addHandler(h)
+        root.setLevel(level)
