@@ -423,3 +423,56 @@ def test_demo_log_is_private(tmp_path: Path) -> None:
         for h in handlers:
             root.addHandler(h)
         root.setLevel(level)
+
+
+def test_kafka_tls_script_makes_a_broker_certificate_our_clients_trust(tmp_path: Path) -> None:
+    """infra/prod/kafka/make-tls.sh: the broker's PKCS12 verifies, by the names clients use,
+    against the CA the workers get (the broker itself is not run here: no Docker)."""
+    import shutil
+    import socket
+
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "infra" / "prod" / "kafka" / "make-tls.sh"
+    script.parent.mkdir(parents=True)
+    shutil.copy(root / "infra" / "prod" / "kafka" / "make-tls.sh", script)
+    subprocess.run(["bash", str(script)], check=True, capture_output=True)
+    subprocess.run(["bash", str(script)], check=True, capture_output=True)  # idempotent
+    tls = tmp_path / "run" / "kafka-tls"
+    assert _mode(tmp_path / "run" / "kafka-ca" / "ca.key") == 0o600
+    assert not (tls / "ca.key").exists()  # the CA key is never mounted
+    pem = tmp_path / "broker.pem"
+    subprocess.run(
+        ["openssl", "pkcs12", "-in", str(tls / "kafka.p12"), "-nodes", "-out", str(pem),
+         "-passin", f"file:{tls / 'kafka.p12.pass'}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(pem)
+    client_ctx = KafkaSecurity(protocol="SSL", cafile=tls / "ca.pem").ssl_context()
+    assert client_ctx is not None
+    errors: list[Exception] = []
+
+    def serve(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True):
+                pass
+        except (ssl.SSLError, OSError) as exc:
+            errors.append(exc)
+
+    for name in ("kafka", "localhost"):  # compose network, host
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            thread = threading.Thread(target=serve, args=(listener,), daemon=True)
+            thread.start()
+            port = listener.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with client_ctx.wrap_socket(raw, server_hostname=name) as tls_sock:
+                    assert tls_sock.version() in ("TLSv1.2", "TLSv1.3")
+            thread.join(timeout=5)
+    assert not errors
+    with pytest.raises(ssl.SSLCertVerificationError):  # a name the certificate lacks
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            threading.Thread(target=serve, args=(listener,), daemon=True).start()
+            port = listener.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                client_ctx.wrap_socket(raw, server_hostname="attacker.example")
