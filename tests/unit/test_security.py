@@ -476,3 +476,17 @@ def test_kafka_tls_script_makes_a_broker_certificate_our_clients_trust(tmp_path:
             port = listener.getsockname()[1]
             with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
                 client_ctx.wrap_socket(raw, server_hostname="attacker.example")
+
+
+def test_api_key_is_compared_as_a_secret() -> None:
+    from types import SimpleNamespace
+
+    from serving.api.problems import ProblemError
+    from serving.api.routes import require_key
+
+    locked = SimpleNamespace(settings=Settings(api_key=API_KEY))
+    require_key(locked, API_KEY)  # type: ignore[arg-type]
+    for wrong in (None, "", "api-key"):
+        with pytest.raises(ProblemError):
+            require_key(locked, wrong)  # type: ignore[arg-type]
+    require_key(SimpleNamespace(settings=Settings()), None)  # type: ignore[arg-type]
