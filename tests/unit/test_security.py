@@ -158,38 +158,27 @@ def test_credentials_in_addresses_are_refused() -> None:
             Settings(**kw)
 
 
-def test_invalid_events_are_logged_by_length_not_content(
-    caplog: pytest.LogCaptureFixture,
+async def test_dead_lettered_events_are_logged_by_length_not_content(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from models.convert_musicnn import MUSICNN_CARD
-    from streams.app import build_app
-    from streams.clients import Deps
-    from streams.codec import InvalidEvent
+    """Logs are read more widely than the dead-letter topic: no bytes of a message in them."""
+    from streams.deadletter import DeadLetters, Failed, InvalidMessage, Source
     from streams.metrics import Metrics
 
-    s = Settings(kafka_bootstrap="localhost:1", topic_prefix="sec-")
-    app = build_app(
-        Deps(
-            settings=s,
-            card=MUSICNN_CARD,
-            metrics=Metrics(),
-            store_factory=lambda: None,  # type: ignore[arg-type,return-value]
-            encoder_factory=lambda: None,  # type: ignore[arg-type,return-value]
-        )
-    )
-    app.finalize()
-    app.conf.store = "memory://"
     raw = b'{"track_id": "t1", "uri": "file:///home/someone/private-recording.wav"'
+    letters = DeadLetters(app=faust.App("sec-test"), settings=Settings(), metrics=Metrics())
 
-    async def feed() -> None:
-        async with app.agents["on_upload"].test_context() as agent:
-            await agent.put(InvalidEvent(raw=raw, error="message: Invalid JSON"))
+    async def deliver(batch: Any) -> None:
+        pass  # no broker here; the bytes go to the dead-letter topic in production
 
-    import asyncio
-
-    with caplog.at_level(logging.WARNING):
-        asyncio.run(feed())
-    assert f"({len(raw)} bytes)" in caplog.text
+    monkeypatch.setattr(letters, "_deliver", deliver)
+    source = Source(topic="track-uploads", partition=0, offset=3, key=b"t1", value=raw, headers=())
+    with caplog.at_level(logging.INFO):
+        await letters.dead_letter_many(
+            [Failed(source, "invalid", InvalidMessage("message: Invalid JSON"))],
+            role="track-uploads",
+        )
+    assert f"{len(raw)} bytes" in caplog.text
     assert "private-recording" not in caplog.text
 
 
@@ -490,3 +479,24 @@ def test_api_key_is_compared_as_a_secret() -> None:
         with pytest.raises(ProblemError):
             require_key(locked, wrong)  # type: ignore[arg-type]
     require_key(SimpleNamespace(settings=Settings()), None)  # type: ignore[arg-type]
+
+
+def test_every_kafka_client_takes_the_security_arguments() -> None:
+    """A Kafka client added later without ``**security...()`` would talk plaintext to a
+    SASL_SSL broker; only the embedded Tansu's own probe (always plaintext) is exempt."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    clients = {"AIOKafkaConsumer", "AIOKafkaProducer", "KafkaAdminClient", "KafkaProducer"}
+    clients |= {"KafkaConsumer"}
+    missing, seen = [], 0
+    for folder in ("infra", "serving", "streams"):
+        for path in (root / folder).rglob("*.py"):
+            if path.name == "tansu.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) in clients:
+                    seen += 1
+                    if not any(k.arg is None for k in node.keywords):  # no **kwargs
+                        missing.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert seen >= 10 and not missing, missing
