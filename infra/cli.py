@@ -357,6 +357,7 @@ def export_triton(
 def topics() -> None:
     """Create the topics (as `up` does) on RESONATE_KAFKA_BOOTSTRAP; idempotent, then exit."""
     from infra.topics import ensure_topics
+    from serving.kafka_security import KafkaSecurity
 
     _logging()
     s = _settings()
@@ -367,6 +368,7 @@ def topics() -> None:
         s.stack_topics(),
         partitions=s.partitions,
         timeout_s=s.timeout_s,
+        security=KafkaSecurity.from_settings(s),
     )
     typer.echo(json.dumps(counts))
 
@@ -407,6 +409,7 @@ def dlq(
     """Dead letters: list them, or re-publish chosen ones onto their source topic."""
     from infra.dlq import choose, dlq_topic, read_letters, render, republish
     from infra.stack import read_state
+    from serving.kafka_security import KafkaSecurity
 
     s = _settings()
     bootstrap, prefix = s.kafka_bootstrap, s.topic_prefix
@@ -414,7 +417,8 @@ def dlq(
         state = read_state(s.run_dir)
         bootstrap, prefix = state["kafka_bootstrap"], state.get("topic_prefix", prefix)
     name = dlq_topic(s.model_copy(update={"topic_prefix": prefix}), topic)
-    letters = asyncio.run(read_letters(bootstrap, name, timeout_s=s.timeout_s))
+    security = KafkaSecurity.from_settings(s)
+    letters = asyncio.run(read_letters(bootstrap, name, timeout_s=s.timeout_s, security=security))
     if action == "list":
         picked = choose(letters, refs=offset or (), reason=reason) if offset or reason else letters
         typer.echo(render(picked, as_json=as_json))
@@ -424,7 +428,7 @@ def dlq(
     picked = choose(letters, refs=offset or (), reason=reason, everything=all_)
     if not picked:
         raise typer.BadParameter("nothing chosen: give --offset, --reason or --all")
-    sent = asyncio.run(republish(bootstrap, picked))
+    sent = asyncio.run(republish(bootstrap, picked, security=security))
     typer.echo(f"re-published {sent} letters from {name}")
 
 

@@ -102,14 +102,20 @@ class Bus:
     def __init__(self, settings: Settings) -> None:
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+        from serving.kafka_security import KafkaSecurity
+
         self.s = settings
-        self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        security = KafkaSecurity.from_settings(settings).kafka_python()
+        self.producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", **security
+        )
         topic = settings.topic(settings.recommendations_topic)
         # No consumer group: a group join takes ~20 s on Tansu; manual assignment is instant.
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             enable_auto_commit=False,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            **security,
         )
         parts = self.consumer.partitions_for_topic(topic) or set(range(settings.partitions))
         self.consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
@@ -168,7 +174,10 @@ def wait_searchable(
 
     seen: dict[str, float] = {}
     with TrackStore(
-        uri=settings.milvus_uri, collection=settings.milvus_collection, dim=dim
+        uri=settings.milvus_uri,
+        collection=settings.milvus_collection,
+        dim=dim,
+        token=settings.milvus_token.get_secret_value(),
     ) as store:
         deadline = time.monotonic() + timeout_s
         while len(seen) < len(ids) and time.monotonic() < deadline:

@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from infra.procs import open_private_log
 from schemas.events import Recommendation
 
 # Libraries that configure console handlers of their own (pymilvus) are sent to the file too.
@@ -22,7 +23,7 @@ def quiet_logging(log_path: Path) -> Path:
     """Every log record of this process (ours and the client libraries') to ``log_path``."""
     import pymilvus  # noqa: F401 - its import installs the console handlers replaced here
 
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    open_private_log(log_path).close()  # created 0600; FileHandler appends to it as it is
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.settings import Settings
+from serving.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.deadletter import (
     ATTEMPTS,
     DETAIL,
@@ -104,12 +105,17 @@ def _letter(topic: str, rec: Any) -> Letter:
     )
 
 
-async def read_letters(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> list[Letter]:
+async def read_letters(
+    bootstrap: str, topic: str, *, timeout_s: float = 10.0, security: KafkaSecurity = PLAINTEXT
+) -> list[Letter]:
     """Every dead letter on ``topic``, oldest first per partition."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=30_000
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        request_timeout_ms=30_000,
+        **security.aiokafka(),
     )
     await consumer.start()
     try:
@@ -121,7 +127,9 @@ async def read_letters(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -
         if not tps:
             return []
         consumer.assign(tps)
-        ends = await true_end_offsets(consumer, tps, bootstrap=bootstrap, timeout_s=timeout_s)
+        ends = await true_end_offsets(
+            consumer, tps, bootstrap=bootstrap, timeout_s=timeout_s, security=security
+        )
         await consumer.seek_to_beginning(*tps)
         out: list[Letter] = []
         left = {tp for tp in tps if ends[tp] > 0}
@@ -154,11 +162,13 @@ def choose(
     ]
 
 
-async def republish(bootstrap: str, letters: Sequence[Letter]) -> int:
+async def republish(
+    bootstrap: str, letters: Sequence[Letter], *, security: KafkaSecurity = PLAINTEXT
+) -> int:
     """Send each letter's original key and bytes back to its source topic; returns count."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **security.aiokafka())
     await producer.start()
     try:
         futures = []

@@ -33,6 +33,7 @@ from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient, OffsetSpec
 
 from infra.procs import Service
+from serving.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.metrics import Metrics
 from streams.offsets import correct_end_offsets
 
@@ -68,8 +69,10 @@ class LagReader(Service):
         group_id: str,
         topics: Iterable[str] = (),
         timeout_s: float = 10.0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.group_id = group_id
         self.topics = list(topics)
         self.timeout_s = timeout_s
@@ -84,6 +87,7 @@ class LagReader(Service):
                 client_id="resonate-lag",
                 request_timeout_ms=ms,
                 bootstrap_timeout_ms=ms,
+                **self.security.kafka_python(),
             )
         except kerrors.KafkaError as exc:
             raise LagError(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
@@ -141,7 +145,9 @@ class LagReader(Service):
         Tansu too, whose ListOffsets answer stops at the last batch's base offset + 1."""
         try:
             return asyncio.run(
-                correct_end_offsets(self.bootstrap, reported, timeout_s=self.timeout_s)
+                correct_end_offsets(
+                    self.bootstrap, reported, timeout_s=self.timeout_s, security=self.security
+                )
             )
         except Exception as exc:  # the reported offsets are still a usable approximation
             log.warning("true end offsets unavailable (%s); using ListOffsets", exc)
@@ -249,9 +255,16 @@ def start_lag_collector(
     interval_s: float = 5.0,
     timeout_s: float = 10.0,
     records_warn: int = 0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> LagCollector:
     """Build and start a collector (what ``infra.worker`` calls)."""
-    reader = LagReader(bootstrap=bootstrap, group_id=group_id, topics=topics, timeout_s=timeout_s)
+    reader = LagReader(
+        bootstrap=bootstrap,
+        group_id=group_id,
+        topics=topics,
+        timeout_s=timeout_s,
+        security=security,
+    )
     collector = LagCollector(
         reader=reader, metrics=metrics, interval_s=interval_s, records_warn=records_warn
     )

@@ -249,5 +249,5 @@ def store_options(settings: Settings) -> dict[str, Any]:
         "hnsw_ef": settings.milvus_hnsw_ef,
         "consistency": settings.milvus_consistency,
         "scalar_index": settings.milvus_scalar_index,
-        "token": settings.milvus_token,
+        "token": settings.milvus_token.get_secret_value(),
     }

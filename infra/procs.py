@@ -20,6 +20,32 @@ class StartupError(RuntimeError):
     """An embedded component did not become ready in time."""
 
 
+LOG_FILE_MODE = 0o600
+LOG_DIR_MODE = 0o700
+
+
+def open_private_log(path: Path) -> IO[bytes]:
+    """Open ``path`` for appending, readable by its owner only (0600, folder 0700).
+
+    Why: logs hold what the processes saw (addresses, errors quoting requests, library
+    debug output); with the default umask they would be world-readable. An existing file
+    is tightened too, since ``open``'s mode applies only when it creates the file.
+    """
+    path.parent.mkdir(mode=LOG_DIR_MODE, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, LOG_FILE_MODE)
+    os.fchmod(fd, LOG_FILE_MODE)
+    return os.fdopen(fd, "ab")
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Write ``path`` (replacing it) readable by its owner only, like the logs beside it."""
+    path.parent.mkdir(mode=LOG_DIR_MODE, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, LOG_FILE_MODE)
+    os.fchmod(fd, LOG_FILE_MODE)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -142,8 +168,7 @@ class ChildProcess(Service):
         """Spawn ``args`` with output to the log; ``new_session`` keeps terminal signals off it."""
         if self._proc is not None:
             raise RuntimeError(f"{self.name} already started")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open_private_log(self.log_path)  # closed in stop()
         self._proc = subprocess.Popen(
             args,
             stdout=self._log,

@@ -22,12 +22,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import SecretStr
+
 from infra.milvus_server import embedded_milvus
-from infra.procs import Service, StartupError, free_port, log_tail, stop_process, wait_until
+from infra.procs import (
+    LOG_DIR_MODE,
+    Service,
+    StartupError,
+    free_port,
+    log_tail,
+    open_private_log,
+    stop_process,
+    wait_until,
+    write_private_text,
+)
 from infra.tansu import TansuBroker
 from infra.topics import ensure_topics
 from infra.triton_proc import TritonProcess
 from schemas.settings import Settings
+from serving.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +53,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:  # unset optional: leave the variable out (its default is None)
             continue
+        if isinstance(value, SecretStr):  # the child needs the secret itself, not '*****'
+            value = value.get_secret_value()
         if isinstance(value, list | tuple):
             env[f"RESONATE_{name.upper()}"] = json.dumps([str(v) for v in value])
         else:
@@ -98,7 +113,7 @@ class EmbeddedStack(Service):
 
     def start(self) -> None:
         s = self.base
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=LOG_DIR_MODE, parents=True, exist_ok=True)
         weights = ensure_weights(s.weights_path.resolve())
         t0 = time.monotonic()
         starters: dict[str, Any] = {}
@@ -154,6 +169,7 @@ class EmbeddedStack(Service):
             r.stack_topics(),
             partitions=r.partitions,
             timeout_s=r.timeout_s,
+            security=KafkaSecurity.from_settings(r),
         )
         for i in range(r.workers):
             self.start_worker(i)
@@ -190,7 +206,7 @@ class EmbeddedStack(Service):
             **os.environ,
             **settings_env(self.settings.model_copy(update={"metrics_port": port})),
         }
-        w._log = w.log_path.open("ab")
+        w._log = open_private_log(w.log_path)
         w.proc = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "worker"],
             stdout=w._log,
@@ -274,7 +290,7 @@ class EmbeddedStack(Service):
             "pid": os.getpid(),
         }
         path = self.run_dir / "stack.json"
-        path.write_text(json.dumps(state, indent=2))
+        write_private_text(path, json.dumps(state, indent=2))
         return path
 
 

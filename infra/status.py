@@ -25,13 +25,17 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from infra.lag import LagError, LagReader, PartitionLag
 from infra.slo import SLOS
 from schemas.settings import Settings
+from serving.kafka_security import PLAINTEXT, KafkaSecurity
+from serving.tls import split_triton_url, triton_sync_tls
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -48,7 +52,10 @@ class Target:
     topics: tuple[str, ...]
     collection: str
     models: tuple[str, ...]
-    milvus_token: str = ""
+    milvus_token: SecretStr = SecretStr("")  # repr shows '**********'
+    triton_ssl_cafile: Path | None = None
+    triton_ssl_verify: bool = True
+    kafka_security: KafkaSecurity = PLAINTEXT  # its repr shows no password either
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,9 @@ def target_from(settings: Settings, *, worker_metrics: list[str] | None = None) 
         collection=s.milvus_collection,
         models=tuple(models),
         milvus_token=s.milvus_token,
+        triton_ssl_cafile=s.triton_ssl_cafile,
+        triton_ssl_verify=s.triton_ssl_verify,
+        kafka_security=KafkaSecurity.from_settings(s),
     )
 
 
@@ -225,6 +235,7 @@ def collect(target: Target, *, window_s: float = 2.0, timeout_s: float = 3.0) ->
                 group_id=target.group_id,
                 topics=target.topics,
                 timeout_s=timeout_s,
+                security=target.kafka_security,
             ) as reader:
                 lag = reader.read()
         except LagError as exc:
@@ -234,7 +245,9 @@ def collect(target: Target, *, window_s: float = 2.0, timeout_s: float = 3.0) ->
     def milvus() -> str:
         from pymilvus import MilvusClient
 
-        client = MilvusClient(uri=target.milvus_uri, token=target.milvus_token, timeout=timeout_s)
+        client = MilvusClient(
+            uri=target.milvus_uri, token=target.milvus_token.get_secret_value(), timeout=timeout_s
+        )
         try:
             names = client.list_collections(timeout=timeout_s)
             rows = ""
@@ -249,7 +262,12 @@ def collect(target: Target, *, window_s: float = 2.0, timeout_s: float = 3.0) ->
         import tritonclient.http as httpclient
 
         client = httpclient.InferenceServerClient(
-            url=target.triton_url, connection_timeout=timeout_s, network_timeout=timeout_s
+            url=split_triton_url(target.triton_url)[0],
+            connection_timeout=timeout_s,
+            network_timeout=timeout_s,
+            **triton_sync_tls(
+                target.triton_url, cafile=target.triton_ssl_cafile, verify=target.triton_ssl_verify
+            ),
         )
         try:
             if not client.is_server_ready():

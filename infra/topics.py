@@ -12,6 +12,8 @@ import logging
 import kafka.errors as kerrors
 from kafka.admin import KafkaAdminClient
 
+from serving.kafka_security import PLAINTEXT, KafkaSecurity
+
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = kerrors.TopicAlreadyExistsError.errno
@@ -28,6 +30,7 @@ def ensure_topics(
     partitions: int,
     timeout_s: float,
     replication_factor: int = 1,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> dict[str, int]:
     """Create the topics of ``names`` that do not exist yet; return name -> partition count.
 
@@ -49,6 +52,7 @@ def ensure_topics(
             client_id="resonate-topics",
             request_timeout_ms=ms,
             bootstrap_timeout_ms=ms,
+            **security.kafka_python(),
         )
     except kerrors.KafkaError as exc:
         raise TopicError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
@@ -89,7 +93,13 @@ def ensure_topics(
     return counts
 
 
-def partition_counts(bootstrap: str, names: list[str], *, timeout_s: float) -> dict[str, int]:
+def partition_counts(
+    bootstrap: str,
+    names: list[str],
+    *,
+    timeout_s: float,
+    security: KafkaSecurity = PLAINTEXT,
+) -> dict[str, int]:
     """Partition count of each topic as the broker's metadata reports it."""
     ms = max(1, int(timeout_s * 1000))
     with KafkaAdminClient(
@@ -97,6 +107,7 @@ def partition_counts(bootstrap: str, names: list[str], *, timeout_s: float) -> d
         client_id="resonate-topics",
         request_timeout_ms=ms,
         bootstrap_timeout_ms=ms,
+        **security.kafka_python(),
     ) as admin:
         return _partition_counts(admin, names)
 

@@ -11,6 +11,7 @@ from infra.lag import start_lag_collector
 from infra.milvus_server import store_options
 from models.spec import EncoderCard
 from schemas.settings import Settings
+from serving.kafka_security import PLAINTEXT, KafkaSecurity
 from serving.milvus_store import TrackStore
 from serving.triton_client import AudioEncoderClient
 from serving.user_encoder_client import UserEncoderClient
@@ -38,7 +39,11 @@ def make_deps(settings: Settings, card: EncoderCard, metrics: Metrics) -> Deps:
 
     def encoder() -> AudioEncoderClient:
         return AudioEncoderClient(
-            url=settings.triton_url, model_name=settings.triton_model, timeout_s=settings.timeout_s
+            url=settings.triton_url,
+            model_name=settings.triton_model,
+            timeout_s=settings.timeout_s,
+            ssl_cafile=settings.triton_ssl_cafile,
+            ssl_verify=settings.triton_ssl_verify,
         )
 
     def user_encoder() -> UserEncoderClient:
@@ -46,6 +51,8 @@ def make_deps(settings: Settings, card: EncoderCard, metrics: Metrics) -> Deps:
             url=settings.triton_url,
             model_name=settings.user_model_name,
             timeout_s=settings.user_model_timeout_s,
+            ssl_cafile=settings.triton_ssl_cafile,
+            ssl_verify=settings.triton_ssl_verify,
         )
 
     def feed(catalog: Catalog) -> CatalogFeed:
@@ -54,6 +61,7 @@ def make_deps(settings: Settings, card: EncoderCard, metrics: Metrics) -> Deps:
             topic=settings.topic(settings.deltas_topic),
             catalog=catalog,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            security=KafkaSecurity.from_settings(settings),
         )
 
     return Deps(
@@ -120,7 +128,7 @@ def rewind_uncommitted_on_seek() -> None:
     driver.AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
 
 
-def exact_recovery_highwaters(bootstrap: str) -> None:
+def exact_recovery_highwaters(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT) -> None:
     """Make Faust's changelog recovery read up to the true end of each changelog partition.
 
     Why: Tansu answers ListOffsets(latest) with the last batch's base offset + 1. Recovery
@@ -137,7 +145,7 @@ def exact_recovery_highwaters(bootstrap: str) -> None:
         self: Any, consumer: Any, tps: Any, destination: Any, title: str
     ) -> None:
         reported = await consumer.highwaters(*tps)
-        true = await correct_end_offsets(bootstrap, reported)
+        true = await correct_end_offsets(bootstrap, reported, security=security)
         # Faust's own convention (see Recovery._build_highwaters): highwater = end - 1.
         highwaters = {tp: true.get(tp, 0) - 1 for tp in reported}
         self.log.info("highwaters for %s changelog partitions: %s", title, highwaters)
@@ -150,7 +158,8 @@ def exact_recovery_highwaters(bootstrap: str) -> None:
 def run_worker(settings: Settings, card: EncoderCard) -> None:
     """Serve /metrics and run the Faust worker until SIGTERM/SIGINT."""
     limit_fetch_wait(settings.fetch_max_wait_ms)
-    exact_recovery_highwaters(settings.kafka_bootstrap)
+    security = KafkaSecurity.from_settings(settings)
+    exact_recovery_highwaters(settings.kafka_bootstrap, security=security)
     rewind_uncommitted_on_seek()
     metrics = Metrics()
     metrics.serve(port=settings.metrics_port, host=settings.host)
@@ -166,6 +175,7 @@ def run_worker(settings: Settings, card: EncoderCard) -> None:
         metrics=metrics,
         timeout_s=settings.timeout_s,
         records_warn=settings.broker_records_warn,
+        security=security,
     )
     # faust.Worker installs the signal handlers and runs the app's event loop.
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()

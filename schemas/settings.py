@@ -10,22 +10,29 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Every knob of the pipeline, with the embedded-stack defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="RESONATE_", frozen=True, extra="ignore")
+    # hide_input_in_errors: a validation error would otherwise print every input value,
+    # secrets included, into a traceback or a log.
+    model_config = SettingsConfigDict(
+        env_prefix="RESONATE_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     # --- where the components are; empty means "the embedded stack starts one" ---
     kafka_bootstrap: str = Field(
         "", description="Kafka bootstrap servers host:port[,host:port]; empty = embedded Tansu."
     )
     triton_url: str = Field(
-        "", description="Triton HTTP endpoint host:port; empty = embedded pytriton server."
+        "",
+        description="Triton HTTP endpoint host:port (or http://host:port); https://host:port "
+        "= TLS (see triton_ssl_*); empty = embedded pytriton server.",
     )
     milvus_uri: str = Field(
         "", description="Milvus URI (http://host:19530); empty = embedded Milvus Lite."
@@ -158,10 +165,11 @@ class Settings(BaseSettings):
         description="Scalar index on uploaded_at: STL_SORT (Milvus 2.3), INVERTED (Lite 2.5, "
         "Milvus >= 2.4) or empty = none; the embedded stack fills it for the Milvus it starts.",
     )
-    milvus_token: str = Field(
-        "",
-        description="Milvus credentials 'user:password' when authentication is on (from a "
-        "secret, e.g. RESONATE_MILVUS_TOKEN); empty = no authentication (embedded stack).",
+    milvus_token: SecretStr = Field(
+        SecretStr(""),
+        description="Milvus credentials 'user:password' (or an API key) when authentication "
+        "is on (from a secret, e.g. RESONATE_MILVUS_TOKEN); empty = none (embedded stack). "
+        "Never printed: repr and dumps show '**********'.",
     )
     milvus_consistency: Literal["Bounded", "Session", "Strong", "Eventually"] = Field(
         "Bounded",
@@ -172,8 +180,9 @@ class Settings(BaseSettings):
     # --- query API and inspector page (serving/api) ---
     api_enabled: bool = Field(True, description="`resonate up` starts the query API too.")
     api_port: int = Field(8000, description="Query API port; 0 = a free one.")
-    api_key: str = Field(
-        "", description="Key that writes (POST) must send as X-API-Key; empty = writes open."
+    api_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key that writes (POST) must send as X-API-Key; empty = writes open.",
     )
     api_max_upload_bytes: int = Field(
         10 * 1024 * 1024, description="Largest audio file the API accepts (bytes)."
@@ -197,6 +206,61 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path("../shared/data"), description="Real data sets (see ../shared/data/README.md)."
     )
+
+    # --- security ---
+    # Secrets are SecretStr: repr, logs, model_dump_json and `resonate status` show
+    # '**********'; only the client builders (serving/kafka_security.py, the Milvus and
+    # Triton clients) call get_secret_value(). Defaults are the embedded stack's: plaintext
+    # on loopback, nothing to authenticate.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="Kafka client security: SASL_SSL (+ SCRAM) in production, PLAINTEXT for "
+        "the embedded Tansu and a network-isolated internal listener.",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*."
+    )
+    kafka_username: str = Field("", description="SASL user name (SASL_* protocols).")
+    kafka_password: SecretStr = Field(
+        SecretStr(""), description="SASL password (from a secret, RESONATE_KAFKA_PASSWORD)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None,
+        description="PEM CA bundle that signed the brokers' certificates (SSL, SASL_SSL); "
+        "None = the system's trusted CAs.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate for mutual TLS; None = no client certificate."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None, description="PEM private key of kafka_ssl_certfile (unencrypted, file mode 0600)."
+    )
+    triton_ssl_cafile: Path | None = Field(
+        None,
+        description="PEM CA bundle of Triton's certificate for an https:// triton_url; "
+        "None = the system's trusted CAs.",
+    )
+    triton_ssl_verify: bool = Field(
+        True,
+        description="Verify Triton's certificate and host name (https:// only). Turning it "
+        "off is for a lab with a self-signed certificate, never production.",
+    )
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> Settings:
+        """Refuse combinations that would silently send credentials nowhere or in clear."""
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_username and self.kafka_password.get_secret_value()):
+            raise ValueError(f"{self.kafka_security_protocol} needs kafka_username/password")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        # Addresses are logged and written to run/stack.json; credentials have fields of
+        # their own (SecretStr), so an address carrying them is refused, not redacted.
+        for name in ("milvus_uri", "triton_url", "kafka_bootstrap"):
+            value = getattr(self, name)
+            if "@" in urlsplit(value if "//" in value else f"//{value}").netloc:
+                raise ValueError(f"{name}: no user:password@ in addresses; use the secret fields")
+        return self
 
     def topic(self, name: str) -> str:
         """Full topic name with the configured prefix."""

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
 import aiohttp
 import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
+
+from serving.tls import split_triton_url, tls_context
 
 POLL_S = 0.2  # readiness poll interval
 # The server could not be reached or did not answer in time.
@@ -28,7 +31,8 @@ class TritonHTTPClient:
     """Async context manager around ``tritonclient.http.aio`` for one model.
 
     ``timeout_s`` bounds every request; ``ready_timeout_s`` (default ``timeout_s``) the
-    readiness wait on enter.
+    readiness wait on enter. An ``https://`` ``url`` speaks TLS, verified against
+    ``ssl_cafile`` (or the system CAs) unless ``ssl_verify`` is False.
     """
 
     unavailable_error: ClassVar[type[Exception]] = RuntimeError
@@ -39,10 +43,19 @@ class TritonHTTPClient:
     """Whether the readiness wait asks ``is_server_live`` before ``is_model_ready``."""
 
     def __init__(
-        self, *, url: str, model_name: str, timeout_s: float, ready_timeout_s: float | None = None
+        self,
+        *,
+        url: str,
+        model_name: str,
+        timeout_s: float,
+        ready_timeout_s: float | None = None,
+        ssl_cafile: Path | None = None,
+        ssl_verify: bool = True,
     ) -> None:
-        # tritonclient wants host:port without a scheme; accept a scheme anyway.
-        self.url = url.removeprefix("http://")
+        # tritonclient wants host:port without a scheme and TLS as a flag.
+        self.url, self.tls = split_triton_url(url)
+        self.ssl_cafile = ssl_cafile
+        self.ssl_verify = ssl_verify
         self.model_name = model_name
         self.timeout_s = timeout_s
         self.ready_timeout_s = timeout_s if ready_timeout_s is None else ready_timeout_s
@@ -50,7 +63,12 @@ class TritonHTTPClient:
 
     async def __aenter__(self) -> Self:
         self._client = aiohttpclient.InferenceServerClient(
-            url=self.url, conn_timeout=self.timeout_s
+            url=self.url,
+            conn_timeout=self.timeout_s,
+            ssl=self.tls,
+            ssl_context=(
+                tls_context(cafile=self.ssl_cafile, verify=self.ssl_verify) if self.tls else None
+            ),
         )
         try:
             await self._wait_ready()

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
 
+from serving.tls import split_triton_url, triton_sync_tls
 from serving.triton_base import POLL_S, PROBE_ERRORS, TritonHTTPClient
 
 log = logging.getLogger(__name__)
@@ -60,10 +62,18 @@ class AudioEncoderClient(TritonHTTPClient):
         timeout_s: float = 30.0,
         max_batch: int = 32,
         max_in_flight: int = 2,
+        ssl_cafile: Path | None = None,
+        ssl_verify: bool = True,
     ) -> None:
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be >= 1")
-        super().__init__(url=url, model_name=model_name, timeout_s=timeout_s)
+        super().__init__(
+            url=url,
+            model_name=model_name,
+            timeout_s=timeout_s,
+            ssl_cafile=ssl_cafile,
+            ssl_verify=ssl_verify,
+        )
         self.max_batch = max_batch
         # Requests beyond this wait here rather than in Triton's queue, so that timeout_s
         # bounds one request's service time: on 2 CPU cores a 32-patch MusiCNN batch takes
@@ -175,7 +185,14 @@ class AudioEncoderClient(TritonHTTPClient):
         return emb, tags
 
 
-def wait_model_ready(url: str, model_name: str, timeout_s: float) -> None:
+def wait_model_ready(
+    url: str,
+    model_name: str,
+    timeout_s: float,
+    *,
+    ssl_cafile: Path | None = None,
+    ssl_verify: bool = True,
+) -> None:
     """Block until Triton at ``url`` is live and ``model_name`` ready; TritonUnavailable if not.
 
     Synchronous, for launchers and the CLI.
@@ -185,7 +202,10 @@ def wait_model_ready(url: str, model_name: str, timeout_s: float) -> None:
     # Short per-probe timeouts so the loop re-checks the deadline often.
     probe_s = max(min(timeout_s, 2.0), 0.1)
     client = httpclient.InferenceServerClient(
-        url=url.removeprefix("http://"), connection_timeout=probe_s, network_timeout=probe_s
+        url=split_triton_url(url)[0],
+        connection_timeout=probe_s,
+        network_timeout=probe_s,
+        **triton_sync_tls(url, cafile=ssl_cafile, verify=ssl_verify),
     )
     try:
         while time.monotonic() < deadline:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import tritonclient.http.aio as aiohttpclient
@@ -50,9 +51,16 @@ class UserEncoderClient(TritonHTTPClient):
         model_name: str = "user_encoder",
         timeout_s: float = 2.0,
         ready_timeout_s: float | None = None,
+        ssl_cafile: Path | None = None,
+        ssl_verify: bool = True,
     ) -> None:
         super().__init__(
-            url=url, model_name=model_name, timeout_s=timeout_s, ready_timeout_s=ready_timeout_s
+            url=url,
+            model_name=model_name,
+            timeout_s=timeout_s,
+            ready_timeout_s=ready_timeout_s,
+            ssl_cafile=ssl_cafile,
+            ssl_verify=ssl_verify,
         )
 
     async def recommend(

@@ -27,6 +27,7 @@ import faust
 from faust.streams import _current_event
 
 from schemas.events import Interaction, Recommendation, TrackUpload
+from serving.kafka_security import KafkaSecurity
 from streams.catalog import Catalog
 from streams.clients import Clients, Deps
 from streams.codec import InvalidEvent, PydanticSchema
@@ -63,6 +64,7 @@ def build_app(deps: Deps) -> faust.App:
     app = faust.App(
         f"{s.topic_prefix}{s.app_id}",
         broker=[f"kafka://{b.strip()}" for b in s.kafka_bootstrap.split(",")],
+        broker_credentials=KafkaSecurity.from_settings(s).faust_credentials(),
         store="memory://",
         topic_partitions=s.partitions,
         topic_replication_factor=1,

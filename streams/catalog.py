@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from serving.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.fusion import track_label
 from streams.state import COPLAY_LIMIT, CatalogDelta
 
@@ -149,8 +150,10 @@ class CatalogFeed:
         fetch_max_wait_ms: int,
         on_delta: Callable[[CatalogDelta], None] | None = None,
         start_timeout_s: float = 60.0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.topic = topic
         self.catalog = catalog
         self.fetch_max_wait_ms = fetch_max_wait_ms
@@ -171,6 +174,7 @@ class CatalogFeed:
             group_id=None,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             auto_offset_reset="earliest",
+            **self.security.aiokafka(),
         )
         await consumer.start()
         try:
@@ -178,7 +182,7 @@ class CatalogFeed:
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            ends = await true_end_offsets(consumer, tps)
+            ends = await true_end_offsets(consumer, tps, security=self.security)
             log.info("catalog feed: replaying %s records of %s", sum(ends.values()), self.topic)
             await self._check_caught_up(consumer, ends)
             while True:

@@ -16,11 +16,18 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from serving.kafka_security import PLAINTEXT, KafkaSecurity
+
 log = logging.getLogger(__name__)
 
 
 async def true_end_offsets(
-    consumer: Any, tps: Iterable[Any], *, bootstrap: str | None = None, timeout_s: float = 10.0
+    consumer: Any,
+    tps: Iterable[Any],
+    *,
+    bootstrap: str | None = None,
+    timeout_s: float = 10.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> dict[Any, int]:
     """End offset (next offset to be written) of each partition of a started aiokafka
     consumer, read past the last batch; the consumer's own positions are not touched."""
@@ -29,12 +36,16 @@ async def true_end_offsets(
         return {}
     reported: Mapping[Any, int] = await consumer.end_offsets(tps)
     return await correct_end_offsets(
-        bootstrap or _bootstrap_of(consumer), reported, timeout_s=timeout_s
+        bootstrap or _bootstrap_of(consumer), reported, timeout_s=timeout_s, security=security
     )
 
 
 async def correct_end_offsets(
-    bootstrap: str, reported: Mapping[Any, int | None], *, timeout_s: float = 10.0
+    bootstrap: str,
+    reported: Mapping[Any, int | None],
+    *,
+    timeout_s: float = 10.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> dict[Any, int]:
     """``reported`` end offsets (ListOffsets answers) corrected by reading each last batch
     with a short-lived consumer of its own. Keys may be any (topic, partition) tuples."""
@@ -44,7 +55,9 @@ async def correct_end_offsets(
     probe = {TopicPartition(tp[0], tp[1]): v for tp, v in ends.items() if v > 0}
     if not probe:
         return ends
-    last = await _last_offsets(bootstrap, list(probe), probe, timeout_s=timeout_s)
+    last = await _last_offsets(
+        bootstrap, list(probe), probe, timeout_s=timeout_s, security=security
+    )
     out: dict[Any, int] = {}
     short: dict[str, tuple[int, int]] = {}
     for tp, v in ends.items():
@@ -63,12 +76,21 @@ def _bootstrap_of(consumer: Any) -> str:
 
 
 async def _last_offsets(
-    bootstrap: str, tps: list[Any], reported: Mapping[Any, int], *, timeout_s: float
+    bootstrap: str,
+    tps: list[Any],
+    reported: Mapping[Any, int],
+    *,
+    timeout_s: float,
+    security: KafkaSecurity,
 ) -> dict[Any, int]:
     from aiokafka import AIOKafkaConsumer
 
     probe = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=50,
+        **security.aiokafka(),
     )
     await probe.start()
     try:

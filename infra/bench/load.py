@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from serving.kafka_security import PLAINTEXT, KafkaSecurity
+
 log = logging.getLogger(__name__)
 
 
@@ -114,8 +116,16 @@ class StepResult:
 class Reader:
     """Reads the recommendations topic (no group, from its end) and times every answer."""
 
-    def __init__(self, *, bootstrap: str, topic: str, fetch_max_wait_ms: int) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        fetch_max_wait_ms: int,
+        security: KafkaSecurity = PLAINTEXT,
+    ) -> None:
         self.bootstrap, self.topic, self.wait_ms = bootstrap, topic, fetch_max_wait_ms
+        self.security = security
         self.sent_at: dict[str, float] = {}
         self.latencies_ms: list[float] = []
         self.answered = 0
@@ -126,7 +136,10 @@ class Reader:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, fetch_max_wait_ms=self.wait_ms
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            fetch_max_wait_ms=self.wait_ms,
+            **self.security.aiokafka(),
         )
         await self._consumer.start()
         parts = self._consumer.partitions_for_topic(self.topic) or set()
@@ -161,11 +174,14 @@ async def open_loop(
     next_batch: Callable[[int], list[tuple[str, str, str]]],
     drain_s: float = 3.0,
     on_tick: Callable[[float], None] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> StepResult:
     """Offer ``rate`` interactions/s for ``seconds`` in 10 ms ticks; then let it drain."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks=1, **security.aiokafka()
+    )
     await producer.start()
     res = StepResult(offered_per_s=rate, seconds=seconds, sent=0, answered=0, lists=0)
     a0, l0, lat0 = reader.answered, reader.lists, len(reader.latencies_ms)
@@ -206,14 +222,24 @@ async def open_loop(
 
 
 async def relay_limit(
-    *, bootstrap: str, source: str, sink: str, n: int, max_batch_bytes: int, linger_ms: int
+    *,
+    bootstrap: str,
+    source: str,
+    sink: str,
+    n: int,
+    max_batch_bytes: int,
+    linger_ms: int,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> dict[str, float]:
     """Drain ``n`` pre-loaded records from ``source`` into ``sink`` as fast as possible
     (aiokafka consume -> produce, the stack's producer batching): the pipe limit."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     prod = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, max_batch_size=max_batch_bytes, linger_ms=linger_ms
+        bootstrap_servers=bootstrap,
+        max_batch_size=max_batch_bytes,
+        linger_ms=linger_ms,
+        **security.aiokafka(),
     )
     await prod.start()
     try:
@@ -227,6 +253,7 @@ async def relay_limit(
             group_id=None,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=25,
+            **security.aiokafka(),
         )
         await cons.start()
         t0, done = time.perf_counter(), 0

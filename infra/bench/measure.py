@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 
+from serving.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.offsets import true_end_offsets
 
 
@@ -60,16 +61,18 @@ def cpu_between(a: CpuSample, b: CpuSample, events: int) -> dict[str, dict[str, 
     return out
 
 
-async def broker_records(bootstrap: str, prefix: str) -> dict[str, int]:
+async def broker_records(
+    bootstrap: str, prefix: str, *, security: KafkaSecurity = PLAINTEXT
+) -> dict[str, int]:
     """Records written so far to every topic whose name starts with ``prefix``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **security.aiokafka())
     await consumer.start()
     try:
         topics = [t for t in await consumer.topics() if t.startswith(prefix)]
         tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
-        ends = await true_end_offsets(consumer, tps, bootstrap=bootstrap)
+        ends = await true_end_offsets(consumer, tps, bootstrap=bootstrap, security=security)
     finally:
         await consumer.stop()
     out: dict[str, int] = {}

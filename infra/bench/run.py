@@ -37,6 +37,7 @@ from infra.bench.uploads import bare_rate, upload_path
 from infra.demo import Bus
 from infra.stack import EmbeddedStack
 from schemas.settings import Settings
+from serving.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ async def _step(
 ) -> dict[str, Any]:
     s = stack.settings
     settled_s = await _settle(reader)
-    rec0 = await broker_records(s.kafka_bootstrap, s.topic_prefix)
+    security = KafkaSecurity.from_settings(s)
+    rec0 = await broker_records(s.kafka_bootstrap, s.topic_prefix, security=security)
     cpu0 = cpu_sample(stack.pids())
     mark = _Mark(at=0.0, cpu=cpu0, lat=len(reader.latencies_ms))
 
@@ -123,9 +125,10 @@ async def _step(
         seconds=seconds,
         next_batch=batches,
         on_tick=tick,
+        security=security,
     )
     cpu1 = cpu_sample(stack.pids())
-    rec1 = await broker_records(s.kafka_bootstrap, s.topic_prefix)
+    rec1 = await broker_records(s.kafka_bootstrap, s.topic_prefix, security=security)
     out: dict[str, Any] = res.summary()
     out["cpu"] = cpu_between(cpu0, cpu1, res.sent)
     out["records"] = records_between(rec0, rec1, res.sent)
@@ -161,7 +164,10 @@ async def _relay(stack: EmbeddedStack, n: int) -> dict[str, Any]:
     s = stack.settings
     tag = uuid.uuid4().hex[:6]
     src, dst = f"{s.topic_prefix}relay-in-{tag}", f"{s.topic_prefix}relay-out-{tag}"
-    ensure_topics(s.kafka_bootstrap, [src, dst], partitions=s.partitions, timeout_s=30)
+    security = KafkaSecurity.from_settings(s)
+    ensure_topics(
+        s.kafka_bootstrap, [src, dst], partitions=s.partitions, timeout_s=30, security=security
+    )
     cpu0 = cpu_sample(stack.pids())
     out: dict[str, Any] = dict(
         await relay_limit(
@@ -171,6 +177,7 @@ async def _relay(stack: EmbeddedStack, n: int) -> dict[str, Any]:
             n=n,
             max_batch_bytes=s.producer_max_batch_bytes,
             linger_ms=s.producer_linger_ms,
+            security=security,
         )
     )
     out["cpu"] = cpu_between(cpu0, cpu_sample(stack.pids()), 2 * n)
@@ -192,6 +199,7 @@ async def _traffic(
         bootstrap=s.kafka_bootstrap,
         topic=s.topic(s.recommendations_topic),
         fetch_max_wait_ms=s.fetch_max_wait_ms,
+        security=KafkaSecurity.from_settings(s),
     )
     await reader.start()
     stop = asyncio.Event()

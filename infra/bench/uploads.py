@@ -76,7 +76,12 @@ def _wait_stored(store: TrackStore, ids: list[str], timeout_s: float) -> dict[st
 
 def upload_path(bus: Bus, s: Settings, clips: list[Path], *, singles: int) -> dict[str, Any]:
     """Burst of every clip, then ``singles`` uploads one at a time."""
-    with TrackStore(uri=s.milvus_uri, collection=s.milvus_collection, dim=200) as store:
+    with TrackStore(
+        uri=s.milvus_uri,
+        collection=s.milvus_collection,
+        dim=200,
+        token=s.milvus_token.get_secret_value(),
+    ) as store:
         ids = [f"clip-{c.stem}" for c in clips]
         t0 = time.time()
         for tid, c in zip(ids, clips, strict=True):

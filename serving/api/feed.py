@@ -22,6 +22,7 @@ from schemas.events import Interaction, Recommendation, TrackUpload
 from schemas.settings import Settings
 from serving.api.metrics import ApiMetrics
 from serving.api.models import HistoryEntry
+from serving.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class KafkaFeed:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            **KafkaSecurity.from_settings(self.settings).aiokafka(),
         )
         await consumer.start()
         try:

@@ -48,7 +48,7 @@ Rt = Annotated[Runtime, Depends(runtime)]
 
 def require_key(rt: Rt, key: Annotated[str | None, Security(_KEY)] = None) -> None:
     """Writes need ``X-API-Key`` when the ``api_key`` setting is set."""
-    want = rt.settings.api_key
+    want = rt.settings.api_key.get_secret_value()
     if want and not secrets.compare_digest((key or "").encode(), want.encode()):
         raise ProblemError(401, "send the API key in the X-API-Key header")
 

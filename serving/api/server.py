@@ -13,6 +13,7 @@ from schemas.settings import Settings
 from serving.api.app import create_app
 from serving.api.pipeline import PipelinePanel
 from serving.api.runtime import ApiDeps
+from serving.kafka_security import KafkaSecurity
 from serving.milvus_store import TrackStore
 from serving.triton_client import AudioEncoderClient
 
@@ -33,11 +34,20 @@ def make_deps(settings: Settings, card: EncoderCard) -> ApiDeps:
             dim=card.embed_dim,
             timeout_s=s.timeout_s,
             index_type=s.milvus_index,
+            token=s.milvus_token.get_secret_value(),
         ),
         encoder_factory=lambda: AudioEncoderClient(
-            url=s.triton_url, model_name=s.triton_model, timeout_s=s.timeout_s
+            url=s.triton_url,
+            model_name=s.triton_model,
+            timeout_s=s.timeout_s,
+            ssl_cafile=s.triton_ssl_cafile,
+            ssl_verify=s.triton_ssl_verify,
         ),
-        producer_factory=lambda: AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all"),
+        producer_factory=lambda: AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap,
+            acks="all",
+            **KafkaSecurity.from_settings(s).aiokafka(),
+        ),
         panel=PipelinePanel(urls=s.worker_metrics_urls),
     )
 
@@ -59,7 +69,7 @@ def with_stack_state(settings: Settings, state: dict[str, Any]) -> Settings:
 def run_api(settings: Settings, card: EncoderCard) -> None:
     """Serve until SIGTERM/SIGINT on ``host:api_port``."""
     app = create_app(deps=make_deps(settings, card))
-    if not settings.api_key:
+    if not settings.api_key.get_secret_value():
         log.warning("api_key is not set: seeding (the only write) needs no key")
     log.info("query API on http://%s:%d (inspector: /inspector)", settings.host, settings.api_port)
     uvicorn.run(

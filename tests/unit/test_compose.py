@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|JAAS", re.I)
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN", re.I)
 ONE_SHOT = {"topics"}
 STATEFUL = {"kafka", "etcd", "minio", "milvus", "prometheus", "grafana"}
 
@@ -68,7 +68,10 @@ def test_the_validator_rejects_what_compose_would(
 def test_published_ports_bind_loopback_only(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         for port in svc.get("ports", []):
-            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on all interfaces"
+            if isinstance(port, dict):  # long syntax
+                assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port}"
+            else:
+                assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} everywhere"
 
 
 def test_images_pinned_and_health_checked(compose: dict[str, Any]) -> None:
@@ -89,6 +92,8 @@ def test_no_default_secrets(compose: dict[str, Any]) -> None:
             if SECRET_KEY.search(key):
                 refs = re.findall(r"\$\{([A-Z_]+)(:?[?-])?", str(value))
                 assert refs and all(op == ":?" for _, op in refs), f"{name}.{key}: {value!r}"
+            if "JAAS" in key:  # login modules only; credentials live elsewhere
+                assert not re.search(r"password|user_", str(value), re.I), f"{name}.{key}"
     example = (ROOT / "infra" / "prod" / "env.example").read_text()
     required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text()))
     listed = dict(re.findall(r"^([A-Z_]+)=(.*)$", example, re.M))
@@ -106,3 +111,69 @@ def test_state_on_volumes_and_start_order(compose: dict[str, Any]) -> None:
     assert compose["services"]["topics"]["command"] == ["resonate", "topics"]
     prom = compose["services"]["prometheus"]["volumes"]
     assert "./infra/prod/prometheus:/etc/prometheus:ro" in prom  # alerts.yml beside the config
+
+
+def _kafka_env(compose: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in compose["services"]["kafka"]["environment"].items()}
+
+
+def _listeners(value: str) -> dict[str, str]:
+    """``NAME://host:port,...`` -> name -> host:port."""
+    return dict(item.split("://", 1) for item in value.split(","))
+
+
+def test_kafka_clients_authenticate_with_scram_over_tls(compose: dict[str, Any]) -> None:
+    env = _kafka_env(compose)
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    listeners = _listeners(env["KAFKA_LISTENERS"])
+    for name, address in listeners.items():
+        # A listener either authenticates and encrypts, or is reachable from its own
+        # container only (the broker's controller and inter-broker traffic, the health check).
+        assert protocols[name] == "SASL_SSL" or address.startswith("127.0.0.1:"), name
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    published = {str(p).rsplit(":", 1)[1] for p in compose["services"]["kafka"]["ports"]}
+    for port in published:
+        owner = [n for n, a in listeners.items() if a.endswith(f":{port}")]
+        assert owner and protocols[owner[0]] == "SASL_SSL", f"port {port} is published"
+    for name in ("CLIENT", "EXTERNAL"):
+        jaas = env[f"KAFKA_LISTENER_NAME_{name}_SCRAM___SHA___512_SASL_JAAS_CONFIG"]
+        assert "ScramLoginModule" in jaas
+    # The image refuses SASL listeners without KAFKA_OPTS, and copies every KAFKA_* variable
+    # into server.properties: the SCRAM password must come under another name.
+    assert env["KAFKA_OPTS"]
+    assert not [k for k, v in env.items() if k.startswith("KAFKA_") and "KAFKA_CLIENT" in v]
+    assert "/etc/kafka/secrets" in " ".join(compose["services"]["kafka"]["volumes"])
+
+
+def test_our_services_use_the_sasl_ssl_listener(compose: dict[str, Any]) -> None:
+    from schemas.settings import Settings
+    from serving.kafka_security import KafkaSecurity
+
+    advertised = _listeners(_kafka_env(compose)["KAFKA_ADVERTISED_LISTENERS"])
+    clients = [
+        n
+        for n, s in compose["services"].items()
+        if "RESONATE_KAFKA_BOOTSTRAP" in s.get("environment", {})
+    ]
+    assert set(clients) == {"topics", "worker"}
+    for name in clients:
+        svc = compose["services"][name]
+        env = {k: str(v) for k, v in svc["environment"].items()}
+        assert env["RESONATE_KAFKA_BOOTSTRAP"] == advertised["CLIENT"]
+        ca = env["RESONATE_KAFKA_SSL_CAFILE"]
+        assert any(str(v).endswith(f":{ca}:ro") for v in svc["volumes"]), f"{name}: CA not mounted"
+        # The variables are the settings' own names: Settings reads them as SASL_SSL.
+        filled = {
+            k: re.sub(r"\$\{[A-Z_]+:[?-][^}]*\}", "x", v)
+            for k, v in env.items()
+            if k.startswith("RESONATE_KAFKA_")
+        }
+        security = KafkaSecurity.from_settings(
+            Settings(**{k[9:].lower(): v for k, v in filled.items()})
+        )
+        assert (security.protocol, security.mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+
+
+def test_image_build_leaves_secrets_out() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", "run/"} <= set(ignored)  # Dockerfile COPYs the whole folder
