@@ -18,7 +18,15 @@ import numpy as np
 
 from schemas.events import TrackUpload
 from serving.milvus_store import TrackRow
-from streams.audio import AudioInput, AudioRejected, pool_track, prepare_audio, resolve_audio_uri
+from streams.audio import (
+    AudioInput,
+    AudioRejected,
+    AudioUnavailable,
+    policy_from_settings,
+    pool_track,
+    prepare_audio,
+    resolve_audio_uri,
+)
 from streams.clients import Clients, Deps
 from streams.state import CatalogDelta, DeltaBuilder, UploadInfo
 
@@ -34,16 +42,23 @@ async def _prepare(ev: TrackUpload, deps: Deps, clients: Clients) -> AudioInput 
     s, m = deps.settings, deps.metrics
     loop = asyncio.get_running_loop()
     try:
-        loc = resolve_audio_uri(ev.audio_uri, roots=s.audio_roots, hosts=s.audio_hosts)
+        policy = policy_from_settings(s)
+        loc = resolve_audio_uri(ev.audio_uri, policy=policy)
         return await loop.run_in_executor(
             clients.decode_pool,
             lambda: prepare_audio(
-                loc, spec=deps.card.frontend, max_seconds=s.max_audio_s, timeout_s=s.timeout_s
+                loc, spec=deps.card.frontend, max_seconds=s.max_audio_s, policy=policy
             ),
         )
     except AudioRejected as exc:
         m.events.labels(topic="track-uploads", outcome="rejected").inc()
-        log.warning("upload %s (%s) rejected: %s", ev.event_id, ev.track_id, exc)
+        log.warning("upload %s (%s) rejected (%s): %s", ev.event_id, ev.track_id, exc.reason, exc)
+        return None
+    except AudioUnavailable as exc:  # transient; the lead's rewrite retries these
+        m.events.labels(topic="track-uploads", outcome="error").inc()
+        log.warning(
+            "upload %s (%s) unavailable (%s): %s", ev.event_id, ev.track_id, exc.reason, exc
+        )
         return None
 
 

@@ -159,7 +159,10 @@ def test_upload_over_http_from_an_allowed_host(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     settings = stack_settings(
-        tmp_path_factory.mktemp("stack-http"), weights_path, audio_hosts=["127.0.0.1"], workers=1
+        tmp_path_factory.mktemp("stack-http"),
+        weights_path,
+        audio_hosts=[f"127.0.0.1:{port}"],  # host:port; a bare host means port 80 only
+        workers=1,
     )
     clip = f"{PAIR_TRACK}__1"
     try:
