@@ -28,6 +28,7 @@ from infra.tansu import TansuBroker
 from infra.topics import ensure_topics
 from infra.triton_proc import TritonProcess
 from schemas.settings import Settings
+from streams.fetch import endpoints_from
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class EmbeddedStack(Service):
         own = [*s.audio_denied_endpoints]
         for key in ("kafka_bootstrap", "triton_url", "milvus_uri"):
             value = str(update.get(key) or getattr(s, key))
-            own += [v.strip() for v in value.split(",") if v.strip()]
+            own += [str(e) for e in endpoints_from(value) if e.port]
         if "triton" in starters:
             t = starters["triton"]
             own += [f"{host}:{p}" for p in (t.http_port, t.grpc_port, t.metrics_port)]

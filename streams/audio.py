@@ -61,9 +61,7 @@ def policy_from_settings(s: Settings) -> FetchPolicy:
         *endpoints_from(s.triton_url),
         *endpoints_from(s.milvus_uri),
     ]
-    denied = [
-        f"{e.host}:{e.port}" if ":" not in e.host else f"[{e.host}]:{e.port}" for e in own if e.port
-    ]
+    denied = [str(e) for e in own if e.port]
     for port in (s.metrics_port, s.api_port):
         if port:
             denied.append(f"{s.host}:{port}")

@@ -106,6 +106,10 @@ class Endpoint(NamedTuple):
     host: str  # lower case, IPv6 without brackets
     port: int | None  # None: the scheme's default port
 
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" if self.port else host
+
 
 def parse_endpoint(text: str) -> Endpoint:
     """``host``, ``host:port``, ``[v6]:port`` or a URL -> Endpoint; ValueError if malformed."""

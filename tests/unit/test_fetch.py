@@ -335,3 +335,30 @@ def test_errors_keep_their_reason_across_pickling() -> None:
         assert type(back) is type(exc) and back.reason == exc.reason and str(back) == str(exc)
     assert isinstance(AudioUnavailable("x", "y"), OSError)
     assert isinstance(AudioRejected("x", "y"), ValueError)
+
+
+def test_the_embedded_stack_denies_every_port_it_serves(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from infra.stack import EmbeddedStack
+
+    s = Settings(run_dir=tmp_path, workers=2, api_port=0, kafka_bootstrap="127.0.0.1:40001")
+    st = EmbeddedStack(settings=s)
+    starters = {
+        "triton": SimpleNamespace(http_port=40002, grpc_port=40003, metrics_port=40004),
+        "milvus": SimpleNamespace(http_port=40005),
+    }
+    update = {"triton_url": "127.0.0.1:40002", "milvus_uri": "http://127.0.0.1:40006"}
+    out = st._own_endpoints(s, starters, update)
+    r = s.model_copy(update={**update, **out})
+    api, metrics = r.api_port, sorted(st._metrics_ports.values())
+    assert api and len(metrics) == 2
+    own = [40001, 40002, 40003, 40004, 40005, 40006, api, *metrics]
+    assert {f"127.0.0.1:{p}" for p in own} <= set(r.audio_denied_endpoints)
+    # Even when an operator allows them, every one of them is refused.
+    allowed = r.model_copy(update={"audio_hosts": [f"127.0.0.1:{p}" for p in own]})
+    policy = policy_from_settings(allowed)
+    for port in own:
+        with pytest.raises(AudioRejected) as info:
+            resolve_audio_uri(f"http://127.0.0.1:{port}/a.wav", policy=policy)
+        assert info.value.reason == "denied", port
