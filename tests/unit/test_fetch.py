@@ -8,6 +8,8 @@ import http.server
 import io
 import pickle
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -305,6 +307,7 @@ def test_file_system_errors_are_rejections_with_a_reason(tmp_path: Path) -> None
     (root / "empty.wav").write_bytes(b"")
     (root / "bad.ogg").write_bytes(b"not audio at all")
     (root / "sub").mkdir()
+    (root / "loop.wav").symlink_to(root / "loop.wav")
     policy = FetchPolicy(roots=(root,))
     uri = root.as_uri()
     cases = [
@@ -313,6 +316,7 @@ def test_file_system_errors_are_rejections_with_a_reason(tmp_path: Path) -> None
         (f"{uri}/{'d/' * 3000}x.wav", "bad-path"),  # a path over PATH_MAX
         (f"{uri}/missing.wav", "missing"),
         (f"{uri}/sub", "bad-path"),
+        (f"{uri}/loop.wav", "bad-path"),
         (f"{uri}/empty.wav", "undecodable"),
         (f"{uri}/bad.ogg", "undecodable"),
         ("file:///etc/passwd", "not-allowed"),
@@ -362,3 +366,60 @@ def test_the_embedded_stack_denies_every_port_it_serves(tmp_path: Path) -> None:
         with pytest.raises(AudioRejected) as info:
             resolve_audio_uri(f"http://127.0.0.1:{port}/a.wav", policy=policy)
         assert info.value.reason == "denied", port
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate for that address."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.stop = threading.Event()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield int(srv.server_address[1]), cert
+    srv.stop.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_https_is_verified_pinned_and_bounded_by_the_deadline(
+    tls_server: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, cert = tls_server
+    policy = FetchPolicy(hosts=(f"127.0.0.1:{port}",), timeout_s=5.0, deadline_s=5.0)
+    url = f"https://127.0.0.1:{port}"
+    # An untrusted certificate: refused (the TLS layer's own error, counted as transient).
+    _fails(f"{url}/ok.wav", policy, AudioUnavailable, "tls")
+    # Trusting the test CA: the pinned connection still verifies the name it was given.
+    real = ssl.create_default_context
+    monkeypatch.setattr(fetch.ssl, "create_default_context", lambda: real(cafile=str(cert)))
+    a = prepare_audio(f"{url}/ok.wav", spec=SPEC, max_seconds=5, policy=policy)
+    assert a.patches.shape[0] >= 1
+    t0 = time.monotonic()
+    _fails(f"{url}/drip", replace(policy, deadline_s=0.8), AudioUnavailable, "deadline")
+    assert time.monotonic() - t0 < 3.0
