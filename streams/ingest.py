@@ -54,7 +54,7 @@ async def _prepare(ev: TrackUpload, deps: Deps, clients: Clients) -> AudioInput 
         m.events.labels(topic="track-uploads", outcome="rejected").inc()
         log.warning("upload %s (%s) rejected (%s): %s", ev.event_id, ev.track_id, exc.reason, exc)
         return None
-    except AudioUnavailable as exc:  # transient; the lead's rewrite retries these
+    except AudioUnavailable as exc:  # transient (worth a retry): counted as an error for now
         m.events.labels(topic="track-uploads", outcome="error").inc()
         log.warning(
             "upload %s (%s) unavailable (%s): %s", ev.event_id, ev.track_id, exc.reason, exc

@@ -357,7 +357,7 @@ HOSTILE_IDS = [
     "emoji-🎵",
     "100%27 = %25",
     "ops == [] && % _ (x)",
-    "x\"] or track_id in [\"y",
+    'x"] or track_id in ["y',
     "' or '1'=='1",
 ]
 
