@@ -41,6 +41,7 @@ from infra.topics import ensure_topics
 from infra.triton_proc import TritonProcess
 from schemas.settings import Settings
 from serving.kafka_security import KafkaSecurity
+from streams.fetch import endpoints_from
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class EmbeddedStack(Service):
         self.triton_metrics_url = ""
         self.components: dict[str, Any] = {}  # name -> started child (kafka, milvus, triton)
         self.api_url = ""  # set once the query API is up (api_enabled)
+        self._metrics_ports: dict[int, int] = {}  # worker index -> its metrics port
         self._stack = ExitStack()
 
     # --- lifecycle (Service makes it a context manager) ------------------------------
@@ -162,6 +164,7 @@ class EmbeddedStack(Service):
         if "triton" in starters:
             update["triton_url"] = starters["triton"].url
             self.triton_metrics_url = starters["triton"].metrics_url
+        update.update(self._own_endpoints(s, starters, update))
         self.settings = s.model_copy(update=update)
         r = self.settings
         ensure_topics(
@@ -182,6 +185,32 @@ class EmbeddedStack(Service):
         self.write_state()
         log.info("embedded stack up in %.1f s", time.monotonic() - t0)
 
+    def _own_endpoints(
+        self, s: Settings, starters: dict[str, Any], update: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Fix every port the stack serves before a worker starts, and deny them all to
+        upload fetching (``audio_denied_endpoints``), so an allowed host or a redirect can
+        never make a worker call Kafka, Triton, Milvus, the metrics or the API."""
+        host = s.host
+        own = [*s.audio_denied_endpoints]
+        for key in ("kafka_bootstrap", "triton_url", "milvus_uri"):
+            value = str(update.get(key) or getattr(s, key))
+            own += [str(e) for e in endpoints_from(value) if e.port]
+        if "triton" in starters:
+            t = starters["triton"]
+            own += [f"{host}:{p}" for p in (t.http_port, t.grpc_port, t.metrics_port)]
+        if "milvus" in starters and getattr(starters["milvus"], "http_port", None):
+            own.append(f"{host}:{starters['milvus'].http_port}")  # /healthz and /metrics
+        for i in range(s.workers):
+            self._metrics_ports[i] = s.metrics_port + i if s.metrics_port else free_port()
+            own.append(f"{host}:{self._metrics_ports[i]}")
+        out: dict[str, Any] = {}
+        if s.api_enabled:
+            out["api_port"] = s.api_port or free_port(host)
+            own.append(f"{host}:{out['api_port']}")
+        out["audio_denied_endpoints"] = list(dict.fromkeys(own))
+        return out
+
     def stop(self) -> None:
         for w in self.workers:
             self.stop_worker(w.index)
@@ -197,7 +226,8 @@ class EmbeddedStack(Service):
         port = (
             existing.metrics_port
             if existing
-            else (self.settings.metrics_port + index if self.settings.metrics_port else free_port())
+            else self._metrics_ports.get(index)
+            or (self.settings.metrics_port + index if self.settings.metrics_port else free_port())
         )
         w = existing or WorkerProc(
             index=index, metrics_port=port, log_path=self.log_dir / f"worker-{index}.log"

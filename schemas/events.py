@@ -11,9 +11,61 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from schemas.limits import (
+    AUDIO_URI_MAX_CHARS,
+    TITLE_MAX_BYTES,
+    VARCHAR_MAX_BYTES,
+    has_control_chars,
+    track_key,
+)
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+
+def _stored(field: str, limit: int, *, key: bool = False, matched: bool = True) -> AfterValidator:
+    """A check that ``field`` fits its Milvus VARCHAR (``limit`` bytes of UTF-8, of the
+    stored key for a track id) and, when filters match on it, holds no control character
+    (no Milvus expression could match it on Lite: serving/milvus_expr.py). Without it, a
+    value over the limit was stored by Lite and failed the whole batch on a server."""
+
+    def check(value: str) -> str:
+        if matched and has_control_chars(value):
+            raise ValueError(f"{field} must not contain control characters")
+        size = len((track_key(value) if key else value).encode("utf-8"))
+        if size > limit:
+            what = "bytes of UTF-8 (stored key: ' and % take 3 bytes)" if key else "bytes of UTF-8"
+            raise ValueError(f"{field} is {size} {what}; the limit is {limit}")
+        return value
+
+    return AfterValidator(check)
+
+
+# Length in characters for the JSON Schema (a character is at least one byte); the byte
+# limit of the store is checked on top.
+TrackId = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=VARCHAR_MAX_BYTES["track_id"], strip_whitespace=True
+    ),
+    _stored("track_id", VARCHAR_MAX_BYTES["track_id"], key=True),
+]
+ArtistId = Annotated[
+    str,
+    StringConstraints(max_length=VARCHAR_MAX_BYTES["artist_id"]),
+    _stored("artist_id", VARCHAR_MAX_BYTES["artist_id"]),
+]
+Genre = Annotated[
+    str,
+    StringConstraints(max_length=VARCHAR_MAX_BYTES["genre"]),
+    _stored("genre", VARCHAR_MAX_BYTES["genre"]),
+]
+Title = Annotated[
+    str,
+    StringConstraints(max_length=TITLE_MAX_BYTES),
+    _stored("title", TITLE_MAX_BYTES, matched=False),
+]
 
 
 class _Event(BaseModel):
@@ -52,14 +104,28 @@ class TrackUpload(_Event):
     """A new track was uploaded (topic ``track-uploads``)."""
 
     event_id: Id = Field(description="Unique id of this event.")
-    track_id: Id = Field(description="Track id; the Kafka message key.")
+    track_id: TrackId = Field(
+        description="Track id; the Kafka message key. At most 128 bytes of UTF-8 as stored "
+        "(' and % count 3 bytes), no control characters."
+    )
     audio_uri: str = Field(
         min_length=1,
+        max_length=AUDIO_URI_MAX_CHARS,
         description="file:// under an allowed audio root, or http(s):// on an allowed host.",
     )
-    title: str | None = Field(default=None, description="Track title.")
-    artist_id: str | None = Field(default=None, description="Artist id (diversity rule).")
-    genre: str | None = Field(default=None, description="Genre label given by the platform.")
+    title: Title | None = Field(
+        default=None, description="Track title (at most 512 bytes of UTF-8)."
+    )
+    artist_id: ArtistId | None = Field(
+        default=None,
+        description="Artist id (diversity rule); at most 128 bytes of UTF-8, no control "
+        "characters.",
+    )
+    genre: Genre | None = Field(
+        default=None,
+        description="Genre label given by the platform; at most 128 bytes of UTF-8, no "
+        "control characters.",
+    )
     release_date: date | None = Field(default=None, description="Release date (YYYY-MM-DD).")
     uploaded_at: AwareDatetime = Field(description="When it was uploaded (RFC 3339).")
 

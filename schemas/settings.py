@@ -100,7 +100,24 @@ class Settings(BaseSettings):
         default_factory=list, description="Folders that file:// audio URIs may point into."
     )
     audio_hosts: list[str] = Field(
-        default_factory=list, description="Hosts that http(s):// audio URIs may point at."
+        default_factory=list,
+        description="host:port that http(s):// audio URIs may point at (a bare host allows "
+        "its scheme's default port only).",
+    )
+    audio_denied_endpoints: list[str] = Field(
+        default_factory=list,
+        description="host:port never fetched from, even when allowed or redirected to: the "
+        "stack's own services (the embedded stack fills it; Kafka, Triton, Milvus, the "
+        "metrics and API addresses named in these settings are denied as well).",
+    )
+    audio_fetch_deadline_s: float = Field(
+        20.0, gt=0, description="Longest one audio download may take in all (redirects too)."
+    )
+    audio_max_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Largest audio download, enforced while streaming."
+    )
+    audio_max_redirects: int = Field(
+        3, ge=0, description="Redirect hops followed per download, each checked again."
     )
     max_audio_s: float = Field(
         30.0, description="Audio embedded per upload, seconds (a 30 s preview, as in the papers)."

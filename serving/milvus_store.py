@@ -28,7 +28,6 @@ checked here before writing, in every mode (:class:`FieldTooLong`).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -39,6 +38,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from schemas.limits import TITLE_MAX_BYTES, VARCHAR_MAX_BYTES, track_id_of, track_key
+from serving.milvus_expr import NOTHING, representable, track_ids_in, track_ids_not_in
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +55,12 @@ CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
 # Milvus' default common.gracefulTime: how stale a "Bounded" read may be.
 DEFAULT_GRACEFUL_S = 5.0
 
-# VARCHAR limits of the schema (bytes of UTF-8, as the server counts them); checked before
-# every write because Milvus Lite does not enforce them.
-VARCHAR_MAX_BYTES = {
-    "track_id": 128,
-    "artist_id": 128,
-    "genre": 128,
-    "release_date": 32,
-    "top_tags": 1024,
-    "model_version": 128,
-}
+# VARCHAR limits of the schema (bytes of UTF-8, as the server counts them; schemas/limits.py,
+# which the event contract validates against); checked before every write because Milvus
+# Lite does not enforce them. Track ids are stored as their keys (schemas.limits.track_key).
 # Scalar index types by server: STL_SORT on Milvus 2.3, INVERTED on Lite 2.5 and Milvus >= 2.4.
 SCALAR_INDEX_TYPES = ("", "STL_SORT", "INVERTED")
-_TITLE_CHARS = 512  # title is cut (on a character boundary) to fit
+_TITLE_CHARS = TITLE_MAX_BYTES  # title is cut (on a character boundary) to fit
 
 _META_FIELDS = [
     "track_id",
@@ -77,6 +72,8 @@ _META_FIELDS = [
     "model_version",
     "title",
 ]
+# Fields that filter expressions match on: their values must be representable literals.
+_MATCHED_FIELDS = ("track_id", "artist_id", "genre")
 _HIT_FIELDS = ["artist_id", "genre", "top_tags", "uploaded_at", "title"]
 
 
@@ -127,7 +124,7 @@ class Hit:
 def _hit(r: Mapping[str, Any]) -> Hit:
     ent = r.get("entity", r)
     return Hit(
-        track_id=str(r.get("id", r.get("track_id"))),
+        track_id=track_id_of(str(r.get("id", r.get("track_id")))),
         score=float(r["distance"]),
         artist_id=ent["artist_id"],
         genre=ent["genre"],
@@ -141,10 +138,9 @@ def _split_tags(value: str) -> tuple[str, ...]:
     return tuple(t for t in value.split(",") if t)
 
 
-def _id_list(ids: Iterable[str]) -> str:
-    # JSON string literals are valid Milvus string literals (double quotes, backslash
-    # escapes), so arbitrary ids cannot break out of the expression.
-    return "[" + ",".join(json.dumps(i) for i in ids) + "]"
+def _chunks(ids: Sequence[str], size: int = 1_000) -> Iterable[Sequence[str]]:
+    # Bounded expressions: Milvus parses each one, and a huge literal list is slow to parse.
+    return (ids[i : i + size] for i in range(0, len(ids), size))
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -221,6 +217,7 @@ class TrackStore:
         self.scalar_index = scalar_index.upper()
         self._token = token  # "user:password" when the server has authentication on
         self._last_write = -float("inf")  # monotonic time of this store's last upsert/delete
+        self._last_delete = -float("inf")  # ... of its last delete (see _read_level)
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -303,11 +300,20 @@ class TrackStore:
         return params
 
     def _read_level(self) -> str:
-        """Consistency of the next read: ``consistency``, or "Session" right after a write."""
+        """Consistency of the next read: ``consistency``, or "Session" right after a write.
+
+        Right after this store's own delete it is "Strong": measured on the Milvus 2.3
+        server, a "Session" read still returns rows this client just deleted (pymilvus
+        advances the session timestamp on inserts and upserts only). Deletes are rare
+        (tests, re-indexing), so the ~200 ms time-tick wait is paid seldom.
+        """
+        now = time.monotonic()
+        if self.read_your_writes and now - self._last_delete < self.graceful_s:
+            return "Strong"
         if (
             self.read_your_writes
             and self.consistency in ("Bounded", "Eventually")
-            and time.monotonic() - self._last_write < self.graceful_s
+            and now - self._last_write < self.graceful_s
         ):
             return "Session"
         return self.consistency
@@ -391,7 +397,7 @@ class TrackStore:
             if "," in tag:
                 raise ValueError(f"{row.track_id}: tag {tag!r} contains a comma")
         entity: dict[str, Any] = {
-            "track_id": row.track_id,
+            "track_id": track_key(row.track_id),
             "embedding": vec.tolist(),
             "artist_id": row.artist_id,
             "genre": row.genre,
@@ -402,6 +408,10 @@ class TrackStore:
             # max_length counts bytes: cut on a character boundary below it.
             "title": row.title.encode()[:_TITLE_CHARS].decode(errors="ignore"),
         }
+        for name in _MATCHED_FIELDS:
+            if not representable(entity[name]):
+                # No expression could ever match it again (serving/milvus_expr.py).
+                raise ValueError(f"track {row.track_id[:64]!r}: {name} holds a control character")
         for name, limit in VARCHAR_MAX_BYTES.items():
             size = len(entity[name].encode("utf-8"))
             if size > limit:
@@ -433,34 +443,52 @@ class TrackStore:
         """Remove tracks by id (missing ids are ignored)."""
         if not track_ids:
             return
-        ids = list(track_ids)
-        self._call(
-            "delete",
-            lambda c: c.delete(self.collection, ids=ids, timeout=self.timeout_s),
-        )
-        self._last_write = time.monotonic()
+        # A filter we quote, not pymilvus' ids= (its repr quoting breaks on Lite).
+        for chunk in _chunks(list(dict.fromkeys(track_ids))):
+            where = track_ids_in(chunk)
+            if where == NOTHING:
+                continue  # unrepresentable ids are never stored
+            self._call("delete", self._deleter(where))
+        self._last_write = self._last_delete = time.monotonic()
+
+    def _deleter(self, where: str) -> Callable[[Any], Any]:
+        def run(c: Any) -> Any:
+            return c.delete(self.collection, filter=where, timeout=self.timeout_s)
+
+        return run
 
     # --- reads -----------------------------------------------------------------------
+
+    def _getter(self, where: str, *, limit: int) -> Callable[[Any], list[dict[str, Any]]]:
+        def run(c: Any) -> list[dict[str, Any]]:
+            return list(
+                c.query(
+                    self.collection,
+                    filter=where,
+                    output_fields=[*_META_FIELDS, "embedding"],
+                    limit=limit,
+                    timeout=self.timeout_s,
+                    consistency_level=self._read_level(),
+                )
+            )
+
+        return run
 
     def get(self, track_ids: Collection[str]) -> dict[str, TrackRow]:
         """Rows (with vectors) of the ids that exist; missing ids are absent."""
         if not track_ids:
             return {}
-        ids = list(dict.fromkeys(track_ids))
-        res = self._call(
-            "get",
-            lambda c: c.get(
-                self.collection,
-                ids=ids,
-                output_fields=[*_META_FIELDS, "embedding"],
-                timeout=self.timeout_s,
-                consistency_level=self._read_level(),
-            ),
-        )
+        res: list[dict[str, Any]] = []
+        for chunk in _chunks(list(dict.fromkeys(track_ids))):
+            where = track_ids_in(chunk)
+            if where == NOTHING:
+                continue  # unrepresentable ids are never stored
+            res += self._call("get", self._getter(where, limit=len(chunk)))
         out: dict[str, TrackRow] = {}
         for r in res:
-            out[r["track_id"]] = TrackRow(
-                track_id=r["track_id"],
+            tid = track_id_of(r["track_id"])
+            out[tid] = TrackRow(
+                track_id=tid,
                 embedding=np.asarray(r["embedding"], dtype=np.float32),
                 artist_id=r["artist_id"],
                 genre=r["genre"],
@@ -491,7 +519,7 @@ class TrackStore:
         expr = ""
         limit = k
         if excluded and len(excluded) <= _MAX_FILTER_IDS:
-            expr = f"track_id not in {_id_list(sorted(excluded))}"
+            expr = track_ids_not_in(sorted(excluded))
         elif excluded:
             limit = k + len(excluded)
         limit = min(limit, MAX_LIMIT)
@@ -576,7 +604,7 @@ class TrackStore:
         res.sort(key=lambda r: (-int(r["uploaded_at"]), r["track_id"]))
         return [
             Hit(
-                track_id=r["track_id"],
+                track_id=track_id_of(r["track_id"]),
                 score=0.0,
                 artist_id=r["artist_id"],
                 genre=r["genre"],

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-
-def _id_list(ids: Iterable[str]) -> str:
-    # JSON string literals are valid Milvus string literals: values cannot break out.
-    return "[" + ",".join(json.dumps(i) for i in ids) + "]"
+from serving.milvus_expr import field_cmp, field_eq, field_not_in, track_ids_not_in
 
 
 @dataclass(frozen=True)
@@ -23,18 +18,19 @@ class TrackFilter:
     released_before: str | None = None  # ISO date, inclusive
 
     def expression(self) -> str:
-        """The Milvus boolean expression (values JSON-quoted: no injection)."""
+        """The Milvus boolean expression (values quoted by ``serving.milvus_expr``: no
+        injection, exact matches on Milvus Lite and the server)."""
         parts: list[str] = []
         if self.exclude_ids:
-            parts.append(f"track_id not in {_id_list(self.exclude_ids)}")
+            parts.append(track_ids_not_in(self.exclude_ids))
         if self.genre is not None:
-            parts.append(f"genre == {json.dumps(self.genre)}")
+            parts.append(field_eq("genre", self.genre))
         if self.exclude_artists:
-            parts.append(f"artist_id not in {_id_list(self.exclude_artists)}")
+            parts.append(field_not_in("artist_id", self.exclude_artists))
         if self.released_after is not None or self.released_before is not None:
             parts.append('release_date != ""')  # unknown dates never pass a date filter
         if self.released_after is not None:
-            parts.append(f"release_date >= {json.dumps(self.released_after)}")
+            parts.append(field_cmp("release_date", ">=", self.released_after))
         if self.released_before is not None:
-            parts.append(f"release_date <= {json.dumps(self.released_before)}")
-        return " and ".join(parts)
+            parts.append(field_cmp("release_date", "<=", self.released_before))
+        return " and ".join(p for p in parts if p)

@@ -1,10 +1,15 @@
-"""Upload audio: check where an ``audio_uri`` points, fetch it, turn it into model input."""
+"""Upload audio: check where an ``audio_uri`` points, fetch it, turn it into model input.
+
+Errors follow the contract of ``streams.fetch``: :class:`AudioRejected` (permanent, the
+item's fault) or :class:`AudioUnavailable` (transient, retry later), each with a short
+``reason``; no other exception leaves :func:`resolve_audio_uri` or :func:`prepare_audio`
+for a file-system or network failure.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -13,48 +18,108 @@ import numpy as np
 
 from models.frontend import load_audio, log_mel, patches
 from models.spec import FrontEndSpec
+from schemas.settings import Settings
+from streams.fetch import (
+    DEFAULT_MAX_BYTES,
+    AudioRejected,
+    AudioUnavailable,
+    FetchPolicy,
+    check_url,
+    download,
+    endpoints_from,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "AudioInput",
+    "AudioRejected",
+    "AudioUnavailable",
+    "FetchPolicy",
+    "policy_from_settings",
+    "pool_track",
+    "prepare_audio",
+    "resolve_audio_uri",
+]
 
 log = logging.getLogger(__name__)
 
-MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+# errno values that say the path itself is unusable, not that the disk is in trouble.
+_BAD_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EINVAL}
+_MISSING_ERRNOS = {errno.ENOENT}
+_DENIED_ERRNOS = {errno.EACCES, errno.EPERM}
 
 
-class AudioRejected(ValueError):
-    """The upload's audio cannot be used (not allowed, missing, undecodable)."""
+def policy_from_settings(s: Settings) -> FetchPolicy:
+    """The fetch rules of a deployment: its roots, hosts, limits, and its own endpoints.
 
-
-def resolve_audio_uri(uri: str, *, roots: list[Path], hosts: list[str]) -> str:
-    """The local path or URL to read, if ``uri`` is allowed; raises AudioRejected otherwise.
-
-    file:// must resolve (symlinks and ``..`` included) inside one of ``roots``;
-    http(s):// must name one of ``hosts`` exactly. Anything else is refused so a
-    producer cannot make a worker read arbitrary files or call arbitrary hosts.
+    Besides ``audio_denied_endpoints`` (the embedded stack fills it with every port it
+    opens), the addresses the settings name for Kafka, Triton, Milvus, the worker metrics
+    and the API are denied too, so a production deployment is covered without listing them.
     """
-    parsed = urlparse(uri)
+    own = [
+        *endpoints_from(s.kafka_bootstrap),
+        *endpoints_from(s.triton_url),
+        *endpoints_from(s.milvus_uri),
+    ]
+    denied = [str(e) for e in own if e.port]
+    for port in (s.metrics_port, s.api_port):
+        if port:
+            denied.append(f"{s.host}:{port}")
+    return FetchPolicy(
+        roots=tuple(s.audio_roots),
+        hosts=tuple(s.audio_hosts),
+        denied=(*s.audio_denied_endpoints, *denied),
+        timeout_s=min(s.timeout_s, s.audio_fetch_deadline_s),
+        deadline_s=s.audio_fetch_deadline_s,
+        max_bytes=s.audio_max_bytes,
+        max_redirects=s.audio_max_redirects,
+    )
+
+
+def _fs_error(exc: OSError | ValueError, what: str) -> AudioRejected | AudioUnavailable:
+    """A file-system error as the contract's exception (ValueError: a NUL byte in a path)."""
+    if isinstance(exc, ValueError) or exc.errno in _BAD_PATH_ERRNOS:
+        return AudioRejected("bad-path", f"unusable path {what}: {exc}")
+    if exc.errno in _MISSING_ERRNOS:
+        return AudioRejected("missing", f"no such audio file: {what}")
+    if exc.errno in _DENIED_ERRNOS:
+        return AudioRejected("unreadable", f"cannot read {what}: {exc}")
+    # EIO, ESTALE, EMFILE...: the disk or the process, not the item.
+    return AudioUnavailable("io-error", f"cannot read {what}: {exc}")
+
+
+def resolve_audio_uri(uri: str, *, policy: FetchPolicy) -> str:
+    """The local path or URL to read, if ``uri`` is allowed; AudioRejected otherwise.
+
+    file:// must resolve (symlinks and ``..`` included) inside one of ``policy.roots``;
+    http(s):// must name an allowed ``host:port`` that is not one of the stack's own
+    (resolution and redirects are checked again while fetching). Anything else is refused
+    so a producer cannot make a worker read arbitrary files or call arbitrary hosts.
+    """
+    try:
+        parsed = urlparse(uri)
+    except ValueError as exc:
+        raise AudioRejected("bad-uri", f"malformed URI {uri!r}: {exc}") from exc
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
-            raise AudioRejected(f"file URI with a remote host: {uri}")
-        path = Path(unquote(parsed.path)).resolve()
-        for root in roots:
+            raise AudioRejected("not-allowed", f"file URI with a remote host: {uri}")
+        raw = unquote(parsed.path)
+        try:
+            if "\x00" in raw:
+                raise ValueError("embedded null byte")
+            path = Path(raw).resolve()
+        except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            if isinstance(exc, RuntimeError):
+                raise AudioRejected("bad-path", f"unusable path {raw!r}: {exc}") from exc
+            raise _fs_error(exc, repr(raw[:200])) from exc
+        for root in policy.roots:
             if path.is_relative_to(root.resolve()):
                 return str(path)
-        raise AudioRejected(f"{path} is outside the allowed audio roots")
+        raise AudioRejected("not-allowed", f"{path} is outside the allowed audio roots")
     if parsed.scheme in ("http", "https"):
-        if parsed.hostname and parsed.hostname in hosts:
-            return uri
-        raise AudioRejected(f"host {parsed.hostname!r} is not an allowed audio host")
-    raise AudioRejected(f"unsupported audio URI scheme {parsed.scheme!r}")
-
-
-def _download(url: str, *, timeout_s: float) -> Path:
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (host allow-listed)
-        data = resp.read(MAX_DOWNLOAD_BYTES + 1)
-    if len(data) > MAX_DOWNLOAD_BYTES:
-        raise AudioRejected(f"{url} is larger than {MAX_DOWNLOAD_BYTES} bytes")
-    suffix = Path(urlparse(url).path).suffix or ".audio"
-    with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as f:
-        f.write(data)
-        return Path(f.name)
+        check_url(uri, policy)
+        return uri
+    raise AudioRejected("not-allowed", f"unsupported audio URI scheme {parsed.scheme!r}")
 
 
 @dataclass(frozen=True)
@@ -65,25 +130,42 @@ class AudioInput:
     seconds: float  # audio decoded
 
 
+def _check_file(path: Path) -> None:
+    try:
+        if "\x00" in str(path):
+            raise ValueError("embedded null byte")
+        st = path.stat()
+    except (OSError, ValueError) as exc:
+        raise _fs_error(exc, str(path)[:200]) from exc
+    if not path.is_file():
+        raise AudioRejected("bad-path", f"not a regular file: {path}")
+    if st.st_size == 0:
+        raise AudioRejected("undecodable", f"{path.name} is empty")
+
+
 def prepare_audio(
-    location: str, *, spec: FrontEndSpec, max_seconds: float, timeout_s: float
+    location: str, *, spec: FrontEndSpec, max_seconds: float, policy: FetchPolicy | None = None
 ) -> AudioInput:
-    """Decode (mono, resampled), log-mel, cut into patches. Blocking: run in an executor."""
+    """Decode (mono, resampled), log-mel, cut into patches. Blocking: run in an executor.
+
+    ``location`` is a local path or an http(s) URL (fetched under ``policy``; without a
+    policy no host is allowed). Raises only AudioRejected or AudioUnavailable for bad input
+    and file-system or network failures.
+    """
     downloaded: Path | None = None
     try:
         if location.startswith(("http://", "https://")):
-            downloaded = _download(location, timeout_s=timeout_s)
+            downloaded = download(location, policy=policy or FetchPolicy())
             path = downloaded
         else:
             path = Path(location)
-        if not path.is_file():
-            raise AudioRejected(f"no such audio file: {path}")
+        _check_file(path)
         try:
             y = load_audio(path, spec, max_seconds=max_seconds)
         except Exception as exc:  # librosa/soundfile raise many types for bad input
-            raise AudioRejected(f"cannot decode {path.name}: {exc}") from exc
+            raise AudioRejected("undecodable", f"cannot decode {path.name}: {exc}") from exc
         if y.size < spec.n_fft:
-            raise AudioRejected(f"{path.name} is too short")
+            raise AudioRejected("too-short", f"{path.name} is too short")
         p = patches(log_mel(y, spec), spec)
         return AudioInput(patches=p, seconds=y.size / spec.sample_rate)
     finally:

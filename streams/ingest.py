@@ -35,7 +35,15 @@ import numpy as np
 
 from schemas.events import TrackUpload
 from serving.milvus_store import FieldTooLong, TrackRow
-from streams.audio import AudioInput, AudioRejected, pool_track, prepare_audio, resolve_audio_uri
+from streams.audio import (
+    AudioInput,
+    AudioRejected,
+    AudioUnavailable,
+    policy_from_settings,
+    pool_track,
+    prepare_audio,
+    resolve_audio_uri,
+)
 from streams.clients import Clients, Deps
 from streams.deadletter import DeadLetters, Failed, Source
 from streams.state import CatalogDelta, DeltaBuilder, UploadInfo
@@ -100,6 +108,7 @@ class Uploader:
         self.clients = clients
         self.letters = letters
         self.publish = publish
+        self.policy = policy_from_settings(deps.settings)
 
     async def handle(self, items: Sequence[UploadItem]) -> None:
         """Decode, embed, store and announce ``items``; returns once each has an outcome."""
@@ -114,20 +123,17 @@ class Uploader:
         s = self.deps.settings
         loop = asyncio.get_running_loop()
         try:
-            loc = resolve_audio_uri(it.event.audio_uri, roots=s.audio_roots, hosts=s.audio_hosts)
+            loc = resolve_audio_uri(it.event.audio_uri, policy=self.policy)
             return await loop.run_in_executor(
                 self.clients.decode_pool,
                 lambda: prepare_audio(
-                    loc,
-                    spec=self.deps.card.frontend,
-                    max_seconds=s.max_audio_s,
-                    timeout_s=s.timeout_s,
+                    loc, spec=self.deps.card.frontend, max_seconds=s.max_audio_s, policy=self.policy
                 ),
             )
-        except AudioRejected as exc:
-            await self._give_up(it, f"audio-{getattr(exc, 'reason', 'rejected')}", exc)
-        except OSError as exc:  # the audio host or file system, maybe for now
-            await self._again(it, f"audio-{getattr(exc, 'reason', 'unavailable')}", exc)
+        except AudioRejected as exc:  # for good: not allowed, missing, undecodable...
+            await self._give_up(it, f"audio-{exc.reason}", exc)
+        except AudioUnavailable as exc:  # the audio host, maybe for now
+            await self._again(it, f"audio-{exc.reason}", exc)
         except Exception as exc:  # noqa: BLE001 - anything else: this item, not the batch
             await self._give_up(it, "audio-error", exc)
         return None

@@ -31,9 +31,7 @@ def bare_rate(clips: list[Path], settings: Settings) -> dict[str, float]:
     t0 = time.perf_counter()
     patches = 0
     for c in clips:
-        a = prepare_audio(
-            str(c), spec=card.frontend, max_seconds=settings.max_audio_s, timeout_s=30
-        )
+        a = prepare_audio(str(c), spec=card.frontend, max_seconds=settings.max_audio_s)
         with torch.inference_mode():
             model(torch.from_numpy(a.patches))
         patches += a.patches.shape[0]

@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile  # FastAPI's is a subclass
 from serving.api.problems import ProblemError
 from serving.api.runtime import Runtime
 from serving.triton_client import TritonError
-from streams.audio import AudioRejected, pool_track, prepare_audio
+from streams.audio import AudioRejected, AudioUnavailable, pool_track, prepare_audio
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def audio_seconds(path: Path) -> float:
 
             return float(librosa.get_duration(path=str(path)))
         except Exception as exc:
-            raise AudioRejected(f"cannot read {path.name}: {exc}") from exc
+            raise AudioRejected("undecodable", f"cannot read {path.name}: {exc}") from exc
 
 
 def _prepare(path: Path, rt: Runtime) -> np.ndarray:
@@ -59,9 +59,7 @@ def _prepare(path: Path, rt: Runtime) -> np.ndarray:
     if seconds > s.api_max_upload_s:
         limit = s.api_max_upload_s
         raise ProblemError(413, f"audio is {seconds:.0f} s long; the limit is {limit:.0f} s")
-    audio = prepare_audio(
-        str(path), spec=rt.deps.card.frontend, max_seconds=s.max_audio_s, timeout_s=s.timeout_s
-    )
+    audio = prepare_audio(str(path), spec=rt.deps.card.frontend, max_seconds=s.max_audio_s)
     return audio.patches
 
 
@@ -75,6 +73,8 @@ async def embed_upload(file: UploadFile, rt: Runtime) -> tuple[np.ndarray, tuple
             patches = await loop.run_in_executor(None, _prepare, path, rt)
         except AudioRejected as exc:
             raise ProblemError(422, str(exc)) from exc
+        except AudioUnavailable as exc:  # a local I/O failure on the server's side
+            raise ProblemError(503, str(exc)) from exc
     try:
         emb, tags = await encoder.embed(patches)
     except TritonError as exc:

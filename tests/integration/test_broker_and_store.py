@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -343,3 +344,74 @@ def test_lag_reader_reports_committed_vs_end_offsets(broker: str, unique: str) -
     assert (
         metrics.registry.get_sample_value("resonate_lag_collections_total", {"outcome": "ok"}) == 1
     )
+
+
+# Valid ids by the event contract that are hostile to a naively built expression.
+HOSTILE_IDS = [
+    "it's",
+    'say "hi"',
+    "back\\slash",
+    "trailing\\",
+    "mix'\"\\'",
+    "ünïcødé-曲",
+    "emoji-🎵",
+    "100%27 = %25",
+    "ops == [] && % _ (x)",
+    'x"] or track_id in ["y',
+    "' or '1'=='1",
+]
+
+
+def test_hostile_ids_round_trip_everywhere(store: TrackStore) -> None:
+    """Upsert, get, search with exclusions, filtered search and delete with ids holding
+    quotes, backslashes, non-ASCII and operators: each id is matched exactly. Ids with a line
+    break cannot be matched by any expression on Lite: refused before writing, and
+    harmless in reads and deletes."""
+    from serving.track_filter import TrackFilter
+
+    rng = np.random.default_rng(11)
+    vecs = {tid: _vec(rng) for tid in HOSTILE_IDS}
+    rows = [
+        TrackRow(
+            track_id=tid,
+            embedding=vecs[tid],
+            artist_id=f"artist {tid}",
+            genre=f"genre {tid}",
+            release_date="2024-05-01",
+            uploaded_at_ms=1_700_000_000_000 + i,
+            top_tags=("rock",),
+            model_version="msd_musicnn-1",
+            title=tid,
+        )
+        for i, tid in enumerate(HOSTILE_IDS)
+    ]
+    store.upsert(rows)
+    store.upsert(rows[:3])  # replacing by a hostile id works too
+    assert store.count() == len(HOSTILE_IDS)
+    got = store.get(HOSTILE_IDS)
+    assert set(got) == set(HOSTILE_IDS)
+    for tid, row in got.items():
+        assert row.artist_id == f"artist {tid}" and row.title == tid
+    n = len(HOSTILE_IDS)
+    for tid in HOSTILE_IDS:
+        assert store.search(vecs[tid], k=1)[0].track_id == tid
+        others = {h.track_id for h in store.search(vecs[tid], k=n, exclude={tid})}
+        assert others == set(HOSTILE_IDS) - {tid}, tid
+        only = TrackFilter(genre=f"genre {tid}").expression()
+        assert [h.track_id for h in store.search_where(vecs[tid], k=n, where=only)] == [tid]
+        not_artist = TrackFilter(exclude_ids=(tid,), exclude_artists=(f"artist {tid}",))
+        hits = store.search_where(vecs[tid], k=n, where=not_artist.expression())
+        assert {h.track_id for h in hits} == set(HOSTILE_IDS) - {tid}, tid
+    gone = HOSTILE_IDS[::2]
+    store.delete(gone)
+    assert set(store.get(HOSTILE_IDS)) == set(HOSTILE_IDS[1::2])
+    assert store.count() == len(HOSTILE_IDS[1::2])
+    broken = replace(rows[1], track_id="line\nbreak")
+    with pytest.raises(ValueError, match="control character"):
+        store.upsert([rows[0], broken])
+    assert store.count() == len(HOSTILE_IDS[1::2])  # nothing of that batch was written
+    assert store.get(["line\nbreak", "\r"]) == {}
+    store.delete(["line\nbreak"])
+    kept = HOSTILE_IDS[1]
+    hits = store.search(vecs[kept], k=1, exclude={"line\nbreak"})
+    assert [h.track_id for h in hits] == [kept]

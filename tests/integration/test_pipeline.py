@@ -159,7 +159,10 @@ def test_upload_over_http_from_an_allowed_host(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     settings = stack_settings(
-        tmp_path_factory.mktemp("stack-http"), weights_path, audio_hosts=["127.0.0.1"], workers=1
+        tmp_path_factory.mktemp("stack-http"),
+        weights_path,
+        audio_hosts=[f"127.0.0.1:{port}"],  # host:port; a bare host means port 80 only
+        workers=1,
     )
     clip = f"{PAIR_TRACK}__1"
     try:
@@ -174,7 +177,7 @@ def test_upload_over_http_from_an_allowed_host(
             rows = wait_stored(st.settings, [clip], timeout_s=120)
             assert clip in rows and rows[clip].top_tags
             text = st.workers[0].metrics_text()
-            assert 'resonate_events_total{outcome="rejected",topic="track-uploads"} 1.0' in text, (
+            assert 'resonate_events_total{outcome="dead-lettered",topic="track-uploads"} 1.0' in text, (
                 text
             )
     finally:

@@ -12,7 +12,13 @@ import pytest
 
 from models.spec import FrontEndSpec
 from schemas.events import Interaction
-from streams.audio import AudioRejected, pool_track, prepare_audio, resolve_audio_uri
+from streams.audio import (
+    AudioRejected,
+    FetchPolicy,
+    pool_track,
+    prepare_audio,
+    resolve_audio_uri,
+)
 from streams.codec import InvalidEvent, PydanticSchema
 
 APP = faust.App("codec-test", broker="memory://")
@@ -49,7 +55,7 @@ def test_file_uris_must_stay_inside_allowed_roots(tmp_path: Path) -> None:
     root = tmp_path / "music"
     root.mkdir()
     (root / "a.wav").write_bytes(b"")
-    assert resolve_audio_uri((root / "a.wav").as_uri(), roots=[root], hosts=[]) == str(
+    assert resolve_audio_uri((root / "a.wav").as_uri(), policy=FetchPolicy(roots=(root,))) == str(
         root / "a.wav"
     )
     for uri in (
@@ -60,15 +66,16 @@ def test_file_uris_must_stay_inside_allowed_roots(tmp_path: Path) -> None:
         "http://not-allowed.example/a.wav",
     ):
         with pytest.raises(AudioRejected):
-            resolve_audio_uri(uri, roots=[root], hosts=["cdn.example"])
-    assert resolve_audio_uri("https://cdn.example/a.wav", roots=[], hosts=["cdn.example"])
+            resolve_audio_uri(uri, policy=FetchPolicy(roots=(root,), hosts=("cdn.example",)))
+    cdn = FetchPolicy(hosts=("cdn.example",))
+    assert resolve_audio_uri("https://cdn.example/a.wav", policy=cdn)
 
 
 def test_undecodable_audio_is_rejected(tmp_path: Path) -> None:
     bad = tmp_path / "broken.ogg"
     bad.write_bytes(b"not audio at all")
     with pytest.raises(AudioRejected):
-        prepare_audio(str(bad), spec=FrontEndSpec(), max_seconds=5, timeout_s=5)
+        prepare_audio(str(bad), spec=FrontEndSpec(), max_seconds=5)
 
 
 def test_pool_track_is_unit_norm_with_top_tags() -> None:

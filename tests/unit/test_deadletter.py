@@ -14,7 +14,7 @@ from models.convert_musicnn import MUSICNN_CARD
 from schemas.events import TrackUpload
 from schemas.settings import Settings
 from streams import ingest
-from streams.audio import AudioInput, AudioRejected
+from streams.audio import AudioInput, AudioRejected, AudioUnavailable
 from streams.clients import Deps
 from streams.deadletter import (
     ATTEMPTS,
@@ -170,9 +170,9 @@ def fake_audio(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def prepare(loc: str, **kw: Any) -> AudioInput:
         if "gone" in loc:
-            raise OSError("audio host refused the connection")
+            raise AudioUnavailable("refused", "audio host refused the connection")
         if "junk" in loc:
-            raise AudioRejected("cannot decode junk.wav")
+            raise AudioRejected("undecodable", "cannot decode junk.wav")
         sign = -1.0 if "poison" in loc else 1.0
         return AudioInput(patches=np.full((2, 4, 3), sign, "float32"), seconds=6.0)
 
@@ -214,10 +214,10 @@ async def test_one_bad_item_is_set_aside_and_its_batch_goes_on(fake_audio: None)
     up, clients, letters, _, published = _uploader(Encoder())
     await up.handle([_item("a"), _item("poison"), _item("junk"), _item("gone"), _item("b")])
     assert sorted(clients.st.ids) == ["a", "b"]
-    assert [f.reason for f in letters.dead] == ["audio-rejected"]  # junk: for good
+    assert [f.reason for f in letters.dead] == ["audio-undecodable"]  # junk: for good
     retried = {s.key: (reason, n) for s, reason, n in letters.retried}
     assert len(letters.retried) == 2  # gone (its host) and poison (failed alone): maybe later
-    assert retried == {b"gone": ("audio-unavailable", 1), b"poison": ("embed-or-store", 1)}
+    assert retried == {b"gone": ("audio-refused", 1), b"poison": ("embed-or-store", 1)}
     assert set(published[0].uploads) == {"a", "b"}
 
 
@@ -225,6 +225,6 @@ async def test_attempts_used_up_end_in_the_dead_letter_topic(fake_audio: None) -
     up, clients, letters, metrics, _ = _uploader(Encoder())
     await up.handle([_item("gone", attempts=2)])  # the third attempt of upload_max_attempts=3
     assert not letters.retried and [f.attempts for f in letters.dead] == [3]
-    assert letters.dead[0].reason == "audio-unavailable"
+    assert letters.dead[0].reason == "audio-refused"
     got = metrics.registry.get_sample_value
     assert got("resonate_events_total", {"topic": "track-uploads", "outcome": "dead-lettered"}) == 1

@@ -110,3 +110,58 @@ def test_json_schemas_cover_the_three_topics_with_descriptions() -> None:
         "track_duration_ms",
     }
     assert all("description" in p for p in props.values())
+
+
+def _upload(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "event_id": "e1",
+        "track_id": "t1",
+        "audio_uri": "file:///music/t1.ogg",
+        "uploaded_at": "2026-11-22T10:00:00Z",
+    }
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("artist_id", "a" * 300, "at most 128 characters"),
+        ("artist_id", "é" * 100, "artist_id is 200 bytes of UTF-8; the limit is 128"),
+        ("genre", "é" * 65, "genre is 130 bytes of UTF-8; the limit is 128"),
+        ("track_id", "'" * 50, "track_id is 150 bytes of UTF-8 (stored key"),
+        ("track_id", "a\nb", "track_id must not contain control characters"),
+        ("artist_id", "x\ty", "artist_id must not contain control characters"),
+        ("title", "é" * 300, "title is 600 bytes of UTF-8; the limit is 512"),
+        ("audio_uri", "file:///" + "a" * 3000, "at most 2048 characters"),
+    ],
+)
+def test_upload_fields_fit_the_store_or_fail_with_a_reason(
+    field: str, value: str, reason: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        TrackUpload.model_validate_json(json.dumps(_upload(**{field: value})))
+    errors = info.value.errors()
+    assert [e["loc"][0] for e in errors] == [field]
+    assert reason in errors[0]["msg"], errors[0]["msg"]
+
+
+def test_upload_fields_at_their_limits_are_valid() -> None:
+    from serving.milvus_store import VARCHAR_MAX_BYTES
+
+    ev = TrackUpload.model_validate_json(
+        json.dumps(
+            _upload(
+                track_id="t" * 125 + "'",  # its stored key is exactly 128 bytes
+                artist_id="é" * 64,
+                genre="g" * VARCHAR_MAX_BYTES["genre"],
+                title="ti" * 256,
+                audio_uri="file:///" + "a" * 2040,
+            )
+        )
+    )
+    assert ev.track_id.endswith("'") and len(ev.artist_id or "") == 64
+    schema = json_schemas()["track-uploads"]["properties"]
+    assert isinstance(schema, dict)
+    assert schema["audio_uri"]["maxLength"] == 2048
+    assert schema["track_id"]["maxLength"] == 128
