@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -69,6 +70,9 @@ def app() -> Iterator[faust.App]:
     yield app
 
 
+T0 = datetime.now(UTC) - timedelta(minutes=5)
+
+
 def _ev(i: int, user: str, track: str, kind: str = "play") -> Interaction:
     return Interaction.model_validate(
         {
@@ -76,7 +80,8 @@ def _ev(i: int, user: str, track: str, kind: str = "play") -> Interaction:
             "type": kind,
             "user_id": user,
             "track_id": track,
-            "occurred_at": f"2026-11-22T10:00:{i:02d}Z",
+            # Relative to now: the worker rejects event times more than a year old.
+            "occurred_at": T0 + timedelta(seconds=i),
         }
     )
 
