@@ -10,7 +10,10 @@ and the ids of the events applied at or after it:
 
 The floor only rises, to ``min(newest event, now) - dedupe_horizon`` after each applied
 event, and further when more than ``dedupe_max_ids`` ids are remembered: then the oldest
-are forgotten and the floor moves just above them.
+are forgotten and the floor moves just above them. The floor follows the listener's own
+event times, not the wall clock, so a worker catching up on a day-old backlog applies it;
+the ``min(.., now)`` keeps one event from a clock up to a day ahead (the window allows it)
+from pushing the floor past the listener's real events.
 
 Invariant (I): every applied event whose time is at or after the floor has its id
 remembered. It holds initially (nothing applied); applying an event remembers its id; an

@@ -60,7 +60,12 @@ class Touched:
 class Folded:
     """What one batch did: listeners to refresh, the catalog delta, replays seen, and the
     events rejected with their reason (a :class:`~streams.sanity.Verdict` value:
-    ``event-time-too-old``, ``event-time-in-future`` or ``late``), to be dead-lettered."""
+    ``event-time-too-old``, ``event-time-in-future`` or ``late``), to be dead-lettered.
+
+    A rejected event changes no state, not even the listener's offset: a broker redelivery
+    of it is rejected (and dead-lettered) again, so the dead letters are at-least-once and
+    their readers go by ``event_id``.
+    """
 
     listeners: list[Touched]
     delta: CatalogDelta | None
