@@ -219,6 +219,29 @@ class Settings(BaseSettings):
         "(the stack sets them; `resonate api` reads run/stack.json when empty).",
     )
 
+    # --- input sanity ---
+    event_max_age_s: float = Field(
+        365 * 86400.0,
+        description="Interactions that occurred longer ago than this (by the worker's clock) are "
+        "rejected, not applied: dead-lettered and counted, never fed to latency histograms.",
+    )
+    event_max_ahead_s: float = Field(
+        86400.0,
+        description="Interactions dated further in the future than this (clock skew tolerated) "
+        "are rejected; uploads dated in the future count as uploaded when first seen.",
+    )
+    dedupe_horizon_s: float = Field(
+        86400.0,
+        description="An interaction this much older than the listener's newest one is 'late': "
+        "rejected (dead-lettered) instead of risking a second application of a replay.",
+    )
+    dedupe_max_ids: int = Field(
+        256,
+        ge=1,
+        description="Event ids remembered per listener for replay detection; past it the "
+        "listener's floor rises to the oldest remembered event (older ones are 'late').",
+    )
+
     # --- data ---
     data_dir: Path = Field(
         Path("../shared/data"), description="Real data sets (see ../shared/data/README.md)."

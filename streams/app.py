@@ -35,6 +35,7 @@ from streams.deadletter import DeadLetters, Failed, InvalidMessage, Source
 from streams.ingest import Uploader, UploadItem
 from streams.recommender import VectorCache
 from streams.refresh import Incoming, Refresher, fold_batch
+from streams.sanity import InputLimits
 from streams.state import CatalogDelta, UserState
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def build_app(deps: Deps) -> faust.App:
     catalog = Catalog(ttl_s=s.catalog_lists_ttl_s)
     cache = VectorCache(capacity=s.vector_cache_size)
     refresher = Refresher(deps=deps, clients=clients, catalog=catalog, cache=cache)
+    limits = InputLimits.from_settings(s)
     feed = deps.feed_factory(catalog) if deps.feed_factory is not None else None
     feed_ready = feed.caught_up if feed is not None else asyncio.Event()
     if feed is None:
@@ -143,8 +145,13 @@ def build_app(deps: Deps) -> faust.App:
                 put_state=put_state,
                 seq_len=s.seq_len,
                 session_gap_s=s.session_gap_s,
+                now_ms=int(time.time() * 1000),
+                limits=limits,
             )
             m.events.labels(topic="interactions", outcome="duplicate").inc(folded.duplicates)
+            m.events.labels(topic="interactions", outcome="rejected").inc(len(folded.rejected))
+            # DEAD-LETTER: folded.rejected holds (Incoming, reason) pairs, reason one of
+            # "event-time-too-old", "event-time-in-future", "late"; send them here.
             m.events.labels(topic="interactions", outcome="ok").inc(
                 sum(len(t.events) for t in folded.listeners)
             )

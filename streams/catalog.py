@@ -8,6 +8,13 @@ reads all its partitions (no consumer group, like a Faust global table) and fold
 deltas into this in-memory :class:`Catalog`. A worker that (re)starts replays the topic from
 the beginning before it declares itself ready. Popular and fresh lists are recomputed at
 most once per ``ttl_s``, not per refresh.
+
+What the counts mean: ``plays[t]`` is the number of listeners who played or liked ``t``
+and ``skips[t]`` the number who skipped it, each listener counted once (within what their
+state remembers, see :meth:`streams.state.DeltaBuilder.interaction`); co-plays likewise grow
+by at most one per track a listener plays. So popularity measures an audience, and one
+listener cannot make a track "popular" for everyone by repeating it. A track is fresh while
+``0 <= now - uploaded_at <= window`` (:func:`streams.sanity.is_fresh`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pydantic import ValidationError
 
 from serving.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.fusion import track_label
+from streams.sanity import is_fresh
 from streams.state import COPLAY_LIMIT, CatalogDelta
 
 log = logging.getLogger(__name__)
@@ -87,7 +95,8 @@ class Catalog:
         return True
 
     def popularity(self, track_id: str) -> float:
-        """Plays net of skips; a skip is weaker evidence than a play, so it counts half."""
+        """Listeners who played it, net of those who skipped it; a skip is weaker evidence
+        than a play, so it counts half."""
         return max(0.0, self.plays.get(track_id, 0) - 0.5 * self.skips.get(track_id, 0))
 
     def info(self, track_id: str) -> TrackInfo:
@@ -123,7 +132,11 @@ class Catalog:
             self._popular = [self.info(t) for p, t in pops if p < 0]
             fresh = heapq.nsmallest(
                 top_fresh,
-                ((-at, t) for t, at in self.uploaded.items() if now_ms - at <= fresh_window_ms),
+                (
+                    (-at, t)
+                    for t, at in self.uploaded.items()
+                    if is_fresh(at, now_ms=now_ms, window_ms=fresh_window_ms)
+                ),
             )
             self._fresh = [self.info(t) for _, t in fresh]
             self._lists_at = now

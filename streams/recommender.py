@@ -26,6 +26,7 @@ from streams.fusion import (
     rank,
     user_vector,
 )
+from streams.sanity import is_fresh
 from streams.state import UserState
 
 #: co-play candidates kept per listener (the strongest; see ``rank_listener``)
@@ -251,4 +252,4 @@ def _closest_played(
 
 
 def _is_fresh(uploaded_at_ms: int | None, now_ms: int, w: FusionWeights) -> bool:
-    return bool(uploaded_at_ms) and now_ms - int(uploaded_at_ms or 0) <= w.fresh_window_ms
+    return is_fresh(uploaded_at_ms, now_ms=now_ms, window_ms=w.fresh_window_ms)

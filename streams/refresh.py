@@ -32,6 +32,7 @@ from streams.recommender import (
     search_limit,
     taste_vectors,
 )
+from streams.sanity import InputLimits, Verdict, latency_s
 from streams.state import CatalogDelta, DeltaBuilder, UserState, apply_interaction
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,19 @@ class Touched:
 
 @dataclass(frozen=True)
 class Folded:
-    """What one batch did: listeners to refresh, the catalog delta, replays seen."""
+    """What one batch did: listeners to refresh, the catalog delta, replays seen, and the
+    events rejected with their reason (a :class:`~streams.sanity.Verdict` value:
+    ``event-time-too-old``, ``event-time-in-future`` or ``late``), to be dead-lettered.
+
+    A rejected event changes no state, not even the listener's offset: a broker redelivery
+    of it is rejected (and dead-lettered) again, so the dead letters are at-least-once and
+    their readers go by ``event_id``.
+    """
 
     listeners: list[Touched]
     delta: CatalogDelta | None
     duplicates: int
+    rejected: list[tuple[Incoming, str]] = field(default_factory=list)
 
 
 def fold_batch(
@@ -71,23 +80,35 @@ def fold_batch(
     put_state: Callable[[UserState, Incoming], None],
     seq_len: int,
     session_gap_s: float,
+    now_ms: int,
+    limits: InputLimits,
 ) -> Folded:
-    """Apply a batch in order; write each listener's state once, with its last event."""
+    """Apply a batch in order; write each listener's state once, with its last event.
+
+    ``now_ms`` is the worker's clock, read once per batch by the caller; events it rejects
+    change no state and come back in ``Folded.rejected``.
+    """
     by_user: dict[str, list[Incoming]] = {}
     for inc in batch:
         by_user.setdefault(inc.event.user_id, []).append(inc)
     builder = DeltaBuilder()
     touched: list[Touched] = []
     duplicates = 0
+    rejected: list[tuple[Incoming, str]] = []
     for uid, incs in by_user.items():
         state = get_state(uid) or UserState(user_id=uid)
         t = Touched(state=state)
         last: Incoming | None = None
         for inc in incs:
             before = state
-            state, new = apply_interaction(state, inc.event, seq_len=seq_len, offset=inc.offset)
-            if not new:
+            state, verdict = apply_interaction(
+                state, inc.event, seq_len=seq_len, now_ms=now_ms, limits=limits, offset=inc.offset
+            )
+            if verdict is Verdict.DUPLICATE:
                 duplicates += 1
+            if verdict.rejected:
+                rejected.append((inc, verdict.value))
+            if verdict is not Verdict.APPLIED:
                 continue
             builder.interaction(before, inc.event, session_gap_s=session_gap_s)
             t.events.append(inc.event)
@@ -97,7 +118,7 @@ def fold_batch(
             put_state(state, last)
             touched.append(t)
     delta = builder.build(f"fold:{uuid.uuid4().hex}") if touched else None
-    return Folded(listeners=touched, delta=delta, duplicates=duplicates)
+    return Folded(listeners=touched, delta=delta, duplicates=duplicates, rejected=rejected)
 
 
 class Refresher:
@@ -111,6 +132,7 @@ class Refresher:
         self.catalog = catalog
         self.cache = cache
         self.weights = deps.weights or WeightsSource(dir=deps.settings.fusion_weights_dir)
+        self.limits = InputLimits.from_settings(deps.settings)
         self._mixes: tuple[str, FusionWeights, FusionWeights] | None = None
 
     def mixes(self) -> tuple[str, FusionWeights, FusionWeights]:
@@ -168,9 +190,14 @@ class Refresher:
                 continue
             await send(uid, self._message(t, ranked, version, served if seq else ""))
             m.recommendations.labels(source=ranked.source).inc()
-            done = time.time()
+            done_ms = int(time.time() * 1000)
             for ev in t.events:
-                m.event_to_recommendation.observe(max(0.0, done - ev.occurred_at.timestamp()))
+                # Folding rejected events outside the window; guard anyway: one wrong clock
+                # would swamp the histogram's sum.
+                at_ms = int(ev.occurred_at.timestamp() * 1000)
+                lat = latency_s(at_ms, now_ms=done_ms, limits=self.limits)
+                if lat is not None:
+                    m.event_to_recommendation.observe(lat)
 
     def _message(self, t: Touched, ranked: Ranked, weights: str, served: str) -> Recommendation:
         # Every artifact behind the list: the pipeline, the fusion weights, the sequence model.

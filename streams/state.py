@@ -5,9 +5,13 @@ the boundary (``UserState.model_validate`` / ``model_dump(mode="json")``) so eve
 is testable without a broker.
 
 A state record is bounded whatever the listener's history: the last ``L`` events, a fixed
-size filter of older tracks ("already heard"), three counters and the source offset of the
-last applied event. Writing it once per listener and batch is therefore one small record,
-not a copy of a growing history.
+size filter of older tracks ("already heard"), the replay memory of :mod:`streams.dedupe`
+(at most ``dedupe_max_ids`` id hashes), three counters and the source offset of the last
+applied event. Writing it once per listener and batch is therefore one small record, not a
+copy of a growing history.
+
+A listener counts once per track in the catalog's statistics (:meth:`DeltaBuilder.interaction`):
+one listener playing a track 60 times must not make it everyone's "popular" pick.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import functools
 import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.events import Interaction, InteractionType
+from streams.dedupe import EventIds
+from streams.sanity import InputLimits, Verdict, event_time_verdict
 
 #: co-played neighbours kept per track (the strongest ones)
 COPLAY_LIMIT = 100
@@ -42,7 +49,8 @@ class HistoryItem(_State):
     track_id: str = Field(description="Track the listener interacted with.")
     type: InteractionType = Field(description="play, skip or like.")
     at_ms: int = Field(description="When, unix milliseconds.")
-    event_id: str = Field(default="", description="The event, to count a replay once.")
+    # No event id: replays are recognised by UserState.ids (streams.dedupe), which
+    # remembers more events in less room.
 
 
 @functools.lru_cache(maxsize=1 << 18)
@@ -126,6 +134,22 @@ class UserState(_State):
     plays: int = Field(default=0, description="Plays applied so far.")
     skips: int = Field(default=0, description="Skips applied so far.")
     likes: int = Field(default=0, description="Likes applied so far.")
+    ids: EventIds = Field(
+        default_factory=EventIds,
+        description="Replay floor and ids of the events applied since (streams.dedupe).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        """A record written before ``ids`` existed: its ids come from ``recent`` (where they
+        were kept then), so replays of what it holds are still recognised."""
+        if isinstance(data, dict) and "ids" not in data and data.get("recent"):
+            recent = [h for h in data["recent"] if isinstance(h, dict)]
+            heard = data.get("heard")
+            evicted = isinstance(heard, dict) and int(heard.get("count", 0)) > 0
+            data = {**data, "ids": EventIds.from_history(recent, evicted=evicted)}
+        return data
 
     def positives(self) -> list[HistoryItem]:
         """Recent plays and likes, oldest first."""
@@ -135,16 +159,35 @@ class UserState(_State):
         """Recent skips, oldest first."""
         return [h for h in self.recent if h.type is InteractionType.SKIP]
 
-    def is_replay(self, ev: Interaction, offset: int | None) -> bool:
-        """True for an event this state already holds.
+    def verdict(
+        self, ev: Interaction, *, offset: int | None, now_ms: int, limits: InputLimits
+    ) -> Verdict:
+        """Whether ``ev`` may be applied to this state, and if not, why.
 
         A broker redelivery (rebalance, crash before commit) comes back with its old offset,
-        at most the last applied one; a producer's duplicate within the last L events is
-        caught by its event id.
+        at most the last applied one; a producer's duplicate is caught by its id, however
+        old (:mod:`streams.dedupe`); a time outside the window is rejected
+        (:mod:`streams.sanity`), and so is one below the listener's replay floor.
         """
         if offset is not None and offset <= self.offset:
+            return Verdict.DUPLICATE
+        at = _to_ms(ev)
+        if (v := self.ids.verdict(ev.event_id, at)) is Verdict.DUPLICATE:
+            return v
+        return event_time_verdict(at, now_ms=now_ms, limits=limits) or v or Verdict.APPLIED
+
+    def knows(self, ev: Interaction) -> bool:
+        """True when the listener already contributed ``ev``'s kind of interaction with its
+        track (played or liked it / skipped it) within what the state remembers: the recent
+        events and the heard filter (which keeps no kind, so any earlier interaction counts).
+        """
+        skip = ev.type is InteractionType.SKIP
+        if any(
+            h.track_id == ev.track_id and (h.type is InteractionType.SKIP) == skip
+            for h in self.recent
+        ):
             return True
-        return any(h.event_id == ev.event_id for h in self.recent)
+        return ev.track_id in self.heard.matcher()
 
 
 def _to_ms(ev: Interaction) -> int:
@@ -152,21 +195,30 @@ def _to_ms(ev: Interaction) -> int:
 
 
 def apply_interaction(
-    state: UserState | None, ev: Interaction, *, seq_len: int, offset: int | None = None
-) -> tuple[UserState, bool]:
-    """Fold one interaction into the user's state.
+    state: UserState | None,
+    ev: Interaction,
+    *,
+    seq_len: int,
+    now_ms: int,
+    limits: InputLimits,
+    offset: int | None = None,
+) -> tuple[UserState, Verdict]:
+    """Fold one interaction into the user's state; ``now_ms`` is the worker's clock.
 
-    Returns the new state and whether the event was new; a replayed event (see
-    :meth:`UserState.is_replay`) leaves the state unchanged.
+    Returns the new state and the verdict (:meth:`UserState.verdict`): anything but
+    APPLIED leaves the state unchanged.
     """
     st = state or UserState(user_id=ev.user_id)
-    if st.is_replay(ev, offset):
-        return st, False
-    item = HistoryItem(track_id=ev.track_id, type=ev.type, at_ms=_to_ms(ev), event_id=ev.event_id)
+    verdict = st.verdict(ev, offset=offset, now_ms=now_ms, limits=limits)
+    if verdict is not Verdict.APPLIED:
+        return st, verdict
+    at = _to_ms(ev)
+    item = HistoryItem(track_id=ev.track_id, type=ev.type, at_ms=at)
     # Events may arrive slightly out of order across producers: keep `recent`
     # sorted by time so "most recent" weights mean what they say.
     ordered = sorted((*st.recent, item), key=lambda h: h.at_ms)
     evicted = ordered[:-seq_len] if len(ordered) > seq_len else []
+    newest = ordered[-1].at_ms  # the newest event is never evicted: it is the last
     return (
         st.model_copy(
             update={
@@ -176,9 +228,12 @@ def apply_interaction(
                 "plays": st.plays + (ev.type is InteractionType.PLAY),
                 "skips": st.skips + (ev.type is InteractionType.SKIP),
                 "likes": st.likes + (ev.type is InteractionType.LIKE),
+                "ids": st.ids.remember(
+                    ev.event_id, at, newest_ms=newest, now_ms=now_ms, limits=limits
+                ),
             }
         ),
-        True,
+        Verdict.APPLIED,
     )
 
 
@@ -216,8 +271,12 @@ class CatalogDelta(_State):
     """
 
     delta_id: str = Field(description="Unique id; a delta is applied once per worker.")
-    plays: dict[str, int] = Field(default_factory=dict, description="Track -> plays and likes.")
-    skips: dict[str, int] = Field(default_factory=dict, description="Track -> skips.")
+    plays: dict[str, int] = Field(
+        default_factory=dict, description="Track -> listeners who first played or liked it."
+    )
+    skips: dict[str, int] = Field(
+        default_factory=dict, description="Track -> listeners who first skipped it."
+    )
     coplays: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="Track -> co-played neighbour -> count (both ways)."
     )
@@ -242,7 +301,20 @@ class DeltaBuilder:
         self.at_ms = 0
 
     def interaction(self, before: UserState, ev: Interaction, *, session_gap_s: float) -> None:
-        """Count a new interaction; ``before`` is the state it was applied to."""
+        """Count a new interaction; ``before`` is the state it was applied to.
+
+        A listener counts once per track: a play (or like) counts only if they had not
+        played or liked the track before, a skip only if they had not skipped it
+        (:meth:`UserState.knows`), so a track's plays are listeners, not events. The
+        memory is the recent events and the heard filter, 550 to 1,050 events: one listener
+        adds at most 1 to a track per ~550 of their own events. A Bloom false positive
+        (~0.2%) can only say "known" for an unheard track, so it under-counts one listener,
+        never over-counts. A co-play counts only with a counted play, so one listener adds
+        at most one co-play per track they play, however often they repeat a pair.
+        """
+        self.at_ms = max(self.at_ms, _to_ms(ev))
+        if before.knows(ev):
+            return
         if ev.type is InteractionType.SKIP:
             self.skips[ev.track_id] += 1
         else:
@@ -251,7 +323,6 @@ class DeltaBuilder:
         if prev is not None:
             self.coplays[prev][ev.track_id] += 1
             self.coplays[ev.track_id][prev] += 1
-        self.at_ms = max(self.at_ms, _to_ms(ev))
 
     def upload(self, track_id: str, info: UploadInfo) -> None:
         """Record a track that became searchable."""

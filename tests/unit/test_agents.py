@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -59,8 +60,12 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, Any]]:
 
 
 @pytest.fixture()
-def app() -> Iterator[faust.App]:
-    metrics = Metrics()
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture()
+def app(metrics: Metrics) -> Iterator[faust.App]:
     deps = Deps(
         settings=Settings(kafka_bootstrap="localhost:1", topic_prefix="unit-", seq_len=3),
         card=MUSICNN_CARD,
@@ -74,6 +79,9 @@ def app() -> Iterator[faust.App]:
     yield app
 
 
+T0 = datetime.now(UTC) - timedelta(minutes=5)
+
+
 def _ev(i: int, user: str, track: str, kind: str = "play") -> Interaction:
     return Interaction.model_validate(
         {
@@ -81,7 +89,8 @@ def _ev(i: int, user: str, track: str, kind: str = "play") -> Interaction:
             "type": kind,
             "user_id": user,
             "track_id": track,
-            "occurred_at": f"2026-11-22T10:00:{i:02d}Z",
+            # Relative to now: the worker rejects event times more than a year old.
+            "occurred_at": T0 + timedelta(seconds=i),
         }
     )
 
@@ -122,6 +131,31 @@ async def test_interactions_fold_answer_every_event_once_and_emit_one_delta_per_
     assert plays == {"t1": 2, "t2": 1}
     assert sum(d.skips.get("t3", 0) for d in deltas) == 1
     assert any(d.coplays.get("t1") == {"t2": 1} for d in deltas)
+
+
+async def test_events_outside_the_time_window_are_rejected_counted_and_never_timed(
+    app: faust.App, metrics: Metrics, sent: list[tuple[str, Any, Any]]
+) -> None:
+    agent = app.agents["on_interactions"]
+    far = {"old": "0001-01-01T00:00:00Z", "future": "9999-12-31T00:00:00Z"}
+    async with agent.test_context() as a:
+        for eid, at in far.items():
+            bad = _ev(0, "u9", "t9").model_copy(update={"event_id": eid})
+            await a.put(bad.model_copy(update={"occurred_at": datetime.fromisoformat(at)}))
+        await a.put(_ev(1, "u9", "t1"), key="u9")
+        for _ in range(100):
+            if any(t == "unit-recommendations" for t, _, _ in sent):
+                break
+            await asyncio.sleep(0.02)
+    lists = [v for t, _, v in sent if t == "unit-recommendations"]
+    assert [e for r in lists for e in r.event_ids] == ["e1"]
+    sample = metrics.registry.get_sample_value
+    assert sample("resonate_events_total", {"topic": "interactions", "outcome": "rejected"}) == 2
+    seconds = "resonate_event_to_recommendation_seconds"
+    assert sample(f"{seconds}_count") == 1
+    assert sample(f"{seconds}_sum") < 3600  # year 0001 would add 6.4e10 s
+    state = UserState.model_validate(app.tables["user-state"]["u9"])
+    assert [h.track_id for h in state.recent] == ["t1"]
 
 
 class FakeEncoder:

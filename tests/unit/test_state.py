@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from schemas.events import Interaction
 from streams.catalog import Catalog
+from streams.sanity import InputLimits, Verdict
 from streams.state import (
     HEARD_GENERATION,
     DeltaBuilder,
@@ -16,14 +17,18 @@ from streams.state import (
 )
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+NOW_MS = int(T0.timestamp() * 1000) + 3 * 86_400_000  # the worker's clock, after the events
+LIMITS = InputLimits()
 
 
-def ev(i: int, track: str, kind: str = "play", *, minutes: float | None = None) -> Interaction:
+def ev(
+    i: int, track: str, kind: str = "play", *, minutes: float | None = None, user: str = "u"
+) -> Interaction:
     return Interaction.model_validate(
         {
             "event_id": f"e{i}",
             "type": kind,
-            "user_id": "u",
+            "user_id": user,
             "track_id": track,
             "occurred_at": T0 + timedelta(minutes=i if minutes is None else minutes),
         }
@@ -33,9 +38,13 @@ def ev(i: int, track: str, kind: str = "play", *, minutes: float | None = None) 
 def fold(events: list[Interaction], seq_len: int = 50) -> UserState:
     st: UserState | None = None
     for i, e in enumerate(events):
-        st, _ = apply_interaction(st, e, seq_len=seq_len, offset=i)
+        st, _ = apply_interaction(st, e, seq_len=seq_len, now_ms=NOW_MS, limits=LIMITS, offset=i)
     assert st is not None
     return st
+
+
+def apply(st: UserState, e: Interaction, offset: int) -> tuple[UserState, Verdict]:
+    return apply_interaction(st, e, seq_len=50, now_ms=NOW_MS, limits=LIMITS, offset=offset)
 
 
 def test_keeps_last_l_events_in_time_order_and_plays_apart_from_skips() -> None:
@@ -56,20 +65,20 @@ def test_out_of_order_event_is_placed_by_time() -> None:
 
 def test_redelivered_offset_and_repeated_event_id_count_once() -> None:
     st = fold([ev(1, "a"), ev(2, "b")])  # offsets 0, 1
-    again, new = apply_interaction(st, ev(3, "c"), seq_len=50, offset=1)
-    assert not new and again == st  # a broker redelivery comes back with its old offset
-    again, new = apply_interaction(st, ev(1, "a"), seq_len=50, offset=7)
-    assert not new and again == st  # a producer's duplicate has a new offset, same id
-    after, new = apply_interaction(st, ev(3, "c"), seq_len=50, offset=2)
-    assert new and after.offset == 2
+    again, verdict = apply(st, ev(3, "c"), offset=1)
+    assert verdict is Verdict.DUPLICATE and again == st  # a broker redelivery: old offset
+    again, verdict = apply(st, ev(1, "a"), offset=7)
+    assert verdict is Verdict.DUPLICATE and again == st  # a producer's duplicate: same id
+    after, verdict = apply(st, ev(3, "c"), offset=2)
+    assert verdict is Verdict.APPLIED and after.offset == 2
 
 
 def test_state_record_is_bounded_whatever_the_history() -> None:
-    short = fold([ev(i, f"t{i}") for i in range(60)])
+    short = fold([ev(i, f"t{i}") for i in range(300)])  # past L and the 256 remembered ids
     long = fold([ev(i, f"t{i}") for i in range(3000)])
-    assert len(long.recent) == 50
+    assert len(long.recent) == 50 and len(long.ids) == 256
     size = len(long.model_dump_json())
-    # 50x more history, the same record but for longer ids and counters
+    # 10x more history, the same record but for longer ids and counters
     assert size - len(short.model_dump_json()) < 300 and size < 12_000
     heard = long.heard.matcher()
     assert all(f"t{i}" in heard for i in range(3000 - 50 - HEARD_GENERATION, 2950))
@@ -91,12 +100,17 @@ def test_state_survives_json_round_trip() -> None:
 
 
 def _delta(events: list[Interaction]) -> DeltaBuilder:
+    """The delta of ``events`` folded into their listeners' states."""
     b = DeltaBuilder()
-    st: UserState | None = None
+    states: dict[str, UserState] = {}
     for i, e in enumerate(events):
-        before = st or UserState(user_id="u")
-        st, _ = apply_interaction(st, e, seq_len=50, offset=i)
-        b.interaction(before, e, session_gap_s=1800)
+        before = states.get(e.user_id) or UserState(user_id=e.user_id)
+        st, verdict = apply_interaction(
+            before, e, seq_len=50, now_ms=NOW_MS, limits=LIMITS, offset=i
+        )
+        if verdict is Verdict.APPLIED:
+            states[e.user_id] = st
+            b.interaction(before, e, session_gap_s=1800)
     return b
 
 
@@ -110,7 +124,8 @@ def test_coplay_only_within_session_and_not_for_skips() -> None:
 
 def test_catalog_folds_deltas_once_and_ranks_lists() -> None:
     cat = Catalog(ttl_s=0)
-    d = _delta([ev(1, "a"), ev(2, "b"), ev(3, "b"), ev(4, "c", "skip")]).build("d1")
+    events = [ev(1, "a"), ev(2, "b"), ev(3, "b", user="v"), ev(4, "c", "skip")]
+    d = _delta(events).build("d1")
     assert cat.apply(d) and not cat.apply(d)  # a replayed delta changes nothing
     assert cat.plays == {"a": 1, "b": 2} and cat.skips == {"c": 1}
     assert cat.coplays_of("a") == {"b": 1}
