@@ -31,7 +31,7 @@ from serving.kafka_security import KafkaSecurity
 from streams.catalog import Catalog
 from streams.clients import Clients, Deps
 from streams.codec import InvalidEvent, PydanticSchema
-from streams.deadletter import DeadLetters, Failed, InvalidMessage, Source
+from streams.deadletter import DeadLetters, Failed, InvalidMessage, OutOfWindow, Source
 from streams.ingest import Uploader, UploadItem
 from streams.recommender import VectorCache
 from streams.refresh import Incoming, Refresher, fold_batch
@@ -150,8 +150,18 @@ def build_app(deps: Deps) -> faust.App:
             )
             m.events.labels(topic="interactions", outcome="duplicate").inc(folded.duplicates)
             m.events.labels(topic="interactions", outcome="rejected").inc(len(folded.rejected))
-            # DEAD-LETTER: folded.rejected holds (Incoming, reason) pairs, reason one of
-            # "event-time-too-old", "event-time-in-future", "late"; send them here.
+            if folded.rejected:  # valid, but its time is implausible or too late to apply
+                await letters.dead_letter_many(
+                    [
+                        Failed(
+                            Source.of(inc.source),
+                            reason,
+                            OutOfWindow(f"occurred_at {inc.event.occurred_at.isoformat()}"),
+                        )
+                        for inc, reason in folded.rejected
+                    ],
+                    role="interactions",
+                )
             m.events.labels(topic="interactions", outcome="ok").inc(
                 sum(len(t.events) for t in folded.listeners)
             )

@@ -46,6 +46,7 @@ from streams.audio import (
 )
 from streams.clients import Clients, Deps
 from streams.deadletter import DeadLetters, Failed, Source
+from streams.sanity import InputLimits, latency_s, upload_time_ms
 from streams.state import CatalogDelta, DeltaBuilder, UploadInfo
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,11 @@ class UploadItem:
 
 
 def _rows(
-    ok: Sequence[tuple[UploadItem, AudioInput]], emb: np.ndarray, tags: np.ndarray, deps: Deps
+    ok: Sequence[tuple[UploadItem, AudioInput]],
+    emb: np.ndarray,
+    tags: np.ndarray,
+    deps: Deps,
+    now_ms: int,
 ) -> list[TrackRow]:
     rows: list[TrackRow] = []
     at = 0
@@ -83,7 +88,7 @@ def _rows(
                 artist_id=ev.artist_id or "",
                 genre=ev.genre or "",
                 release_date=ev.release_date.isoformat() if ev.release_date else "",
-                uploaded_at_ms=_ms(ev.uploaded_at),
+                uploaded_at_ms=upload_time_ms(_ms(ev.uploaded_at), now_ms=now_ms),
                 top_tags=top,
                 model_version=deps.card.version,
                 title=ev.title or "",
@@ -109,14 +114,16 @@ class Uploader:
         self.letters = letters
         self.publish = publish
         self.policy = policy_from_settings(deps.settings)
+        self.limits = InputLimits.from_settings(deps.settings)
 
     async def handle(self, items: Sequence[UploadItem]) -> None:
         """Decode, embed, store and announce ``items``; returns once each has an outcome."""
+        now_ms = int(time.time() * 1000)  # a future upload date is clamped to this
         inputs = await asyncio.gather(*(self._prepare(it) for it in items))
         ok = [(it, a) for it, a in zip(items, inputs, strict=True) if a is not None]
-        stored = await self._store(ok)
+        stored = await self._store(ok, now_ms)
         if stored:
-            await self._announce(stored)
+            await self._announce(stored, now_ms)
 
     async def _prepare(self, it: UploadItem) -> AudioInput | None:
         """Model input of one upload, or None once it is set aside (retry or dead letter)."""
@@ -138,7 +145,9 @@ class Uploader:
             await self._give_up(it, "audio-error", exc)
         return None
 
-    async def _store(self, ok: Sequence[tuple[UploadItem, AudioInput]]) -> list[UploadItem]:
+    async def _store(
+        self, ok: Sequence[tuple[UploadItem, AudioInput]], now_ms: int
+    ) -> list[UploadItem]:
         """Embed and upsert ``ok``; wait out outages; isolate items that fail alone."""
         if not ok:
             return []
@@ -146,7 +155,7 @@ class Uploader:
         wait = s.retry_backoff_s
         while True:
             try:
-                await self._embed_and_upsert(ok)
+                await self._embed_and_upsert(ok, now_ms)
                 return [it for it, _ in ok]
             except Exception as exc:  # noqa: BLE001 - sorted out below
                 error: Exception = exc
@@ -162,7 +171,7 @@ class Uploader:
         if len(ok) > 1:
             stored: list[UploadItem] = []
             for pair in ok:
-                stored += await self._store([pair])
+                stored += await self._store([pair], now_ms)
             return stored
         it = ok[0][0]
         if isinstance(error, FieldTooLong | ValueError):
@@ -171,14 +180,16 @@ class Uploader:
             await self._again(it, "embed-or-store", error)
         return []
 
-    async def _embed_and_upsert(self, ok: Sequence[tuple[UploadItem, AudioInput]]) -> None:
+    async def _embed_and_upsert(
+        self, ok: Sequence[tuple[UploadItem, AudioInput]], now_ms: int
+    ) -> None:
         m = self.deps.metrics
         encoder = await self.clients.encoder()
         t0 = time.perf_counter()
         emb, tags = await encoder.embed(np.concatenate([a.patches for _, a in ok]))
         m.triton_seconds.observe(time.perf_counter() - t0)
         m.dependency_up.labels(dependency="triton").set(1)
-        rows = _rows(ok, emb, tags, self.deps)
+        rows = _rows(ok, emb, tags, self.deps, now_ms)
         store = await self.clients.store()
         t0 = time.perf_counter()
         await asyncio.get_running_loop().run_in_executor(
@@ -221,18 +232,20 @@ class Uploader:
             it.source, role=ROLE, reason=reason, error=error, attempts=attempts
         )
 
-    async def _announce(self, stored: Sequence[UploadItem]) -> None:
+    async def _announce(self, stored: Sequence[UploadItem], now_ms: int) -> None:
         m = self.deps.metrics
-        now = time.time()
+        done_ms = int(time.time() * 1000)
         delta = DeltaBuilder()
         for it in stored:
             ev = it.event
-            m.upload_to_searchable.observe(max(0.0, now - ev.uploaded_at.timestamp()))
+            # Latency only for plausible upload times: a wrong clock is not a slow pipeline.
+            lat = latency_s(_ms(ev.uploaded_at), now_ms=done_ms, limits=self.limits)
+            if lat is not None:
+                m.upload_to_searchable.observe(lat)
             m.events.labels(topic=ROLE, outcome="ok").inc()
+            at_ms = upload_time_ms(_ms(ev.uploaded_at), now_ms=now_ms)
             delta.upload(
                 ev.track_id,
-                UploadInfo(
-                    artist_id=ev.artist_id, uploaded_at_ms=_ms(ev.uploaded_at), title=ev.title
-                ),
+                UploadInfo(artist_id=ev.artist_id, uploaded_at_ms=at_ms, title=ev.title),
             )
         await self.publish(delta.build(f"upload:{uuid.uuid4().hex}"))

@@ -177,8 +177,8 @@ def test_upload_over_http_from_an_allowed_host(
             rows = wait_stored(st.settings, [clip], timeout_s=120)
             assert clip in rows and rows[clip].top_tags
             text = st.workers[0].metrics_text()
-            assert 'resonate_events_total{outcome="dead-lettered",topic="track-uploads"} 1.0' in text, (
-                text
-            )
+            assert (
+                'resonate_events_total{outcome="dead-lettered",topic="track-uploads"} 1.0' in text
+            ), text
     finally:
         server.shutdown()
