@@ -17,19 +17,20 @@ from pushing the floor past the listener's real events.
 
 Invariant (I): every applied event whose time is at or after the floor has its id
 remembered. It holds initially (nothing applied); applying an event remembers its id; an
-id is forgotten only when its stored time is below the new floor, and stored times are the
-event times rounded *up* to a second, so the forgotten event's own time is below the floor
-too. Hence an applied event sent again is either remembered (duplicate) or older than the
-floor (late): **it is never applied twice**, however many events came in between. The
-limits: a different id hashing to the same 64 bits is taken for a duplicate (chance
+id is forgotten only when its stored time (the event time in ms) is below the new floor,
+so the forgotten event's own time is below the floor too. Hence an applied event sent
+again is either remembered (duplicate) or older than the floor (late): **it is never
+applied twice**, however many events came in between. The limits: a different id hashing
+to the same 64 bits is taken for a duplicate (chance
 ``dedupe_max_ids / 2**64`` per event), and an id re-sent with a *changed* time is a
 different claim (caught while the id is remembered, late if the new time is below the
 floor, otherwise applied).
 
-Memory: at most ``dedupe_max_ids`` pairs of (8-byte id hash, 4-byte time), 3 KB raw,
-4 KB as base64 at the default 256. Times are uint32 seconds: a time before 1970 is stored
-as 1970 (rounding up, safe) and one after 2106 as 2106 (rounding down, but such an event
-cannot pass the event-time window before 2106).
+Memory: at most ``dedupe_max_ids`` pairs of (8-byte id hash, 8-byte time in ms), 4 KB raw,
+5.5 KB as base64 at the default 256. Milliseconds, not seconds: with whole seconds a burst
+of more than ``dedupe_max_ids`` events within one second (a backfill, a replay, a load
+test) raised the floor to the next second and made the rest of the burst late. A time
+before 1970 is stored as 1970 (rounding up, safe).
 
 The cost of the bound: a listener's event that arrives more than ``dedupe_horizon`` after a
 newer one, or after ``dedupe_max_ids`` newer ones, is late. Those are stragglers of a
@@ -51,8 +52,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streams.sanity import InputLimits, Verdict
 
-_U32_MAX = (1 << 32) - 1
-
 
 @functools.lru_cache(maxsize=1 << 16)
 def id_hash(event_id: str) -> bytes:
@@ -60,14 +59,14 @@ def id_hash(event_id: str) -> bytes:
     return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
 
 
-def _stored_s(at_ms: int) -> int:
-    """A time as remembered: whole seconds rounded up (see the module docstring)."""
-    return min(_U32_MAX, max(0, -(-at_ms // 1000)))
+def _stored_ms(at_ms: int) -> int:
+    """A time as remembered (ms; before 1970 rounds up to 1970, see the module docstring)."""
+    return max(0, at_ms)
 
 
 class _Ids:
     """Decoded entries, oldest first: the id hashes as one byte string (8 bytes each, so a
-    lookup is one C-speed ``find``) and their stored seconds as an array."""
+    lookup is one C-speed ``find``) and their stored times (ms) as an array."""
 
     __slots__ = ("hashes", "secs")
 
@@ -77,14 +76,14 @@ class _Ids:
     @classmethod
     def decode(cls, packed: str) -> _Ids:
         raw = base64.b64decode(packed)
-        n = len(raw) // 12
-        secs = array("I", raw[8 * n : 12 * n])
+        n = len(raw) // 16
+        secs = array("Q", raw[8 * n : 16 * n])
         if sys.byteorder == "big":  # the record is little-endian everywhere
             secs.byteswap()
         return cls(raw[: 8 * n], secs)
 
     def encode(self) -> str:
-        secs = array("I", self.secs)
+        secs = array("Q", self.secs)
         if sys.byteorder == "big":
             secs.byteswap()
         return base64.b64encode(self.hashes + secs.tobytes()).decode()
@@ -104,7 +103,7 @@ class EventIds(BaseModel):
 
     packed: str = Field(
         default="",
-        description="base64 of n uint64 id hashes then n uint32 seconds, little-endian, "
+        description="base64 of n uint64 id hashes then n uint64 unix ms, little-endian, "
         "oldest first.",
     )
     floor_ms: int | None = Field(
@@ -132,9 +131,9 @@ class EventIds(BaseModel):
     ) -> EventIds:
         """The ids after applying this event; ``newest_ms`` is the listener's newest event
         time including this one. Raises the floor and forgets what falls below it."""
-        ids, at_s = self._ids, _stored_s(at_ms)
+        ids, at_s = self._ids, _stored_ms(at_ms)
         i = bisect.bisect_right(ids.secs, at_s)
-        secs = ids.secs[:i] + array("I", [at_s]) + ids.secs[i:]
+        secs = ids.secs[:i] + array("Q", [at_s]) + ids.secs[i:]
         hashes = ids.hashes[: 8 * i] + id_hash(event_id) + ids.hashes[8 * i :]
         # min(.., now): an event from a clock a day ahead must not push the floor past
         # events that happened before it.
@@ -143,8 +142,8 @@ class EventIds(BaseModel):
             floor = max(floor, self.floor_ms)
         excess = len(secs) - limits.dedupe_max_ids
         if excess > 0:  # forget the oldest; the floor goes just above the last forgotten
-            floor = max(floor, (secs[excess - 1] + 1) * 1000)
-        cut = bisect.bisect_left(secs, -(-floor // 1000))  # first kept: s * 1000 >= floor
+            floor = max(floor, secs[excess - 1] + 1)
+        cut = bisect.bisect_left(secs, floor)  # the first kept is at or after the floor
         kept = _Ids(hashes[8 * cut :], secs[cut:])
         out = EventIds(packed=kept.encode(), floor_ms=floor)
         # The fold applies a listener's events one after another: hand the decoded entries
@@ -164,6 +163,6 @@ class EventIds(BaseModel):
         floor: int | None = min(at for at, _ in known) + 1 if evicted else None
         if unknown := [at for at, eid in known if not eid]:  # written before ids were kept
             floor = max(floor or min(unknown), max(unknown) + 1)
-        entries = sorted((_stored_s(at), id_hash(eid)) for at, eid in known if eid)
-        ids = _Ids(b"".join(h for _, h in entries), array("I", [t for t, _ in entries]))
+        entries = sorted((_stored_ms(at), id_hash(eid)) for at, eid in known if eid)
+        ids = _Ids(b"".join(h for _, h in entries), array("Q", [t for t, _ in entries]))
         return cls(packed=ids.encode(), floor_ms=floor)

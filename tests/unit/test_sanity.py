@@ -177,9 +177,19 @@ def test_replay_memory_is_bounded_after_100k_events() -> None:
         assert ids.verdict(f"id{i}", at) is None  # in order, new: never late, never a dup
         ids = ids.remember(f"id{i}", at, newest_ms=at, now_ms=at, limits=LIMITS)
     assert len(ids) <= LIMITS.dedupe_max_ids
-    assert len(ids.packed) <= 4 * 12 * LIMITS.dedupe_max_ids // 3 + 4  # 12 bytes an id
+    assert len(ids.packed) <= 4 * 16 * LIMITS.dedupe_max_ids // 3 + 4  # 16 bytes an id
     assert ids.verdict("id99999", 0) is Verdict.DUPLICATE
     assert ids.verdict("id0", base) is Verdict.LATE
+
+
+def test_a_burst_within_one_second_is_applied_whole() -> None:
+    # A backfill or load test: 1,000 events of one listener 1 ms apart. With times kept in
+    # whole seconds the floor jumped to the next second and made the rest late.
+    fold = Fold()
+    burst = [ev(f"b{i}", T0 + timedelta(milliseconds=i), track=f"t{i}") for i in range(1000)]
+    folded = fold(burst)
+    assert not folded.rejected and len(folded.listeners[0].events) == 1000
+    assert fold([burst[-1]]).duplicates == 1
 
 
 def test_dedupe_invariant_on_random_streams() -> None:
