@@ -176,6 +176,8 @@ def run_replay(settings: Settings, opts: ReplayOptions, out: Path) -> dict[str, 
     from models.recsys.counterpart import ArtifactRec, counterpart
     from models.recsys.export_user import latest_artifact
 
+    import pymilvus  # noqa: F401 -- it configures its loggers on import: quiet them after
+
     # The clients' per-request INFO lines and the "collection not found" errors of the wait
     # for the first upload would bury the replay's own log.
     for noisy in ("kafka", "aiokafka", "pymilvus"):
