@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from models.recsys.counterpart import VARIANTS
@@ -58,21 +62,37 @@ def cold_start_line(report: dict[str, Any]) -> str:
     )
 
 
+def pooled(figures: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Figures of disjoint listener sets combined: the listener-weighted mean, and a CI from
+    each set's own variance (``ci95 = 1.96 sd / sqrt(n)``, so the pooled mean's variance is
+    ``sum (n_i ci_i)^2 / N^2`` up to the 1.96^2); per-slice summaries are all a report keeps."""
+    n = sum(f["listeners"] for f in figures)
+    mean = sum(f["mean"] * f["listeners"] for f in figures) / n
+    ci = math.sqrt(sum((f["listeners"] * f["ci95"]) ** 2 for f in figures)) / n
+    return {"mean": mean, "ci95": ci, "listeners": n}
+
+
 def summary(reports: Sequence[dict[str, Any]]) -> str:
-    """One row per slice: live HR@20 beside the offline HR@20 and the ratio."""
+    """One row per slice and a pooled row: live HR@20 beside the offline ones and the ratios
+    (the pooled ratio is the ratio of the pooled means, without a CI)."""
     rows = [
-        "| slice | live HR@20 | offline HR@20 | live / offline | offline HR@20, heard excluded "
+        "| slice | listeners | live HR@20 | offline HR@20 | live / offline "
+        "| offline, heard excluded | live / that | offline, heard excl., no content "
         "| live / that |",
-        "|---|---|---|---|---|---|",
+        "|---" * 9 + "|",
     ]
     for r in reports:
-        rows.append(
-            f"| {r['slice']} | {_fig(r['live']['HR@20'])}"
-            f" | {_fig(r['offline']['offline']['HR@20'])}"
-            f" | {_ratio(r['ratio']['offline']['HR@20'])}"
-            f" | {_fig(r['offline']['offline-excl']['HR@20'])}"
-            f" | {_ratio(r['ratio']['offline-excl']['HR@20'])} |"
-        )
+        cells = [r["slice"], str(r["live"]["HR@20"]["listeners"]), _fig(r["live"]["HR@20"])]
+        for name in VARIANTS:
+            cells += [_fig(r["offline"][name]["HR@20"]), _ratio(r["ratio"][name]["HR@20"])]
+        rows.append("| " + " | ".join(cells) + " |")
+    if len(reports) > 1:
+        live = pooled([r["live"]["HR@20"] for r in reports])
+        cells = ["pooled", str(live["listeners"]), _fig(live)]
+        for name in VARIANTS:
+            off = pooled([r["offline"][name]["HR@20"] for r in reports])
+            cells += [_fig(off), f"{live['mean'] / off['mean']:.2f}"]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -90,3 +110,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{naming.get('with_fusion_version')} / {naming.get('with_sequence_version')} "
         f"of {naming.get('lists')}.\n"
     )
+
+
+if __name__ == "__main__":
+    # python -m infra.replay.report live-0.json live-1.json ...: the per-slice summary table
+    print(summary([json.loads(Path(p).read_text()) for p in sys.argv[1:]]))

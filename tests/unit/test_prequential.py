@@ -89,3 +89,14 @@ def test_counterpart_scores_the_same_events_and_excluding_heard_costs_replays(
     assert out["offline"].summary["HR@20"].mean == pytest.approx(1.0)
     assert out["offline-excl"].summary["HR@20"].mean == 0.0
     assert np.isfinite(out["offline"].summary["MRR"].ci95)
+
+
+def test_pooled_figures_weight_listeners_and_shrink_the_ci() -> None:
+    from infra.replay.report import pooled
+
+    a = {"mean": 0.2, "ci95": 0.1, "listeners": 10}
+    b = {"mean": 0.5, "ci95": 0.1, "listeners": 30}
+    p = pooled([a, b])
+    assert p["mean"] == pytest.approx((0.2 * 10 + 0.5 * 30) / 40) and p["listeners"] == 40
+    assert p["ci95"] == pytest.approx(math.sqrt(1.0 + 9.0) / 40)
+    assert p["ci95"] < min(a["ci95"], b["ci95"])
