@@ -171,12 +171,12 @@ def cold_start(plan: ReplayPlan, result: DriveResult) -> dict[str, Any]:
 
 def run_replay(settings: Settings, opts: ReplayOptions, out: Path) -> dict[str, Any]:
     """Replay, score both sides, write ``out`` (JSON); returns the report."""
+    import pymilvus  # noqa: F401 -- it configures its loggers on import: quiet them after
+
     from infra.stack import EmbeddedStack
     from models.fusion_weights import WeightsSource
     from models.recsys.counterpart import ArtifactRec, counterpart
     from models.recsys.export_user import latest_artifact
-
-    import pymilvus  # noqa: F401 -- it configures its loggers on import: quiet them after
 
     # The clients' per-request INFO lines and the "collection not found" errors of the wait
     # for the first upload would bury the replay's own log.
