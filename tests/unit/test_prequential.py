@@ -100,3 +100,32 @@ def test_pooled_figures_weight_listeners_and_shrink_the_ci() -> None:
     assert p["mean"] == pytest.approx((0.2 * 10 + 0.5 * 30) / 40) and p["listeners"] == 40
     assert p["ci95"] == pytest.approx(math.sqrt(1.0 + 9.0) / 40)
     assert p["ci95"] < min(a["ci95"], b["ci95"])
+
+
+def test_artifact_rec_scores_like_the_served_user_model(tmp_path: Path) -> None:
+    """The offline counterpart reads the very artifact Triton serves: same scores per track
+    id as ``serving.user_model.UserModel``, whatever the dataset's item order."""
+    import torch
+
+    from models.recsys.counterpart import ArtifactRec
+    from models.recsys.data import Dataset
+    from models.recsys.export_user import export_artifact
+    from models.recsys.sasrec import SASRec, SASRecConfig
+    from serving.user_model import UserModel
+
+    vocab = [f"t{i:02d}" for i in range(12)]
+    torch.manual_seed(0)
+    model = SASRec(len(vocab), SASRecConfig(max_len=8)).eval()
+    folder = export_artifact(model, vocab, tmp_path, dataset="unit", version="sasrec-1")
+    items = [*reversed(vocab[2:]), "unknown"]  # another order, two tracks fewer, one new
+    data = Dataset("d", len(items), items, ["u"], [[0, 1, 2]], [], [], exclude_history=False)
+    rec = ArtifactRec(folder)
+    rec.fit(data)
+    history = ["t05", "t03", "t07"]
+    offline = rec.score([[items.index(t) for t in history]])[0]
+    assert offline[items.index("unknown")] == -np.inf
+    ids, scores, version = UserModel(tmp_path).recommend(history)
+    assert version == rec.version == "sasrec-1"
+    for tid, sc in zip(ids, scores, strict=True):
+        if tid in items:
+            assert offline[items.index(tid)] == pytest.approx(float(sc), abs=1e-5)
