@@ -16,7 +16,11 @@ _LABELS = {
     "offline": "offline (tables' protocol)",
     "offline-excl": "offline, heard tracks excluded",
     "offline-excl-noaudio": "offline, heard excluded, no content",
+    "offline-excl-noaudio-pools": "offline, heard excluded, no content, agent's pools",
 }
+
+_SUMMARY = ("offline", "offline-excl", "offline-excl-noaudio")
+"""The offline rows of the summary table's columns (every report has them)."""
 
 
 def _fig(f: dict[str, Any]) -> str:
@@ -38,10 +42,11 @@ def table(report: dict[str, Any]) -> str:
     )
     rows = ["| figure | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     rows.append("| **live** | " + " | ".join(_fig(report["live"][m]) for m in METRICS) + " |")
-    for name in VARIANTS:
+    names = [n for n in VARIANTS if n in report["offline"]]  # older reports lack newer rows
+    for name in names:
         off = report["offline"][name]
         rows.append(f"| {_LABELS[name]} | " + " | ".join(_fig(off[m]) for m in METRICS) + " |")
-    for name in VARIANTS:
+    for name in names:
         rat = report["ratio"][name]
         rows.append(
             f"| live / {_LABELS[name]} | " + " | ".join(_ratio(rat[m]) for m in METRICS) + " |"
@@ -83,13 +88,13 @@ def summary(reports: Sequence[dict[str, Any]]) -> str:
     ]
     for r in reports:
         cells = [r["slice"], str(r["live"]["HR@20"]["listeners"]), _fig(r["live"]["HR@20"])]
-        for name in VARIANTS:
+        for name in _SUMMARY:
             cells += [_fig(r["offline"][name]["HR@20"]), _ratio(r["ratio"][name]["HR@20"])]
         rows.append("| " + " | ".join(cells) + " |")
     if len(reports) > 1:
         live = pooled([r["live"]["HR@20"] for r in reports])
         cells = ["pooled", str(live["listeners"]), _fig(live)]
-        for name in VARIANTS:
+        for name in _SUMMARY:
             off = pooled([r["offline"][name]["HR@20"] for r in reports])
             cells += [_fig(off), f"{live['mean'] / off['mean']:.2f}"]
         rows.append("| " + " | ".join(cells) + " |")

@@ -52,7 +52,15 @@ class Variant:
 
     exclude_history: bool
     drop: tuple[str, ...] = ()
+    pools: bool = False
+    """Rank only what the agent's sources propose (:data:`POOLS`), not the whole catalogue."""
     note: str = ""
+
+
+POOLS: dict[str, int] = {"audio": 60, "collab": 30, "popularity": 40, "sequence": 80}
+"""Candidates each source proposes to the agent with lists of 20 (``streams.recommender``:
+``audio_candidates(20)`` ANN hits, ``COLLAB_CANDIDATES`` co-played tracks, ``2 * top_k``
+popular tracks, the sequence model's ``max(4 * top_k, 50)`` best unheard tracks)."""
 
 
 VARIANTS: dict[str, Variant] = {
@@ -64,6 +72,12 @@ VARIANTS: dict[str, Variant] = {
         exclude_history=True,
         drop=("audio",),
         note="heard tracks excluded and no content signal (30Music tracks have no audio live)",
+    ),
+    "offline-excl-noaudio-pools": Variant(
+        exclude_history=True,
+        drop=("audio",),
+        pools=True,
+        note="as above, ranking only each source's top candidates, as the agent does",
     ),
 }
 
@@ -139,11 +153,38 @@ def ranked_lists(
         hist = [c.history for c in cases]
         parts = hybrid._scores(hist, [c.user for c in cases])
         scores = hybrid._mixed(parts, keep)
+        if variant.pools:
+            scores = _in_pools(hybrid, parts, hist, scores, variant.drop)
         if variant.exclude_history:
             scores = mask_history(scores, hist)
         for b, row in enumerate(top_k(scores, LIST_LEN, rng)):
             # An excluded track (-inf) is never shown, even when the catalogue is tiny.
             out.append([data.item_ids[int(i)] for i in row if np.isfinite(scores[b, int(i)])])
+    return out
+
+
+def _in_pools(
+    hybrid: HybridRec,
+    parts: list[np.ndarray],
+    histories: Sequence[Sequence[int]],
+    scores: np.ndarray,
+    drop: tuple[str, ...],
+) -> np.ndarray:
+    """``scores`` with every item outside the union of the sources' candidate pools at -inf.
+    A source proposes its best ``POOLS[signal]`` items with evidence > 0; the sequence model
+    proposes unheard items only, as the served one does."""
+    allowed = np.zeros(scores.shape, dtype=bool)
+    rows = np.arange(scores.shape[0])[:, None]
+    for (name, _), part in zip(hybrid.components, parts, strict=True):
+        sig = signal_of(name)
+        if sig in drop:
+            continue
+        p = mask_history(part, histories, 0.0) if sig == "sequence" else part
+        k = min(POOLS[sig], p.shape[1])
+        idx = np.argpartition(-p, k - 1, axis=1)[:, :k]
+        keep = np.take_along_axis(p, idx, axis=1) > 0
+        allowed[np.broadcast_to(rows, idx.shape)[keep], idx[keep]] = True
+    out: np.ndarray = np.where(allowed, scores, -np.inf)
     return out
 
 
