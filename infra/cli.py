@@ -460,7 +460,9 @@ def replay(
     out: Annotated[Path, typer.Option(help="JSON report; Markdown beside it (.md).")] = Path(
         "run/replay/live.json"
     ),
-    listeners: Annotated[int, typer.Option(help="Listeners sampled from the log; 0 = all.")] = 0,
+    listeners: Annotated[
+        int, typer.Option(help="Listeners sampled from the log; 0 = all (~1 in 14 is scored).")
+    ] = 0,
     speedup: Annotated[float, typer.Option(help="Log seconds replayed per wall second.")] = 2000.0,
     audio_tracks: Annotated[
         int, typer.Option(help="New tracks uploaded as real clips (cold start); 0 = none.")

@@ -276,4 +276,9 @@ def _report(
             for name, per in ratios.items()
         },
         "cold_start": cold_start(plan, result),
+        # Per event (time order), so slices can be pooled and compared listener by listener.
+        "per_event": {
+            name: {"listeners": sc.listeners, **sc.per_event}
+            for name, sc in {"live": live, **offline}.items()
+        },
     }
