@@ -491,6 +491,57 @@ def bench(
     typer.echo(write_report(result, report, plot=out.resolve() / "performance.png"))
 
 
+@app.command()
+def replay(
+    dataset: Annotated[str, typer.Option(help="The log's kind: 30music.")] = "30music",
+    path: Annotated[
+        Path | None, typer.Option(help="30Music slice; default the first under data_dir.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="JSON report; Markdown beside it (.md).")] = Path(
+        "run/replay/live.json"
+    ),
+    listeners: Annotated[
+        int, typer.Option(help="Listeners sampled from the log; 0 = all (~1 in 14 is scored).")
+    ] = 0,
+    speedup: Annotated[float, typer.Option(help="Log seconds replayed per wall second.")] = 2000.0,
+    audio_tracks: Annotated[
+        int, typer.Option(help="New tracks uploaded as real clips (cold start); 0 = none.")
+    ] = 40,
+    user_model_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sequence-model artifact root to serve; default: train one on the slice."
+        ),
+    ] = None,
+    train_seconds: Annotated[float, typer.Option(help="Cap of that training (s).")] = 300.0,
+    seed: Annotated[int, typer.Option(help="Listener sample and tie-break seed.")] = 0,
+) -> None:
+    """Replay a real log through an embedded stack; live HR/NDCG/MRR beside the offline ones."""
+    from infra.replay.report import markdown
+    from infra.replay.run import ReplayOptions, run_replay
+
+    _logging()
+    if dataset != "30music":
+        raise typer.BadParameter("only --dataset 30music is replayed so far")
+    settings = _settings()
+    slice_path = path or next(iter(sorted((settings.data_dir / "30music").glob("*.txt"))), None)
+    if slice_path is None:
+        raise typer.BadParameter(f"no 30Music slice under {settings.data_dir / '30music'}")
+    opts = ReplayOptions(
+        path=slice_path,
+        listeners=listeners,
+        seed=seed,
+        speedup=speedup,
+        n_audio=audio_tracks,
+        user_model_dir=user_model_dir,
+        train_seconds=train_seconds,
+    )
+    report = run_replay(settings, opts, out)
+    text = markdown(report)
+    out.with_suffix(".md").write_text(text)
+    typer.echo(text)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,1 @@
+"""Live quality: a real log replayed through the running stack (`resonate replay`)."""

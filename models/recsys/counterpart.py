@@ -1,0 +1,202 @@
+"""The offline number beside a live replay: the served configuration, scored on the same events.
+
+A replay scores every test event of a 30Music slice against the list the running system held
+before it (``models.recsys.prequential``). Its offline counterpart is the offline ``hybrid``
+(``models.recsys.hybrid``, the same ``models.fusion_rule.fuse`` the agent ranks with) with
+
+* the **served mix** (the fusion-weights artifact's ``sequence`` mix, not re-chosen on
+  validation: the configuration, not a better one);
+* the **served sequence model** (the very TorchScript artifact Triton serves, read here through
+  its vocabulary: :class:`ArtifactRec`), and the offline stand-ins of the other signals fitted
+  on the slice's training period: artist one-hot content KNN for audio, ItemKNN for co-plays,
+  training counts for popularity (``fresh`` has no offline stand-in);
+* the **same events**: the slice's time split (``models.recsys.data.split_time``), every test
+  event of a known listener and track, each predicted from all of the listener's earlier events
+  -- prequential over the test period, exactly the events the replay scores;
+* full ranking of the catalogue, top 20, ties broken at random (seeded), as in the tables.
+
+It is reported in :data:`VARIANTS`: ``offline`` is the table protocol (history not excluded, all
+signals); the others switch on, one by one, what the live system does differently (it never
+recommends a track the listener heard; 30Music tracks carry no audio live), so the gap can be
+split into its causes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.fusion_rule import MixWeights
+from models.recsys.baselines import ItemKNN, PopRank, Recommender
+from models.recsys.contentknn import ContentKNN
+from models.recsys.data import Dataset
+from models.recsys.export_user import load_artifact
+from models.recsys.hybrid import HybridRec, signal_of
+from models.recsys.metrics import mask_history, top_k
+from models.recsys.prequential import Scored, score
+
+log = logging.getLogger(__name__)
+
+LIST_LEN = 20
+"""Items per ranked list (the replay asks the stack for ``top_k`` = 20)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """One offline protocol: whether heard tracks are excluded, which signals are left out."""
+
+    exclude_history: bool
+    drop: tuple[str, ...] = ()
+    pools: bool = False
+    """Rank only what the agent's sources propose (:data:`POOLS`), not the whole catalogue."""
+    note: str = ""
+
+
+POOLS: dict[str, int] = {"audio": 60, "collab": 30, "popularity": 40, "sequence": 80}
+"""Candidates each source proposes to the agent with lists of 20 (``streams.recommender``:
+``audio_candidates(20)`` ANN hits, ``COLLAB_CANDIDATES`` co-played tracks, ``2 * top_k``
+popular tracks, the sequence model's ``max(4 * top_k, 50)`` best unheard tracks)."""
+
+
+VARIANTS: dict[str, Variant] = {
+    "offline": Variant(
+        exclude_history=False, note="the tables' protocol: history not excluded, all signals"
+    ),
+    "offline-excl": Variant(exclude_history=True, note="heard tracks excluded, as the agent does"),
+    "offline-excl-noaudio": Variant(
+        exclude_history=True,
+        drop=("audio",),
+        note="heard tracks excluded and no content signal (30Music tracks have no audio live)",
+    ),
+    "offline-excl-noaudio-pools": Variant(
+        exclude_history=True,
+        drop=("audio",),
+        pools=True,
+        note="as above, ranking only each source's top candidates, as the agent does",
+    ),
+}
+
+
+class ArtifactRec:
+    """A served sequence-model artifact (``resonate train``) as an offline ``Recommender``:
+    histories are mapped to the artifact's vocabulary by track id, scores back to the
+    dataset's items (items the artifact does not know score -inf)."""
+
+    def __init__(self, path: Path) -> None:
+        self.artifact = load_artifact(path)
+        self._to_vocab: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._cols: np.ndarray = np.zeros(0, dtype=np.int64)
+
+    @property
+    def version(self) -> str:
+        """The artifact's version (what the live lists name)."""
+        return self.artifact.version
+
+    def fit(self, train: Dataset) -> None:
+        """No training: only the id mappings between the dataset and the vocabulary."""
+        index = {t: j for j, t in enumerate(self.artifact.vocab)}
+        # dataset item -> artifact column (-1: unknown to the model)
+        self._cols = np.asarray([index.get(t, -1) for t in train.item_ids], dtype=np.int64)
+        self._to_vocab = self._cols + 1  # the model's input index (0 = padding / unknown)
+
+    def score(
+        self, histories: Sequence[Sequence[int]], users: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Next-item logits [B, n_items] of the dataset's items."""
+        length = int(self.artifact.card["L"])
+        seq = np.zeros((len(histories), length), dtype=np.int64)
+        for b, hist in enumerate(histories):
+            known = [int(i) for i in self._to_vocab[np.asarray(hist, dtype=np.int64)] if i > 0]
+            tail = known[-length:]
+            if tail:
+                seq[b, length - len(tail) :] = tail
+        with torch.inference_mode():
+            logits = self.artifact.module(torch.from_numpy(seq)).numpy().astype(np.float64)
+        out = np.full((len(histories), len(self._cols)), -np.inf)
+        known_cols = self._cols >= 0
+        out[:, known_cols] = logits[:, self._cols[known_cols]]
+        return out
+
+
+def served_hybrid(data: Dataset, mix: MixWeights, sequence: Recommender | None) -> HybridRec:
+    """The offline hybrid with fitted components and the served mix (no weight search)."""
+    parts: list[tuple[str, Recommender]] = [("pop", PopRank()), ("itemknn", ItemKNN())]
+    if data.content is not None:
+        parts.append(("contentknn", ContentKNN()))
+    if sequence is not None:
+        parts.append(("sasrec", sequence))
+    hybrid = HybridRec(parts)
+    for name, model in hybrid.components:
+        log.info("counterpart: fitting %s", name)
+        model.fit(data)
+    hybrid.weights = tuple(mix.weight(signal_of(n)) for n, _ in hybrid.components)
+    return hybrid
+
+
+def ranked_lists(
+    hybrid: HybridRec, data: Dataset, variant: Variant, *, seed: int = 0, batch: int = 256
+) -> list[list[str]]:
+    """Top-``LIST_LEN`` track ids per test case under ``variant``."""
+    keep = tuple(
+        w if signal_of(n) not in variant.drop else 0.0
+        for (n, _), w in zip(hybrid.components, hybrid.weights, strict=True)
+    )
+    rng = np.random.default_rng(seed)
+    out: list[list[str]] = []
+    for start in range(0, len(data.test), batch):
+        cases = data.test[start : start + batch]
+        hist = [c.history for c in cases]
+        parts = hybrid._scores(hist, [c.user for c in cases])
+        scores = hybrid._mixed(parts, keep)
+        if variant.pools:
+            scores = _in_pools(hybrid, parts, hist, scores, variant.drop)
+        if variant.exclude_history:
+            scores = mask_history(scores, hist)
+        for b, row in enumerate(top_k(scores, LIST_LEN, rng)):
+            # An excluded track (-inf) is never shown, even when the catalogue is tiny.
+            out.append([data.item_ids[int(i)] for i in row if np.isfinite(scores[b, int(i)])])
+    return out
+
+
+def _in_pools(
+    hybrid: HybridRec,
+    parts: list[np.ndarray],
+    histories: Sequence[Sequence[int]],
+    scores: np.ndarray,
+    drop: tuple[str, ...],
+) -> np.ndarray:
+    """``scores`` with every item outside the union of the sources' candidate pools at -inf.
+    A source proposes its best ``POOLS[signal]`` items with evidence > 0; the sequence model
+    proposes unheard items only, as the served one does."""
+    allowed = np.zeros(scores.shape, dtype=bool)
+    rows = np.arange(scores.shape[0])[:, None]
+    for (name, _), part in zip(hybrid.components, parts, strict=True):
+        sig = signal_of(name)
+        if sig in drop:
+            continue
+        p = mask_history(part, histories, 0.0) if sig == "sequence" else part
+        k = min(POOLS[sig], p.shape[1])
+        idx = np.argpartition(-p, k - 1, axis=1)[:, :k]
+        keep = np.take_along_axis(p, idx, axis=1) > 0
+        allowed[np.broadcast_to(rows, idx.shape)[keep], idx[keep]] = True
+    out: np.ndarray = np.where(allowed, scores, -np.inf)
+    return out
+
+
+def counterpart(
+    data: Dataset, mix: MixWeights, sequence: Recommender | None, *, seed: int = 0
+) -> dict[str, Scored]:
+    """Every variant of :data:`VARIANTS` scored prequentially on ``data.test``."""
+    hybrid = served_hybrid(data, mix, sequence)
+    listeners = [data.user_ids[c.user] for c in data.test]
+    targets = [data.item_ids[c.target] for c in data.test]
+    out: dict[str, Scored] = {}
+    for name, variant in VARIANTS.items():
+        lists = ranked_lists(hybrid, data, variant, seed=seed)
+        out[name] = score(list(zip(listeners, lists, targets, strict=True)))
+    return out
