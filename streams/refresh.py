@@ -200,8 +200,9 @@ class Refresher:
                     m.event_to_recommendation.observe(lat)
 
     def _message(self, t: Touched, ranked: Ranked, weights: str, served: str) -> Recommendation:
-        # Every artifact behind the list: the pipeline, the fusion weights, the sequence model.
-        base = f"{self.deps.settings.model_version}+{weights}"
+        # Every artifact behind the list: the pipeline, the audio encoder (its card), the
+        # fusion weights, the sequence model.
+        base = f"{self.deps.settings.model_version}+{self.deps.card.version}+{weights}"
         return Recommendation(
             user_id=t.state.user_id,
             generated_at=datetime.now(UTC),

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from infra.replay.plan import ReplayPlan
+from serving.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,16 @@ class ListReader:
     the event ids answered so far, and counts of lists and model versions."""
 
     def __init__(
-        self, *, bootstrap: str, topic: str, fetch_max_wait_ms: int, uploads: Collection[str]
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        fetch_max_wait_ms: int,
+        uploads: Collection[str],
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap, self.topic, self.wait_ms = bootstrap, topic, fetch_max_wait_ms
+        self.security = security
         self.uploads = set(uploads)
         self.last: dict[str, tuple[str, ...]] = {}
         self.answered: set[str] = set()
@@ -80,7 +88,10 @@ class ListReader:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, fetch_max_wait_ms=self.wait_ms
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            fetch_max_wait_ms=self.wait_ms,
+            **self.security.aiokafka(),
         )
         await self._consumer.start()
         parts = self._consumer.partitions_for_topic(self.topic) or set()
@@ -161,11 +172,14 @@ async def drive(
     speedup: float,
     answer_timeout_s: float = 10.0,
     drain_timeout_s: float = 120.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> DriveResult:
     """Send the plan's events (see the module docstring); return what each observed event met."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks=1, **security.aiokafka()
+    )
     await producer.start()
     shift = time.time() - plan.t_max  # occurred_at = log time + shift: the last event is now
     last_sent: dict[str, str] = {}

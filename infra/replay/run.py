@@ -25,6 +25,7 @@ from infra.replay.drive import DriveResult, ListReader, drive
 from infra.replay.plan import ReplayPlan, plan_30music
 from models.recsys.prequential import METRICS, Scored, ratio_ci, score
 from schemas.settings import Settings
+from serving.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ async def _replay(settings: Settings, plan: ReplayPlan, opts: ReplayOptions) -> 
         topic=s.topic(s.recommendations_topic),
         fetch_max_wait_ms=s.fetch_max_wait_ms,
         uploads=plan.uploads,
+        security=KafkaSecurity.from_settings(s),
     )
     await reader.start()
     stop = asyncio.Event()
@@ -135,6 +137,7 @@ async def _replay(settings: Settings, plan: ReplayPlan, opts: ReplayOptions) -> 
             plan=plan,
             speedup=opts.speedup,
             answer_timeout_s=opts.answer_timeout_s,
+            security=KafkaSecurity.from_settings(s),
         )
     finally:
         stop.set()

@@ -17,6 +17,7 @@ import pytest
 
 from infra.demo import Bus
 from infra.stack import EmbeddedStack
+from models.convert_musicnn import MUSICNN_CARD
 from models.fusion_weights import builtin
 from tests.integration.events import answer, clip_uri, play, stack_settings, upload, wait_stored
 
@@ -85,7 +86,7 @@ def test_recommendations_exclude_heard_and_find_the_other_clip(
     assert skipped not in ids and f"{PAIR_TRACK}__0" not in ids
     assert f"{PAIR_TRACK}__1" in ids, ids
     # Every artifact behind the list: the pipeline version and the fusion weights in force.
-    assert rec.model_version == f"{s.model_version}+{builtin().version}"
+    assert rec.model_version == f"{s.model_version}+{MUSICNN_CARD.version}+{builtin().version}"
     assert all(i.reason for i in rec.items)
 
 

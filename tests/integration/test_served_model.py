@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from infra.cli import app as cli
 from infra.demo import Bus
 from infra.stack import EmbeddedStack
+from models.convert_musicnn import MUSICNN_CARD
 from models.fusion_weights import builtin
 from schemas.settings import Settings
 from serving.user_encoder_client import UserEncoderClient
@@ -131,7 +132,8 @@ def test_fusion_recommends_the_models_next_tracks(
     for i, t in enumerate(history):
         eid = play(bus, s, user, t, "play", t0 + timedelta(seconds=i))
     rec = answer(bus, eid, timeout_s=90)
-    assert rec.model_version == f"{s.model_version}+{builtin().version}+{version}"
+    want = f"{s.model_version}+{MUSICNN_CARD.version}+{builtin().version}+{version}"
+    assert rec.model_version == want
     ids = [i.track_id for i in rec.items]
     assert not set(history) & set(ids)
     assert ids[0] == track(6), ids
@@ -148,7 +150,7 @@ def test_a_newer_version_is_used_without_restart(
     new = publish_copy(trained, trained.parent, "sasrec-99990101000000")
     user = f"u-{uuid.uuid4().hex[:6]}"
     t0 = datetime.now(UTC)
-    want = f"{s.model_version}+{builtin().version}+{new.name}"
+    want = f"{s.model_version}+{MUSICNN_CARD.version}+{builtin().version}+{new.name}"
     deadline = time.monotonic() + 60
     seen: list[str] = []
     i = 0
