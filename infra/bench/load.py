@@ -113,6 +113,27 @@ class StepResult:
         }
 
 
+async def consumer_at_end(
+    bootstrap: str, topic: str, *, fetch_max_wait_ms: int, security: KafkaSecurity
+) -> Any:
+    """A started group-less aiokafka consumer of every partition of ``topic``, at its end
+    (no group: a group join takes ~20 s on Tansu; manual assignment is instant)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        **security.aiokafka(),
+    )
+    await consumer.start()
+    parts = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    return consumer
+
+
 class Reader:
     """Reads the recommendations topic (no group, from its end) and times every answer."""
 
@@ -133,19 +154,9 @@ class Reader:
         self._consumer: Any = None
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            fetch_max_wait_ms=self.wait_ms,
-            **self.security.aiokafka(),
+        self._consumer = await consumer_at_end(
+            self.bootstrap, self.topic, fetch_max_wait_ms=self.wait_ms, security=self.security
         )
-        await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from infra.bench.load import consumer_at_end
 from infra.replay.plan import ReplayPlan
 from serving.kafka_security import PLAINTEXT, KafkaSecurity
 
@@ -85,19 +86,9 @@ class ListReader:
         self._consumer: Any = None
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            fetch_max_wait_ms=self.wait_ms,
-            **self.security.aiokafka(),
+        self._consumer = await consumer_at_end(
+            self.bootstrap, self.topic, fetch_max_wait_ms=self.wait_ms, security=self.security
         )
-        await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
 
     def _take(self, raw: bytes) -> None:
         rec = json.loads(raw)
