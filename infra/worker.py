@@ -145,7 +145,13 @@ def exact_recovery_highwaters(bootstrap: str, *, security: KafkaSecurity = PLAIN
         self: Any, consumer: Any, tps: Any, destination: Any, title: str
     ) -> None:
         reported = await consumer.highwaters(*tps)
-        true = await correct_end_offsets(bootstrap, reported, security=security)
+        # Strict and patient: a guessed (short) highwater would recover an old state under
+        # committed input offsets and lose the events in between (the likely cause of a
+        # loss the ten-SIGKILL test saw on a starved machine with the old 10 s and silent
+        # fallback); failing the recovery makes the worker restart instead.
+        true = await correct_end_offsets(
+            bootstrap, reported, security=security, timeout_s=60.0, strict=True
+        )
         # Faust's own convention (see Recovery._build_highwaters): highwater = end - 1.
         highwaters = {tp: true.get(tp, 0) - 1 for tp in reported}
         self.log.info("highwaters for %s changelog partitions: %s", title, highwaters)
