@@ -31,7 +31,7 @@ from streams.deadletter import (
     Source,
     headers_dict,
 )
-from streams.offsets import true_end_offsets
+from streams.offsets import read_to_end
 
 ROLES = ("interactions", "track-uploads")
 
@@ -109,41 +109,8 @@ async def read_letters(
     bootstrap: str, topic: str, *, timeout_s: float = 10.0, security: KafkaSecurity = PLAINTEXT
 ) -> list[Letter]:
     """Every dead letter on ``topic``, oldest first per partition."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        request_timeout_ms=30_000,
-        **security.aiokafka(),
-    )
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            await consumer.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        ends = await true_end_offsets(
-            consumer, tps, bootstrap=bootstrap, timeout_s=timeout_s, security=security
-        )
-        await consumer.seek_to_beginning(*tps)
-        out: list[Letter] = []
-        left = {tp for tp in tps if ends[tp] > 0}
-        while left:
-            batch = await consumer.getmany(*left, timeout_ms=int(timeout_s * 1000))
-            if not batch:
-                raise TimeoutError(f"{topic}: no records within {timeout_s} s before its end")
-            for tp, recs in batch.items():
-                out += [_letter(topic, r) for r in recs]
-                if recs[-1].offset + 1 >= ends[tp]:
-                    left.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
+    records = await read_to_end(bootstrap, topic, timeout_s=timeout_s, security=security)
+    return [_letter(topic, r) for r in records]
 
 
 def choose(

@@ -40,6 +40,48 @@ async def true_end_offsets(
     )
 
 
+async def read_to_end(
+    bootstrap: str, topic: str, *, timeout_s: float = 10.0, security: KafkaSecurity = PLAINTEXT
+) -> list[Any]:
+    """Every record of ``topic`` up to its true end, oldest first per partition, read with a
+    group-less consumer of its own (dead letters, changelogs)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        request_timeout_ms=30_000,
+        **security.aiokafka(),
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        ends = await true_end_offsets(
+            consumer, tps, bootstrap=bootstrap, timeout_s=timeout_s, security=security
+        )
+        await consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        left = {tp for tp in tps if ends[tp] > 0}
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=int(timeout_s * 1000))
+            if not batch:
+                raise TimeoutError(f"{topic}: no records within {timeout_s} s before its end")
+            for tp, recs in batch.items():
+                out += recs
+                if recs[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
 async def correct_end_offsets(
     bootstrap: str,
     reported: Mapping[Any, int | None],

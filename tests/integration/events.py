@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from infra.demo import Bus
 from schemas.events import Interaction, Recommendation, TrackUpload
 from schemas.settings import Settings
 from serving.milvus_store import MilvusError, TrackRow, TrackStore
+
+T = TypeVar("T")
 
 
 def stack_settings(run_dir: Path, weights_path: Path, **fields: Any) -> Settings:
@@ -100,3 +102,15 @@ def wait_stored(s: Settings, ids: Sequence[str], *, timeout_s: float = 300) -> d
                 break
             time.sleep(0.5)
     return rows
+
+
+def poll(what: str, fn: Callable[[], T | None], *, timeout_s: float = 60) -> T:
+    """``fn()`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})")

@@ -32,7 +32,7 @@ from infra.dlq import read_letters
 from infra.stack import EmbeddedStack
 from schemas.events import Interaction, Recommendation, TrackUpload
 from schemas.settings import Settings
-from streams.offsets import true_end_offsets
+from streams.offsets import read_to_end
 
 PER_EXAMPLE = 2_500
 TRACKS = [f"acct-track-{i}" for i in range(300)]
@@ -211,30 +211,9 @@ def test_every_message_is_applied_duplicate_or_dead_lettered(
 
 def _final_states(s: Settings) -> dict[str, dict[str, Any]]:
     """The last user-state record per listener, read from the table's changelog topic."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    async def read() -> dict[str, dict[str, Any]]:
-        topic = f"{s.topic_prefix}{s.app_id}-user-state-changelog"
-        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-            consumer.assign(tps)
-            ends = await true_end_offsets(consumer, tps, bootstrap=s.kafka_bootstrap)
-            await consumer.seek_to_beginning(*tps)
-            states: dict[str, dict[str, Any]] = {}
-            left = {tp for tp in tps if ends[tp] > 0}
-            while left:
-                for tp, recs in (await consumer.getmany(*left, timeout_ms=10_000)).items():
-                    for r in recs:
-                        states[json.loads(r.key)] = json.loads(r.value)
-                    if recs and recs[-1].offset + 1 >= ends[tp]:
-                        left.discard(tp)
-            return states
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+    topic = f"{s.topic_prefix}{s.app_id}-user-state-changelog"
+    records = asyncio.run(read_to_end(s.kafka_bootstrap, topic))
+    return {json.loads(r.key): json.loads(r.value) for r in records}
 
 
 @pytest.fixture()

@@ -10,9 +10,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +24,7 @@ from infra.procs import StartupError, log_tail
 from infra.prometheus_proc import PrometheusServer
 from infra.stack import PROJECT_ROOT, EmbeddedStack, settings_env
 from schemas.settings import Settings
-from tests.integration.events import answers, clip_uri, play, upload, wait_stored
+from tests.integration.events import answers, clip_uri, play, poll, upload, wait_stored
 
 CLIPS = [
     "fretsonfire-songs-sectoid__Metal_madness__0",
@@ -33,18 +32,6 @@ CLIPS = [
     "singularity-music__Nebula__0",
 ]
 T = TypeVar("T")
-
-
-def poll(what: str, fn: Callable[[], T | None], *, timeout_s: float = 60) -> T:
-    """``fn()`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

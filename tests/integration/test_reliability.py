@@ -12,7 +12,6 @@ import functools
 import http.server
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ from infra.dlq import Letter, choose, read_letters, republish
 from infra.procs import free_port
 from infra.stack import EmbeddedStack
 from streams.deadletter import SOURCE_TOPIC, headers_dict
-from tests.integration.events import answer, clip_uri, play, upload, wait_stored
+from tests.integration.events import answer, clip_uri, play, poll, upload, wait_stored
 
 CLIPS = [
     "singularity-music__Coherence__0",
@@ -61,16 +60,6 @@ def _letters(stack: EmbeddedStack, role: str) -> list[Letter]:
     return asyncio.run(read_letters(s.kafka_bootstrap, name, timeout_s=20))
 
 
-def _wait_for(what: str, found: Callable[[], Any], timeout_s: float = 90) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = found()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
-
-
 def test_bad_messages_become_dead_letters_that_can_be_republished_after_a_fix(
     stack: EmbeddedStack, bus: Bus, data_dir: Path, upload_root: Path
 ) -> None:
@@ -86,13 +75,15 @@ def test_bad_messages_become_dead_letters_that_can_be_republished_after_a_fix(
     def mine(role: str) -> list[Letter]:
         return [lt for lt in _letters(stack, role) if tag.encode() in lt.value]
 
-    (bad_play,) = _wait_for("interaction dead letter", lambda: mine("interactions"))
+    (bad_play,) = poll("interaction dead letter", lambda: mine("interactions"), timeout_s=90)
     assert bad_play.value == junk and bad_play.key == f"u-{tag}"  # byte for byte
     assert bad_play.reason == "invalid" and bad_play.error == "InvalidMessage"
     assert bad_play.source_topic == s.topic(s.interactions_topic) and bad_play.attempts == 1
     assert "type" in bad_play.detail
-    uploads = _wait_for(
-        "upload dead letters", lambda: len(mine("track-uploads")) == 2 and mine("track-uploads")
+    uploads = poll(
+        "upload dead letters",
+        lambda: len(mine("track-uploads")) == 2 and mine("track-uploads"),
+        timeout_s=90,
     )
     by_key = {lt.key: lt for lt in uploads}
     assert by_key[f"t-{tag}"].reason == "invalid"
@@ -134,9 +125,10 @@ def test_an_upload_whose_audio_host_is_down_is_retried_until_it_is_back(
     track = f"http-{uuid.uuid4().hex[:6]}"
     upload(bus, s, track, f"http://127.0.0.1:{HTTP_PORT}/{CLIPS[1]}.ogg")
     bus.flush()
-    _wait_for(
+    poll(
         "a retry",
         lambda: 'resonate_retries_total{reason="audio-' in stack.workers[0].metrics_text(),
+        timeout_s=90,
     )
     audio_host()  # the host comes back
     assert track in wait_stored(s, [track], timeout_s=120)
@@ -158,9 +150,10 @@ def test_triton_and_milvus_outages_lose_no_upload_and_lists_still_come(
     for i, tid in enumerate(during_triton):
         upload(bus, s, tid, clip_uri(data_dir, CLIPS[i]))
     bus.flush()
-    _wait_for(
+    poll(
         "the upload path waiting for Triton",
         lambda: _metric(stack, 'resonate_dependency_up{dependency="triton"} 0.0'),
+        timeout_s=90,
     )
     triton.start()
 
@@ -174,9 +167,10 @@ def test_triton_and_milvus_outages_lose_no_upload_and_lists_still_come(
     eid = play(bus, s, user, CLIPS[0], "play", datetime.now(UTC))
     rec = answer(bus, eid, timeout_s=120)
     assert rec.user_id == user
-    _wait_for(
+    poll(
         "the upload path waiting for Milvus",
         lambda: _metric(stack, 'resonate_dependency_up{dependency="milvus"} 0.0'),
+        timeout_s=90,
     )
     assert _metric(stack, 'resonate_events_total{outcome="no-audio",topic="refresh"}')
     milvus.start()
