@@ -201,12 +201,6 @@ class DeadLetters:
         for name in names:
             await self.topic(name).maybe_declare()
 
-    async def dead_letter(
-        self, source: Source, *, role: str, reason: str, error: BaseException, attempts: int
-    ) -> None:
-        """Set ``source`` aside on the dead-letter topic of its origin, counted by ``reason``."""
-        await self.dead_letter_many([Failed(source, reason, error, attempts)], role=role)
-
     async def dead_letter_many(self, failed: Sequence[Failed], *, role: str) -> None:
         """Set several messages aside at once (one wait for the broker, not one each)."""
         now_ms = int(time.time() * 1000)

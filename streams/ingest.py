@@ -34,7 +34,7 @@ from datetime import datetime
 import numpy as np
 
 from schemas.events import TrackUpload
-from serving.milvus_store import FieldTooLong, TrackRow
+from serving.milvus_store import TrackRow
 from streams.audio import (
     AudioInput,
     AudioRejected,
@@ -174,7 +174,7 @@ class Uploader:
                 stored += await self._store([pair], now_ms)
             return stored
         it = ok[0][0]
-        if isinstance(error, FieldTooLong | ValueError):
+        if isinstance(error, ValueError):  # the row itself: a field too long, a bad vector
             await self._give_up(it, "invalid-row", error)
         else:
             await self._again(it, "embed-or-store", error)
