@@ -18,6 +18,7 @@ from serving.user_encoder_client import UserEncoderClient
 from streams.app import build_app
 from streams.catalog import Catalog, CatalogFeed
 from streams.clients import Deps
+from streams.delivery import guard_deliveries
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -97,37 +98,6 @@ def limit_fetch_wait(ms: int) -> None:
     driver.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
-def rewind_uncommitted_on_seek() -> None:
-    """Make Faust's "seek back to committed offsets" also rewind partitions that have none.
-
-    Why: while a rebalance or table recovery is under way, Faust's fetcher can take records
-    out of aiokafka and then drop them (flow stopped, partition paused; aiokafka even drains
-    every partition when Faust's live set of active partitions empties during its wait).
-    Faust relies on ``perform_seek`` afterwards to fetch them again, but aiokafka's
-    ``seek_to_committed`` only moves partitions with a committed offset above 0. A
-    partition taken over from a worker that crashed before its first commit (commits run
-    every ~3 s) therefore stays past the dropped records: the survivor skipped the dead
-    worker's queued interactions and never answered those users. Such partitions are sent
-    back to their beginning here (``consumer_auto_offset_reset="earliest"``); records
-    already applied are recognised by event id and skipped by the agents.
-    """
-    from faust.transport.drivers import aiokafka as driver
-
-    async def seek(consumer: Any, is_changelog: Any) -> Any:
-        committed = await consumer.seek_to_committed()
-        # Changelog positions belong to table recovery; Faust never commits them.
-        unset = [tp for tp, off in committed.items() if not off and not is_changelog(tp)]
-        if unset:
-            log.info("no committed offset for %s: reading them from the beginning", unset)
-            await consumer.seek_to_beginning(*unset)
-        return committed
-
-    async def seek_to_committed(self: Any) -> Any:
-        return await self.call_thread(seek, self._ensure_consumer(), self.consumer._is_changelog_tp)
-
-    driver.AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
-
-
 def exact_recovery_highwaters(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT) -> None:
     """Make Faust's changelog recovery read up to the true end of each changelog partition.
 
@@ -146,9 +116,8 @@ def exact_recovery_highwaters(bootstrap: str, *, security: KafkaSecurity = PLAIN
     ) -> None:
         reported = await consumer.highwaters(*tps)
         # Strict and patient: a guessed (short) highwater would recover an old state under
-        # committed input offsets and lose the events in between (the likely cause of a
-        # loss the ten-SIGKILL test saw on a starved machine with the old 10 s and silent
-        # fallback); failing the recovery makes the worker restart instead.
+        # committed input offsets and lose the events in between; failing the recovery
+        # makes the worker restart instead.
         true = await correct_end_offsets(
             bootstrap, reported, security=security, timeout_s=60.0, strict=True
         )
@@ -166,8 +135,12 @@ def run_worker(settings: Settings, card: EncoderCard) -> None:
     limit_fetch_wait(settings.fetch_max_wait_ms)
     security = KafkaSecurity.from_settings(settings)
     exact_recovery_highwaters(settings.kafka_bootstrap, security=security)
-    rewind_uncommitted_on_seek()
     metrics = Metrics()
+
+    def reread(topic: str) -> None:
+        metrics.rereads.labels(topic=topic.removeprefix(settings.topic_prefix)).inc()
+
+    guard_deliveries(on_reread=reread)
     metrics.serve(port=settings.metrics_port, host=settings.host)
     log.info("worker metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     app = build_app(make_deps(settings, card, metrics))

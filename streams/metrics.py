@@ -101,6 +101,13 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.rereads = Counter(
+            "resonate_input_rereads_total",
+            "Partitions re-read because the fetcher skipped past records during a rebalance "
+            "(streams/delivery.py); the records are delivered, not lost.",
+            ["topic"],
+            registry=r,
+        )
         self.dependency_up = Gauge(
             "resonate_dependency_up",
             "0 while the upload path waits out an outage of this dependency (triton, milvus).",
