@@ -118,8 +118,13 @@ class Bus:
             **security,
         )
         parts = self.consumer.partitions_for_topic(topic) or set(range(settings.partitions))
-        self.consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
         self.consumer.seek_to_end()
+        # seek_to_end only marks the partitions for a reset, done at the first poll: lists
+        # sent before then would be skipped. Resolve the positions now.
+        for tp in tps:
+            self.consumer.position(tp)
 
     def send(self, topic: str, key: str, value: bytes) -> None:
         self.producer.send(self.s.topic(topic), key=key.encode(), value=value)
