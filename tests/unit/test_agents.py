@@ -243,7 +243,9 @@ async def test_upload_agent_batches_embeds_and_stores(
         await a.put(up(1, (root / "s1.wav").as_uri()), key="t1")
         await a.put(up(2, "file:///etc/passwd"), key="t2")
         await a.put(up(3, (root / "s0.wav").as_uri()), key="t3")  # flushes the batch
-        for _ in range(100):  # the agent batches with stream.take(); give it a moment
+        # The agent batches with stream.take(); give it a moment (decoding is slow the
+        # first time in a fresh environment: librosa's numba code compiles then).
+        for _ in range(600):
             if any(t.endswith("track-deltas") for t, _, _ in sent):
                 break
             await asyncio.sleep(0.05)
