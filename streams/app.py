@@ -72,6 +72,9 @@ def build_app(deps: Deps) -> faust.App:
         # Several workers per machine: Faust's own web server would fight over a port,
         # and our Prometheus endpoint replaces it.
         web_enabled=False,
+        # Faust makes `<app id>-data/` in its working directory by default (empty with the
+        # memory store); keep it in the run folder, not wherever the worker was started.
+        datadir=str(s.run_dir / "faust"),
         broker_session_timeout=10,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,

@@ -143,7 +143,9 @@ def _guarded_getmany(
                     continue
                 if verdict is Verdict.REWIND:
                     rewound.add(tp)
-                    log.warning(
+                    # Info, not warning: a transactional producer's markers cause one
+                    # per transaction; resonate_input_rereads_total counts them all.
+                    log.info(
                         "%s: got offset %d, expected %s: re-reading from %s",
                         tp,
                         message.offset,
