@@ -5,7 +5,7 @@ of SIGKILLs of the worker in the middle of a stream.
 
 Hypothesis draws the mix (shares of each kind, listeners, seed); each example sends
 2,500 messages, and the four examples add up to 10,000. The kill storms (10 and 3 x 30
-SIGKILLs, ~20 minutes) run with ``pytest -m nightly``, only because CI has 20 minutes
+SIGKILLs, ~22 minutes) run with ``pytest -m nightly``, only because CI has 20 minutes
 (docs/reliability.md, "Worker crashes").
 """
 
@@ -250,7 +250,7 @@ def stream(stack: EmbeddedStack) -> Iterator[tuple[Ledger, threading.Event]]:
     thread.join(timeout=30)
 
 
-@pytest.mark.nightly  # ~2 minutes: CI has 20 (README, "Long fault runs")
+@pytest.mark.nightly  # ~3 minutes: CI has 20 (README, "Long fault runs")
 def test_ten_sigkills_in_a_stream_lose_no_event_and_apply_none_twice(
     stack: EmbeddedStack, bus: Bus, stream: tuple[Ledger, threading.Event]
 ) -> None:

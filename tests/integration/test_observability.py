@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -31,7 +31,6 @@ CLIPS = [
     "fretsonfire-songs-sectoid__Metal_madness__1",
     "singularity-music__Nebula__0",
 ]
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
