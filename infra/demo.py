@@ -110,7 +110,7 @@ class Bus:
             bootstrap_servers=settings.kafka_bootstrap, acks="all", **security
         )
         topic = settings.topic(settings.recommendations_topic)
-        # No consumer group: a group join takes ~20 s on Tansu; manual assignment is instant.
+        # No consumer group: the platform's reader shares its position with nobody.
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             enable_auto_commit=False,

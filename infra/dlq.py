@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.settings import Settings
+from serving.kafka_reader import read_to_end
 from serving.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.deadletter import (
     ATTEMPTS,
@@ -31,7 +32,6 @@ from streams.deadletter import (
     Source,
     headers_dict,
 )
-from streams.offsets import read_to_end
 
 ROLES = ("interactions", "track-uploads")
 

@@ -11,16 +11,13 @@ configured input topics' partitions before their first commit (lag = end offset,
 workers start from the earliest offset). Changelog topics are read by table recovery
 without commits and are not reported.
 
-End offsets are read past each partition's last batch (``streams.offsets``): Tansu answers
-ListOffsets(latest) with the last *batch's* base offset + 1, which alone would undercount a
-multi-record batch at the end of a partition. On Apache Kafka the answer is unchanged.
-Every worker runs a collector and reports the same group-wide numbers: aggregate with
+End offsets are Kafka's ListOffsets(latest) answers (the high watermark). Every worker
+runs a collector and reports the same group-wide numbers: aggregate with
 ``max by (topic, partition)``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -35,7 +32,6 @@ from kafka.admin import KafkaAdminClient, OffsetSpec
 from infra.procs import Service
 from serving.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.metrics import Metrics
-from streams.offsets import correct_end_offsets
 
 log = logging.getLogger(__name__)
 
@@ -127,31 +123,17 @@ class LagReader(Service):
             )
         except kerrors.KafkaError as exc:
             raise LagError(f"offsets of group {self.group_id!r}: {exc}") from exc
-        true_ends = self._true_ends({tp: int(_offset(v)) for tp, v in ends.items()})
         out = [
             PartitionLag(
                 topic=tp.topic,
                 partition=tp.partition,
                 committed=committed.get(tp, -1),
-                end=true_ends[tp],
+                end=_offset(ends[tp]),
             )
             for tp in wanted
             if tp in ends
         ]
         return sorted(out, key=lambda p: (p.topic, p.partition))
-
-    def _true_ends(self, reported: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """End offsets read past each partition's last batch (streams.offsets): exact on
-        Tansu too, whose ListOffsets answer stops at the last batch's base offset + 1."""
-        try:
-            return asyncio.run(
-                correct_end_offsets(
-                    self.bootstrap, reported, timeout_s=self.timeout_s, security=self.security
-                )
-            )
-        except Exception as exc:  # the reported offsets are still a usable approximation
-            log.warning("true end offsets unavailable (%s); using ListOffsets", exc)
-            return reported
 
 
 def _offset(value: Any) -> int:
@@ -168,13 +150,10 @@ class LagCollector:
         reader: LagReader,
         metrics: Metrics,
         interval_s: float = 5.0,
-        records_warn: int = 0,
     ) -> None:
         self.reader = reader
         self.metrics = metrics
         self.interval_s = interval_s
-        self.records_warn = records_warn  # 0: never warn (a real Kafka)
-        self._warned = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._caught_up_at: dict[tuple[str, int], float] = {}
@@ -191,21 +170,6 @@ class LagCollector:
             self.metrics.consumer_lag.labels(**labels).set(p.lag)
             self.metrics.consumer_lag_seconds.labels(**labels).set(
                 0.0 if p.lag == 0 else now - self._caught_up_at[key]
-            )
-        self._records_held(sum(p.end for p in snapshot))
-
-    def _records_held(self, held: int) -> None:
-        # The embedded Tansu (memory storage) slows down with every batch it holds: say so
-        # before it does, instead of letting latency grow silently (see README, Benchmarks).
-        self.metrics.records_held.set(held)
-        if self.records_warn and held >= self.records_warn and not self._warned:
-            self._warned = True
-            log.warning(
-                "the broker holds %d records of the consumed topics (warning at %d): the "
-                "embedded Tansu broker's CPU and latency grow with what it holds; restart the "
-                "embedded stack or use Apache Kafka for long runs",
-                held,
-                self.records_warn,
             )
 
     def collect_once(self) -> list[PartitionLag]:
@@ -254,7 +218,6 @@ def start_lag_collector(
     metrics: Metrics,
     interval_s: float = 5.0,
     timeout_s: float = 10.0,
-    records_warn: int = 0,
     security: KafkaSecurity = PLAINTEXT,
 ) -> LagCollector:
     """Build and start a collector (what ``infra.worker`` calls)."""
@@ -265,8 +228,6 @@ def start_lag_collector(
         timeout_s=timeout_s,
         security=security,
     )
-    collector = LagCollector(
-        reader=reader, metrics=metrics, interval_s=interval_s, records_warn=records_warn
-    )
+    collector = LagCollector(reader=reader, metrics=metrics, interval_s=interval_s)
     collector.start()
     return collector

@@ -10,7 +10,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-# torch first and pinned: 2.13.0 is the CPU build; a bare `torch` would pull GBs of CUDA.
+# torch first and pinned. Where the CPU build of 2.13.0 lies in a local wheel folder
+# (PIP_FIND_LINKS) pip takes it; otherwise PyPI serves the CUDA build, which pulls the
+# nvidia-* runtime wheels too (~4.5 GB on disk, a few minutes on a fast mirror) and runs on
+# CPU all the same (README, "Set-up").
 python -m pip install -q torch==2.13.0
 python -m pip install -q -e '.[dev]'
 # musicnn only ships the pretrained checkpoints we convert; its own dependencies
@@ -18,7 +21,14 @@ python -m pip install -q -e '.[dev]'
 python -m pip install -q --no-deps musicnn==0.1.0
 mkdir -p run/weights
 [ -f run/weights/msd_musicnn.pt ] || resonate convert-musicnn --out run/weights/msd_musicnn.pt
-# Debian packages the tests use (promtool, prometheus, chromium + chromedriver); installs
-# only what is missing.
+# Debian packages the stack and the tests use (Java 17 and Maven for the embedded Kafka,
+# promtool, prometheus, chromium + chromedriver, kcat); installs only what is missing.
 bash infra/system_packages.sh
+# The embedded Apache Kafka broker: its runtime jars from Maven Central into the venv
+# (~40 jars, ~30 MB; the version is pinned in infra/kafka/pom.xml). Skipped where they are.
+kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' infra/kafka/pom.xml)
+if [ "${RESONATE_SKIP_SYSTEM_PACKAGES:-0}" != 1 ] && [ ! -f ".venv/kafka/libs/kafka_2.13-$kafka_version.jar" ]; then
+  rm -rf .venv/kafka/libs
+  mvn -B -q -f infra/kafka/pom.xml dependency:copy-dependencies -Dkafka.libs="$PWD/.venv/kafka/libs"
+fi
 echo "set-up done: $(python --version), .venv ready"

@@ -1,4 +1,4 @@
-"""The embedded stack: Tansu, Milvus Lite, Triton (pytriton) and Faust workers on loopback.
+"""The embedded stack: Apache Kafka, Milvus Lite, Triton (pytriton) and Faust workers on loopback.
 
 Every component here is the real thing, started as a child process; anything
 whose address is already set in the settings (a production Kafka, Triton or
@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from pydantic import SecretStr
 
+from infra.kafka_broker import embedded_kafka
 from infra.milvus_server import embedded_milvus
 from infra.procs import (
     LOG_DIR_MODE,
@@ -36,7 +37,6 @@ from infra.procs import (
     wait_until,
     write_private_text,
 )
-from infra.tansu import TansuBroker
 from infra.topics import ensure_topics
 from infra.triton_proc import TritonProcess
 from schemas.settings import Settings
@@ -120,12 +120,10 @@ class EmbeddedStack(Service):
         t0 = time.monotonic()
         starters: dict[str, Any] = {}
         if not s.kafka_bootstrap:
-            starters["kafka"] = TansuBroker(
-                host=s.host, port=s.kafka_port, log_path=self.log_dir / "tansu.log"
-            )
+            starters["kafka"] = embedded_kafka(s, run_dir=self.run_dir, log_dir=self.log_dir)
         if not s.milvus_uri:
-            # Ephemeral like the memory-backed broker: vectors left over from an earlier
-            # run would outlive the catalog and user state that Kafka forgot.
+            # Ephemeral like the embedded broker (formatted afresh): vectors left over from
+            # an earlier run would outlive the catalog and user state that Kafka forgot.
             shutil.rmtree(self.run_dir / "milvus", ignore_errors=True)
             shutil.rmtree(self.run_dir / "milvus-server", ignore_errors=True)
             starters["milvus"], milvus_update = embedded_milvus(
@@ -156,8 +154,6 @@ class EmbeddedStack(Service):
         update: dict[str, Any] = {}
         if "kafka" in starters:
             update["kafka_bootstrap"] = starters["kafka"].bootstrap
-            # Measured (docs/performance.md): Tansu's CPU climbs past ~50k interactions held.
-            update["broker_records_warn"] = s.broker_records_warn or 50_000
         if "milvus" in starters:
             update["milvus_uri"] = starters["milvus"].uri
             update.update(milvus_update)

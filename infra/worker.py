@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import faust
 
@@ -11,7 +10,7 @@ from infra.lag import start_lag_collector
 from infra.milvus_server import store_options
 from models.spec import EncoderCard
 from schemas.settings import Settings
-from serving.kafka_security import PLAINTEXT, KafkaSecurity
+from serving.kafka_security import KafkaSecurity
 from serving.milvus_store import TrackStore
 from serving.triton_client import AudioEncoderClient
 from serving.user_encoder_client import UserEncoderClient
@@ -77,64 +76,9 @@ def make_deps(settings: Settings, card: EncoderCard, metrics: Metrics) -> Deps:
     )
 
 
-def limit_fetch_wait(ms: int) -> None:
-    """Make Faust's consumers long-poll for at most ``ms`` instead of its fixed 1,500 ms.
-
-    Why: Tansu does not answer a waiting fetch when new data arrives; it holds it for
-    the full ``fetch_max_wait_ms``. Faust hard-codes 1,500 ms, so every hop of the
-    pipeline (interactions -> refresh -> fusion) would cost up to 1.5 s on the embedded
-    broker. Kafka itself answers at once, so a short wait is harmless there. faust has
-    no setting for it; this patches the one factory that builds the worker consumer.
-    """
-    from faust.transport.drivers import aiokafka as driver
-
-    original = driver.AIOKafkaConsumerThread._create_worker_consumer
-
-    def create(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = ms  # read by AIOKafkaConsumer.start() -> Fetcher
-        return consumer
-
-    driver.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
-
-
-def exact_recovery_highwaters(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT) -> None:
-    """Make Faust's changelog recovery read up to the true end of each changelog partition.
-
-    Why: Tansu answers ListOffsets(latest) with the last batch's base offset + 1. Recovery
-    would stop inside the last batch and then meet "persisted offset > highwater"
-    (ConsistencyError) after a rebalance. Forcing one record per batch avoided that but
-    made Tansu pay per record (it pays per batch it holds). ``correct_end_offsets`` reads
-    the last batch instead; on Kafka the answer is unchanged.
-    """
-    from faust.tables import recovery
-
-    from streams.offsets import correct_end_offsets
-
-    async def build_highwaters(
-        self: Any, consumer: Any, tps: Any, destination: Any, title: str
-    ) -> None:
-        reported = await consumer.highwaters(*tps)
-        # Strict and patient: a guessed (short) highwater would recover an old state under
-        # committed input offsets and lose the events in between; failing the recovery
-        # makes the worker restart instead.
-        true = await correct_end_offsets(
-            bootstrap, reported, security=security, timeout_s=60.0, strict=True
-        )
-        # Faust's own convention (see Recovery._build_highwaters): highwater = end - 1.
-        highwaters = {tp: true.get(tp, 0) - 1 for tp in reported}
-        self.log.info("highwaters for %s changelog partitions: %s", title, highwaters)
-        destination.clear()
-        destination.update(highwaters)
-
-    recovery.Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]
-
-
 def run_worker(settings: Settings, card: EncoderCard) -> None:
     """Serve /metrics and run the Faust worker until SIGTERM/SIGINT."""
-    limit_fetch_wait(settings.fetch_max_wait_ms)
     security = KafkaSecurity.from_settings(settings)
-    exact_recovery_highwaters(settings.kafka_bootstrap, security=security)
     metrics = Metrics()
 
     def reread(topic: str) -> None:
@@ -153,7 +97,6 @@ def run_worker(settings: Settings, card: EncoderCard) -> None:
         ],
         metrics=metrics,
         timeout_s=settings.timeout_s,
-        records_warn=settings.broker_records_warn,
         security=security,
     )
     # faust.Worker installs the signal handlers and runs the app's event loop.

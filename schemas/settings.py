@@ -27,7 +27,9 @@ class Settings(BaseSettings):
 
     # --- where the components are; empty means "the embedded stack starts one" ---
     kafka_bootstrap: str = Field(
-        "", description="Kafka bootstrap servers host:port[,host:port]; empty = embedded Tansu."
+        "",
+        description="Kafka bootstrap servers host:port[,host:port]; empty = the embedded "
+        "Apache Kafka broker (infra/kafka_broker.py).",
     )
     triton_url: str = Field(
         "",
@@ -56,18 +58,34 @@ class Settings(BaseSettings):
     recommendations_topic: str = Field("recommendations", description="Refreshed top-K lists.")
     partitions: int = Field(4, description="Partitions of every topic the stack creates.")
     fetch_max_wait_ms: int = Field(
-        25, description="Longest a consumer fetch waits for data (Tansu holds fetches)."
+        500,
+        description="Longest a consumer fetch waits for data; Kafka answers as soon as data "
+        "arrives, so this only paces idle polling.",
     )
     producer_max_batch_bytes: int = Field(
-        16384, description="Producer batch size per partition (Tansu pays per batch it holds)."
+        16384, description="Producer batch size per partition (bytes)."
     )
     producer_linger_ms: int = Field(
         5, description="How long the producer waits to fill a batch (ms): fewer, fuller requests."
     )
-    broker_records_warn: int = Field(
-        0,
-        description="Warn once the consumed topics hold this many records (0 = never; the "
-        "embedded stack sets it: Tansu's memory storage slows down with what it holds).",
+    # --- the embedded broker (infra/kafka_broker.py); unused with kafka_bootstrap set ---
+    kafka_libs: Path | None = Field(
+        None,
+        description="Folder of the embedded broker's jars; None = <venv>/kafka/libs, where "
+        "infra/setup.sh puts them (version pinned in infra/kafka/pom.xml).",
+    )
+    kafka_heap_mb: int = Field(512, ge=128, description="Embedded broker's JVM heap (MiB).")
+    kafka_retention_ms: int = Field(
+        7 * 86400 * 1000,
+        ge=60_000,
+        description="Embedded broker: records older than this are deleted (every topic but "
+        "the catalog deltas; Kafka's own default, so dead letters stay a week).",
+    )
+    kafka_retention_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Embedded broker: bytes kept per partition at most (oldest segments go "
+        "first), so a day-long run keeps flat disk and page cache.",
     )
     deltas_topic: str = Field(
         "track-deltas", description="Internal topic of catalog deltas (read by every worker)."
@@ -255,7 +273,7 @@ class Settings(BaseSettings):
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT",
         description="Kafka client security: SASL_SSL (+ SCRAM) in production, PLAINTEXT for "
-        "the embedded Tansu and a network-isolated internal listener.",
+        "the embedded broker and a network-isolated internal listener.",
     )
     kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
         "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*."

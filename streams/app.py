@@ -92,6 +92,9 @@ def build_app(deps: Deps) -> faust.App:
         schema=PydanticSchema(CatalogDelta),
         partitions=s.partitions,
         internal=True,
+        # Every worker rebuilds its catalog from this topic's whole history: a broker's
+        # time or size retention would make a restarted worker forget old tracks.
+        config={"retention.ms": "-1", "retention.bytes": "-1"},
     )
     users = app.Table("user-state", default=None, partitions=s.partitions, schema=_JSON_TABLE)
     clients = Clients(deps)

@@ -179,8 +179,6 @@ class CatalogFeed:
         """Consume until cancelled."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from streams.offsets import true_end_offsets
-
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
@@ -195,7 +193,7 @@ class CatalogFeed:
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            ends = await true_end_offsets(consumer, tps, security=self.security)
+            ends = await consumer.end_offsets(tps)
             log.info("catalog feed: replaying %s records of %s", sum(ends.values()), self.topic)
             await self._check_caught_up(consumer, ends)
             while True:
@@ -209,15 +207,12 @@ class CatalogFeed:
             await consumer.stop()
 
     async def _partitions(self, consumer: Any) -> set[int]:
-        deadline = time.monotonic() + self.start_timeout_s
-        while True:
-            parts = consumer.partitions_for_topic(self.topic)
-            if parts:
-                return set(parts)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topic {self.topic} did not appear")
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.2)
+        from serving.kafka_reader import partitions_of
+
+        found = await partitions_of(consumer, [self.topic], timeout_s=self.start_timeout_s)
+        if self.topic not in found:
+            raise RuntimeError(f"topic {self.topic} did not appear")
+        return found[self.topic]
 
     async def _check_caught_up(self, consumer: Any, ends: Mapping[Any, int]) -> None:
         for tp, end in ends.items():

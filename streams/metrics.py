@@ -116,8 +116,7 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "resonate_consumer_lag_messages",
-            "End offset minus the consumer group's committed offset, per topic and partition "
-            "(approximate on Tansu, whose end offset is the last batch's base offset + 1).",
+            "End offset minus the consumer group's committed offset, per topic and partition.",
             ["topic", "partition"],
             registry=r,
         )
@@ -126,12 +125,6 @@ class Metrics:
             "Seconds since the partition was last seen fully consumed (0 when caught up): an "
             "upper bound on the age of its oldest unprocessed message.",
             ["topic", "partition"],
-            registry=r,
-        )
-        self.records_held = Gauge(
-            "resonate_input_records_held",
-            "Records the broker holds on the consumed topics (end offsets summed); the "
-            "embedded Tansu broker slows down as this grows.",
             registry=r,
         )
         self.lag_collections = Counter(

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from serving.kafka_reader import partitions_of
 from serving.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ async def consumer_at_end(
     bootstrap: str, topic: str, *, fetch_max_wait_ms: int, security: KafkaSecurity
 ) -> Any:
     """A started group-less aiokafka consumer of every partition of ``topic``, at its end
-    (no group: a group join takes ~20 s on Tansu; manual assignment is instant)."""
+    (no group: the bench's reader shares nothing with another)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
@@ -127,7 +128,7 @@ async def consumer_at_end(
         **security.aiokafka(),
     )
     await consumer.start()
-    parts = consumer.partitions_for_topic(topic) or set()
+    parts = (await partitions_of(consumer, [topic], timeout_s=30.0)).get(topic, set())
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     consumer.assign(tps)
     await consumer.seek_to_end(*tps)

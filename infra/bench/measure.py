@@ -11,8 +11,8 @@ from typing import Any
 
 import psutil
 
+from serving.kafka_reader import partitions_of
 from serving.kafka_security import PLAINTEXT, KafkaSecurity
-from streams.offsets import true_end_offsets
 
 
 def _tree_cpu_s(pid: int, *, children: bool = True) -> float:
@@ -71,8 +71,9 @@ async def broker_records(
     await consumer.start()
     try:
         topics = [t for t in await consumer.topics() if t.startswith(prefix)]
-        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
-        ends = await true_end_offsets(consumer, tps, bootstrap=bootstrap, security=security)
+        found = await partitions_of(consumer, topics)
+        tps = [TopicPartition(t, p) for t, parts in found.items() for p in parts]
+        ends = await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
     out: dict[str, int] = {}

@@ -4,8 +4,8 @@ the tracks seen in uploads and interactions.
 :class:`FeedState` is plain in-memory state (pure, tested without a broker);
 :class:`KafkaFeed` fills it from the ``recommendations``, ``interactions`` and
 ``track-uploads`` topics, read from the beginning with manual partition assignment (no
-consumer group: every API replica keeps the whole view, and a group join would cost
-seconds on the embedded broker). Readiness: caught up with the end offsets seen at start.
+consumer group: every API replica keeps the whole view). Readiness: caught up with the
+end offsets seen at start.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from schemas.events import Interaction, Recommendation, TrackUpload
 from schemas.settings import Settings
 from serving.api.metrics import ApiMetrics
 from serving.api.models import HistoryEntry
+from serving.kafka_reader import partitions_of
 from serving.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
@@ -158,13 +159,9 @@ class KafkaFeed:
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         """Every partition of the three topics, waiting for topics not created yet."""
         while True:
-            await consumer.topics()  # refreshes the metadata
-            found = {t: consumer.partitions_for_topic(t) for t in self.roles}
-            missing = [t for t, parts in found.items() if not parts]
-            if not missing:
+            found = await partitions_of(consumer, self.roles, timeout_s=60.0)
+            if len(found) == len(self.roles):
                 return [TopicPartition(t, p) for t, parts in found.items() for p in sorted(parts)]
-            log.info("feed: waiting for topics %s", missing)
-            await asyncio.sleep(1.0)
 
     def _apply(self, role: str, value: bytes | None) -> None:
         try:

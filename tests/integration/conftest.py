@@ -1,4 +1,4 @@
-"""Real components for integration tests: a Tansu broker, a Milvus Lite server, and the
+"""Real components for integration tests: an Apache Kafka broker, a Milvus Lite server, and the
 whole embedded stack.
 
 Broker and Milvus are started once per session on free loopback ports. A component that
@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 
 from infra.demo import Bus
+from infra.kafka_broker import embedded_kafka
 from infra.milvus_lite import MilvusLiteServer
 from infra.milvus_server import MilvusStandaloneServer, milvus_server_version
 from infra.procs import ChildProcess, StartupError, log_tail
 from infra.stack import PROJECT_ROOT, EmbeddedStack
-from infra.tansu import TansuBroker
+from schemas.settings import Settings
 from tests.integration.events import stack_settings
 
 
@@ -46,11 +47,12 @@ def _running(component: ChildProcess, what: str) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap address ``127.0.0.1:PORT`` of a Tansu broker with memory storage."""
-    log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
-    tansu = TansuBroker(host="127.0.0.1", port=0, log_path=log_path)
-    with _running(tansu, "Tansu broker"):
-        yield tansu.bootstrap
+    """Bootstrap address ``127.0.0.1:PORT`` of an Apache Kafka broker on fresh storage, tuned
+    as the embedded stack's (``embedded_kafka`` with the default settings)."""
+    folder = tmp_path_factory.mktemp("kafka")
+    kafka = embedded_kafka(Settings(), run_dir=folder, log_dir=folder)
+    with _running(kafka, "Kafka broker"):
+        yield kafka.bootstrap
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from infra.dlq import read_letters
 from infra.stack import EmbeddedStack
 from schemas.events import Interaction, Recommendation, TrackUpload
 from schemas.settings import Settings
-from streams.offsets import read_to_end
+from serving.kafka_reader import read_to_end
 
 PER_EXAMPLE = 2_500
 TRACKS = [f"acct-track-{i}" for i in range(300)]

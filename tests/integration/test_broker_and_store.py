@@ -1,4 +1,4 @@
-"""Integration tests of the embedded broker (Tansu) and the track store, the latter against
+"""Integration tests of the embedded broker (Apache Kafka) and the track store, the latter against
 both Milvus Lite and the Milvus standalone server (``milvus_target`` is parametrized).
 
 They talk to real processes started by the fixtures in conftest.py; every test uses its
@@ -53,7 +53,7 @@ def test_keyed_json_round_trip(broker: str, unique: str) -> None:
     finally:
         producer.close(timeout=5)
 
-    # Manual assignment, no group: a kafka-python group join takes ~20 s against Tansu.
+    # Manual assignment, no group: the test reads what it wrote, nothing to share.
     consumer = KafkaConsumer(
         bootstrap_servers=broker,
         group_id=None,
@@ -312,7 +312,7 @@ def test_lag_reader_reports_committed_vs_end_offsets(broker: str, unique: str) -
 
     topic, idle, group = f"lag-{unique}", f"idle-{unique}", f"group-{unique}"
     ensure_topics(broker, [topic, idle], partitions=2, timeout_s=20)
-    # One batch of 5 per partition: Tansu's ListOffsets alone would say 1, not 5.
+    # One batch of 5 per partition: the end offset counts records, not batches.
     producer = KafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=200)
     try:
         for i in range(10):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
-
 from infra.lag import LagCollector, LagError, LagReader, PartitionLag
 from streams.metrics import Metrics
 
@@ -45,31 +41,3 @@ def test_unreachable_broker_is_counted_not_raised() -> None:
             raise AssertionError("a closed port must not connect")
     except LagError as exc:
         assert "127.0.0.1:1" in str(exc)
-
-
-def test_records_held_are_reported_and_warned_about_once(caplog: Any) -> None:
-    m = Metrics()
-    c = LagCollector(
-        reader=LagReader(bootstrap="127.0.0.1:1", group_id="g"), metrics=m, records_warn=100
-    )
-    c.observe([PartitionLag("t", 0, committed=5, end=60), PartitionLag("t", 1, -1, end=30)])
-    assert m.registry.get_sample_value("resonate_input_records_held") == 90
-    assert "embedded Tansu" not in caplog.text
-    c.observe([PartitionLag("t", 0, committed=5, end=80), PartitionLag("t", 1, -1, end=30)])
-    c.observe([PartitionLag("t", 0, committed=5, end=90), PartitionLag("t", 1, -1, end=30)])
-    assert caplog.text.count("embedded Tansu") == 1
-
-
-async def test_an_unread_last_batch_fails_strict_callers_and_warns_the_others(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from streams import offsets
-
-    async def nothing_read(*args: object, **kwargs: object) -> dict[object, int]:
-        return {}  # the probe saw no record of any partition in time
-
-    monkeypatch.setattr(offsets, "_last_offsets", nothing_read)
-    reported = {("t", 0): 889}
-    assert await offsets.correct_end_offsets("b:1", reported) == {("t", 0): 889}
-    with pytest.raises(TimeoutError, match=r"t\[0\]"):
-        await offsets.correct_end_offsets("b:1", reported, strict=True)

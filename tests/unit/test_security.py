@@ -1,8 +1,9 @@
 """Production security settings: secrets never shown, Kafka and Triton TLS wiring.
 
-Tansu speaks neither SASL nor TLS, so the Kafka wiring is checked on the objects built
-(Faust credentials, aiokafka and kafka-python arguments, a TLS context that trusts a
-throwaway CA made here with the ``openssl`` CLI). Triton TLS is checked end to end
+The Kafka wiring is checked here on the objects built (Faust credentials, aiokafka and
+kafka-python arguments, a TLS context that trusts a throwaway CA made here with the
+``openssl`` CLI); tests/integration/test_kafka_security.py runs it against the embedded
+Kafka's SASL_SSL listener. Triton TLS is checked end to end
 against a small HTTPS server on loopback that answers the KServe readiness probes.
 """
 
@@ -483,7 +484,8 @@ def test_api_key_is_compared_as_a_secret() -> None:
 
 def test_every_kafka_client_takes_the_security_arguments() -> None:
     """A Kafka client added later without ``**security...()`` would talk plaintext to a
-    SASL_SSL broker; only the embedded Tansu's own probe (always plaintext) is exempt."""
+        SASL_SSL broker; only the embedded broker's own readiness probe (its plaintext listener,
+    on loopback) is exempt."""
     import ast
 
     root = Path(__file__).resolve().parents[2]
@@ -492,7 +494,7 @@ def test_every_kafka_client_takes_the_security_arguments() -> None:
     missing, seen = [], 0
     for folder in ("infra", "serving", "streams"):
         for path in (root / folder).rglob("*.py"):
-            if path.name == "tansu.py":
+            if path.name == "kafka_broker.py":
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) in clients:
