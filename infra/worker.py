@@ -17,7 +17,7 @@ from serving.user_encoder_client import UserEncoderClient
 from streams.app import build_app
 from streams.catalog import Catalog, CatalogFeed
 from streams.clients import Deps
-from streams.delivery import guard_deliveries
+from streams.framework import install_corrections
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def run_worker(settings: Settings, card: EncoderCard) -> None:
     def reread(topic: str) -> None:
         metrics.rereads.labels(topic=topic.removeprefix(settings.topic_prefix)).inc()
 
-    guard_deliveries(on_reread=reread)
+    install_corrections(on_reread=reread)
     metrics.serve(port=settings.metrics_port, host=settings.host)
     log.info("worker metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     app = build_app(make_deps(settings, card, metrics))

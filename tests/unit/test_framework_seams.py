@@ -1,0 +1,74 @@
+"""Canaries of streams/framework.py: each fails when the private internals a correction of
+Faust or aiokafka relies on change, so an upgrade cannot silently disable one."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pinned(name: str) -> str:
+    match = re.search(rf'"{re.escape(name)}==([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert match, f"{name} must be pinned with == in pyproject.toml (streams/framework.py)"
+    return match.group(1)
+
+
+def test_the_patched_frameworks_are_the_pinned_versions() -> None:
+    for dist in ("faust-streaming", "aiokafka"):
+        assert version(dist) == _pinned(dist), f"{dist}: re-check streams/framework.py"
+
+
+def test_faust_consumer_internals_the_delivery_guard_patches() -> None:
+    from faust.transport import consumer as base
+    from faust.transport.drivers import aiokafka as driver
+
+    getmany = base.Consumer.getmany
+    assert inspect.isasyncgenfunction(getmany)
+    assert list(inspect.signature(getmany).parameters) == ["self", "timeout"]
+    assert list(inspect.signature(base.Consumer.on_partitions_revoked).parameters) == [
+        "self",
+        "revoked",
+    ]
+    assert inspect.iscoroutinefunction(base.Consumer._add_gap)
+    assert list(inspect.signature(base.Consumer._add_gap).parameters) == [
+        "self",
+        "tp",
+        "offset_from",
+        "offset_to",
+    ]
+    # The drain loop's own read offset, which the guard clears before each record.
+    assert "_read_offset" in inspect.getsource(base.Consumer.__init__)
+    thread = driver.AIOKafkaConsumerThread
+    assert inspect.iscoroutinefunction(thread.seek_to_committed)
+    assert list(inspect.signature(thread.seek_to_committed).parameters) == ["self"]
+    assert callable(thread._ensure_consumer) and inspect.iscoroutinefunction(thread.call_thread)
+    assert inspect.iscoroutinefunction(driver.ConsumerThread.seek_wait)
+    # Recovery still resumes partitions before it seeks them back: the race the guard covers.
+    from faust.tables.recovery import Recovery
+
+    src = inspect.getsource(Recovery.on_recovery_completed)
+    assert src.index("resume_partitions") < src.index("perform_seek")
+
+
+def test_aiokafka_metadata_refresh_used_by_the_group_less_reader() -> None:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.client import AIOKafkaClient
+
+    assert inspect.iscoroutinefunction(AIOKafkaClient.force_metadata_update) or callable(
+        AIOKafkaClient.force_metadata_update
+    )
+    # topics() still fetches into a throwaway cluster object (else the refresh is moot).
+    assert "fetch_all_metadata" in inspect.getsource(AIOKafkaConsumer.topics)
+    assert "_client" in inspect.getsource(AIOKafkaConsumer.__init__)
+
+
+def test_the_worker_installs_the_corrections_through_the_seam_only() -> None:
+    worker = (ROOT / "infra" / "worker.py").read_text()
+    assert "install_corrections(" in worker and "guard_deliveries" not in worker
+    for path in (ROOT / "infra").rglob("*.py"):
+        text = path.read_text()
+        assert "Consumer.getmany =" not in text and "_build_highwaters =" not in text, path
