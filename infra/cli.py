@@ -13,11 +13,13 @@ from typing import Annotated, Any
 import typer
 
 from schemas.settings import Settings
+from serving.redact import install_log_redaction
 
 app = typer.Typer(add_completion=False, help="Resonate: real-time music recommendations.")
 
 
 def _logging(verbose: bool = False) -> None:
+    install_log_redaction()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -544,6 +546,8 @@ def replay(
 
 def main() -> None:
     """Console-script entry point."""
+    # Before anything logs: no signed-URL token in any log line of any command.
+    install_log_redaction()
     app()
 
 

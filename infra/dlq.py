@@ -22,6 +22,7 @@ from typing import Any
 from schemas.settings import Settings
 from serving.kafka_reader import read_to_end
 from serving.kafka_security import PLAINTEXT, KafkaSecurity
+from serving.redact import redact_text
 from streams.deadletter import (
     ATTEMPTS,
     DETAIL,
@@ -61,7 +62,8 @@ class Letter:
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
-        out["value"] = self.value[:120].decode("utf-8", "replace")
+        # Redacted whole, then cut: an upload's signed audio URL shows no token even in part.
+        out["value"] = redact_text(self.value.decode("utf-8", "replace"))[:120]
         out["bytes"] = len(self.value)
         out.pop("headers")
         return out
@@ -92,7 +94,7 @@ def _letter(topic: str, rec: Any) -> Letter:
         value=rec.value or b"",
         reason=h.get(REASON, "?"),
         error=h.get(ERROR, "?"),
-        detail=h.get(DETAIL, ""),
+        detail=redact_text(h.get(DETAIL, "")),  # letters written before redaction too
         source=f"{origin[0]}[{origin[1]}]@{origin[2]}",
         source_topic=origin[0],
         attempts=int(h.get(ATTEMPTS, "0") or 0),

@@ -107,6 +107,7 @@ class EmbeddedStack(Service):
         self.workers: list[WorkerProc] = []
         self.triton_metrics_url = ""
         self.components: dict[str, Any] = {}  # name -> started child (kafka, milvus, triton)
+        self.ready_s: dict[str, float] = {}  # component or "stack" -> seconds to ready
         self.api_url = ""  # set once the query API is up (api_enabled)
         self._metrics_ports: dict[int, int] = {}  # worker index -> its metrics port
         self._stack = ExitStack()
@@ -150,7 +151,8 @@ class EmbeddedStack(Service):
             }
             for name, fut in futures.items():
                 fut.result()
-                log.info("%s ready", name)
+                self.ready_s[name] = round(time.monotonic() - t0, 2)
+                log.info("%s ready in %.1f s", name, self.ready_s[name])
         update: dict[str, Any] = {}
         if "kafka" in starters:
             update["kafka_bootstrap"] = starters["kafka"].bootstrap
@@ -179,7 +181,8 @@ class EmbeddedStack(Service):
             if api is not None:
                 api.result()
         self.write_state()
-        log.info("embedded stack up in %.1f s", time.monotonic() - t0)
+        self.ready_s["stack"] = round(time.monotonic() - t0, 2)
+        log.info("embedded stack up in %.1f s", self.ready_s["stack"])
 
     def _own_endpoints(
         self, s: Settings, starters: dict[str, Any], update: dict[str, Any]

@@ -35,6 +35,7 @@ from infra.lag import LagError, LagReader, PartitionLag
 from infra.slo import SLOS
 from schemas.settings import Settings
 from serving.kafka_security import PLAINTEXT, KafkaSecurity
+from serving.redact import redact_text
 from serving.tls import split_triton_url, triton_sync_tls
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -112,7 +113,7 @@ class StatusReport:
         verdict = "OK" if self.ok else "UNHEALTHY" if not self.healthy else "SLO MISSED"
         lines = [f"Resonate status: {verdict}", "", "components"]
         for h in self.health:
-            lines.append(f"  {'ok ' if h.ok else 'BAD'} {h.name:<22} {h.detail}")
+            lines.append(f"  {'ok ' if h.ok else 'BAD'} {h.name:<22} {redact_text(h.detail)}")
         lines += ["", "consumer lag (committed -> end)"]
         if not self.lag:
             lines.append("  (no partitions reported)")

@@ -19,6 +19,7 @@ import numpy as np
 from models.frontend import load_audio, log_mel, patches
 from models.spec import FrontEndSpec
 from schemas.settings import Settings
+from serving.redact import redact_url
 from streams.fetch import (
     DEFAULT_MAX_BYTES,
     AudioRejected,
@@ -99,10 +100,10 @@ def resolve_audio_uri(uri: str, *, policy: FetchPolicy) -> str:
     try:
         parsed = urlparse(uri)
     except ValueError as exc:
-        raise AudioRejected("bad-uri", f"malformed URI {uri!r}: {exc}") from exc
+        raise AudioRejected("bad-uri", f"malformed URI {redact_url(uri)!r}: {exc}") from exc
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
-            raise AudioRejected("not-allowed", f"file URI with a remote host: {uri}")
+            raise AudioRejected("not-allowed", f"file URI with a remote host: {redact_url(uri)}")
         raw = unquote(parsed.path)
         try:
             if "\x00" in raw:

@@ -31,6 +31,7 @@ import faust
 from pydantic import BaseModel
 
 from schemas.settings import Settings
+from serving.redact import redact_text
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,10 @@ def failure_headers(
     ours = {
         REASON: reason,
         ERROR: error,
-        DETAIL: detail.encode("utf-8", "replace")[:_DETAIL_MAX].decode("utf-8", "ignore"),
+        # Redacted before it is cut: a signed URL's token must not survive in the prefix.
+        DETAIL: redact_text(detail)
+        .encode("utf-8", "replace")[:_DETAIL_MAX]
+        .decode("utf-8", "ignore"),
         SOURCE_TOPIC: topic,
         SOURCE_PARTITION: str(partition),
         SOURCE_OFFSET: str(offset),
@@ -227,7 +231,7 @@ class DeadLetters:
                 len(f.source.value),
                 f.attempts,
                 f.error_class,
-                str(f.error)[:200],
+                redact_text(str(f.error))[:200],
             )
 
     async def retry_later(

@@ -51,6 +51,8 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 from urllib.parse import unquote, urljoin, urlsplit
 
+from serving.redact import redact_url
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -164,13 +166,13 @@ def check_url(url: str, policy: FetchPolicy, *, redirect: bool = False) -> _Targ
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise AudioRejected("bad-uri", f"malformed URL {url!r}: {exc}") from exc
+        raise AudioRejected("bad-uri", f"malformed URL {redact_url(url)!r}: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise AudioRejected(reason, f"unsupported URL scheme {parts.scheme!r}")
     host = (parts.hostname or "").lower()
     if not host or "\x00" in url or any(c in url for c in "\r\n"):
-        raise AudioRejected("bad-uri", f"malformed URL {url!r}")
+        raise AudioRejected("bad-uri", f"malformed URL {redact_url(url)!r}")
     port = port or _DEFAULT_PORTS[scheme]
     allowed = False
     for entry in policy.hosts:
@@ -328,7 +330,7 @@ class _Watchdog:
 
 
 def _status_error(status: int, url: str) -> AudioRejected | AudioUnavailable:
-    msg = f"HTTP {status} from {url}"
+    msg = f"HTTP {status} from {redact_url(url)}"
     if status >= 500 or status in _TRANSIENT_4XX:
         return AudioUnavailable(f"http-{status}", msg)
     return AudioRejected(f"http-{status}", msg)
@@ -383,7 +385,8 @@ def _get_once(
                     location = resp.getheader("Location")
                     if not location:
                         raise AudioRejected(
-                            f"http-{resp.status}", f"redirect without Location from {t.url}"
+                            f"http-{resp.status}",
+                            f"redirect without Location from {redact_url(t.url)}",
                         )
                     return urljoin(t.url, location)
                 if resp.status != 200:
@@ -396,7 +399,7 @@ def _get_once(
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 if dog.fired or time.monotonic() >= deadline:
                     raise _deadline(policy, t) from exc
-                raise network_error(exc, f"fetching {t.url}") from exc
+                raise network_error(exc, f"fetching {redact_url(t.url)}") from exc
             if dog.fired:  # a body "ended" by the watchdog's shutdown is cut, not complete
                 raise _deadline(policy, t)
             return None
@@ -406,7 +409,7 @@ def _get_once(
 
 def _deadline(policy: FetchPolicy, t: _Target) -> AudioUnavailable:
     return AudioUnavailable(
-        "deadline", f"{t.url} not downloaded within the {policy.deadline_s} s deadline"
+        "deadline", f"{redact_url(t.url)} not downloaded within the {policy.deadline_s} s deadline"
     )
 
 
@@ -416,19 +419,25 @@ def _stream_body(
     declared_text = resp.getheader("Content-Length")
     declared = int(declared_text) if declared_text and declared_text.isdigit() else None
     if declared is not None and declared > policy.max_bytes:
-        raise AudioRejected("too-large", f"{t.url} is {declared} bytes (cap {policy.max_bytes})")
+        raise AudioRejected(
+            "too-large", f"{redact_url(t.url)} is {declared} bytes (cap {policy.max_bytes})"
+        )
     total = 0
     # read1: at most one socket read per call, so the cap is checked as bytes arrive.
     while chunk := resp.read1(_CHUNK):
         total += len(chunk)
         if total > policy.max_bytes:
-            raise AudioRejected("too-large", f"{t.url} is over the {policy.max_bytes} byte cap")
+            raise AudioRejected(
+                "too-large", f"{redact_url(t.url)} is over the {policy.max_bytes} byte cap"
+            )
         try:
             sink.write(chunk)
         except OSError as exc:
             raise AudioUnavailable("io-error", f"cannot store the download: {exc}") from exc
     if declared is not None and total < declared:
-        raise AudioUnavailable("incomplete", f"{t.url}: {total} of {declared} bytes, then EOF")
+        raise AudioUnavailable(
+            "incomplete", f"{redact_url(t.url)}: {total} of {declared} bytes, then EOF"
+        )
 
 
 def download(url: str, *, policy: FetchPolicy) -> Path:
@@ -451,9 +460,11 @@ def download(url: str, *, policy: FetchPolicy) -> Path:
                 nxt = _get_once(target, out, policy=policy, deadline=deadline, reason=reason)
                 if nxt is None:
                     return path
-                log.info("audio %s redirects to %s", current, nxt)
+                log.info("audio %s redirects to %s", redact_url(current), redact_url(nxt))
                 current, redirect = nxt, True
-            raise AudioRejected("redirect", f"{url}: more than {policy.max_redirects} redirects")
+            raise AudioRejected(
+                "redirect", f"{redact_url(url)}: more than {policy.max_redirects} redirects"
+            )
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -35,6 +35,7 @@ from infra.bench.measure import (
 )
 from infra.bench.uploads import bare_rate, upload_path
 from infra.demo import Bus
+from infra.kafka_broker import kafka_version
 from infra.stack import EmbeddedStack
 from schemas.settings import Settings
 from serving.kafka_security import KafkaSecurity
@@ -237,6 +238,27 @@ async def _traffic(
         await reader.stop()
 
 
+async def _group_join_s(s: Settings) -> float:
+    """Seconds until a consumer of a new group has its partitions (what a new app or a
+    restarted worker waits before its first record)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        s.topic(s.recommendations_topic),
+        bootstrap_servers=s.kafka_bootstrap,
+        group_id=f"bench-join-{uuid.uuid4().hex[:8]}",
+        **KafkaSecurity.from_settings(s).aiokafka(),
+    )
+    t0 = time.monotonic()
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=50)
+        return round(time.monotonic() - t0, 3)
+    finally:
+        await consumer.stop()
+
+
 def run_bench(settings: Settings, plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
     """Run everything the plan asks for; write ``out_dir``/bench.json and return it."""
     clips = sorted((settings.data_dir / "audio").glob("*.ogg"))[: plan.clips or None]
@@ -255,10 +277,13 @@ def run_bench(settings: Settings, plan: BenchPlan, out_dir: Path) -> dict[str, A
         "plan": _jsonable(asdict(plan)),
         "started": time.time(),
         "workers": s.workers,
+        "kafka_version": kafka_version() if not settings.kafka_bootstrap else "external",
     }
     if plan.bare:
         report["upload_bare"] = bare_rate(clips, s)
     with EmbeddedStack(settings=s) as stack:
+        report["ready_s"] = dict(stack.ready_s)
+        report["group_join_s"] = asyncio.run(_group_join_s(stack.settings))
         bus = Bus(stack.settings)
         try:
             report["uploads"] = upload_path(bus, stack.settings, clips, singles=plan.singles)

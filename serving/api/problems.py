@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.api.models import Problem
+from serving.redact import redact_text
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -40,7 +41,7 @@ def problem_response(request: Request, status: int, detail: str, title: str = ""
         type="about:blank",
         title=title or _TITLES.get(status, "Error"),
         status=status,
-        detail=detail,
+        detail=redact_text(detail),  # an error quoting a signed URL shows no token
         instance=request.url.path,
     )
     return JSONResponse(body.model_dump(), status_code=status, media_type=PROBLEM_JSON)

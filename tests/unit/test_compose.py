@@ -177,3 +177,10 @@ def test_our_services_use_the_sasl_ssl_listener(compose: dict[str, Any]) -> None
 def test_image_build_leaves_secrets_out() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".env", "run/"} <= set(ignored)  # Dockerfile COPYs the whole folder
+
+
+def test_production_kafka_is_the_embedded_version(compose: dict[str, Any]) -> None:
+    """One Kafka version: the compose image is the one the tests and the bench run."""
+    from infra.kafka_broker import kafka_version
+
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{kafka_version()}"

@@ -61,7 +61,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802 (stdlib name)
-        path, stop = self.path, self.server.stop
+        path, stop = self.path.split("?", 1)[0], self.server.stop  # query: a signed URL
         if path == "/ok.wav":
             self._send(200, {"Content-Length": str(len(WAV))}, WAV)
         elif path.startswith("/to/"):  # /to/<url-or-path>: a redirect there
@@ -423,3 +423,28 @@ def test_https_is_verified_pinned_and_bounded_by_the_deadline(
     t0 = time.monotonic()
     _fails(f"{url}/drip", replace(policy, deadline_s=0.8), AudioUnavailable, "deadline")
     assert time.monotonic() - t0 < 3.0
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "reason"),
+    [
+        ("/status/404", AudioRejected, "http-404"),
+        ("/status/503", AudioUnavailable, "http-503"),
+        ("/flood", AudioRejected, "too-large"),
+    ],
+)
+def test_a_signed_url_token_never_reaches_the_error(
+    servers: Servers,
+    path: str,
+    kind: type[Exception],
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The error (which becomes a log line and a dead letter's detail) keeps host, port and
+    path of a signed URL, never its query, fragment or user-info."""
+    url = servers.url(path).replace("http://", "http://user:pa55word@") + "?token=S3CRET#frag"
+    policy = replace(servers.policy, max_bytes=1000, deadline_s=10.0)
+    exc = _fails(url, policy, kind, reason)
+    text = str(exc) + caplog.text
+    assert "S3CRET" not in text and "pa55word" not in text and "frag" not in text
+    assert f"127.0.0.1:{servers.port}{path}" in str(exc)

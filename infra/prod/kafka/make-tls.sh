@@ -9,12 +9,15 @@
 # Idempotent: existing files are kept; delete run/kafka-tls to renew the broker's pair.
 # A CA of your own organisation can replace the generated one: put its ca.pem and a
 # kafka.p12 (+ .pass) it signed in run/kafka-tls instead.
+# OUT=DIR writes DIR/kafka-ca and DIR/kafka-tls instead of run/ (the SASL_SSL test uses a
+# temporary folder).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 DAYS=${DAYS:-825}
+OUT=${OUT:-run}
 umask 077
-mkdir -p run/kafka-ca run/kafka-tls
-ca=run/kafka-ca tls=run/kafka-tls
+mkdir -p "$OUT/kafka-ca" "$OUT/kafka-tls"
+ca=$OUT/kafka-ca tls=$OUT/kafka-tls
 if [ ! -f "$ca/ca.key" ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$DAYS" \
     -subj "/CN=resonate kafka CA" -keyout "$ca/ca.key" -out "$ca/ca.pem" \
