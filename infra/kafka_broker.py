@@ -297,8 +297,10 @@ class KafkaBroker(ChildProcess):
 
     def _format(self, jvm: list[str], server: Path) -> None:
         """``StorageTool format`` with a new cluster id (and the SCRAM users, if any)."""
-        args = [*jvm, "kafka.tools.StorageTool", "format", "-t", new_cluster_id()]
-        args += ["-c", str(server), "--ignore-formatted"]
+        # "--cluster-id=ID", not "-t ID": a base64url id may start with "-", which the
+        # tool's parser would take for an option (seen: 1 start in 64 failed).
+        args = [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}"]
+        args += [f"--config={server}", "--ignore-formatted"]
         if self.sasl_ssl is not None:
             for user, password in self.sasl_ssl.users.items():
                 secret = password.get_secret_value()
@@ -334,7 +336,7 @@ def _java_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
-# Warnings and errors, plus the lines that say the broker started and stopped.
+# Warnings and errors, the line that says the broker started, and failed authentications.
 LOG4J2 = """\
 status = warn
 appender.out.type = Console
@@ -345,6 +347,9 @@ rootLogger.level = WARN
 rootLogger.appenderRef.out.ref = out
 logger.raft.name = kafka.server.KafkaRaftServer
 logger.raft.level = INFO
+# "Failed authentication with /ip (... invalid credentials ...)": what an SRE looks for.
+logger.auth.name = org.apache.kafka.common.network.Selector
+logger.auth.level = INFO
 """
 
 

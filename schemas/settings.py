@@ -90,6 +90,19 @@ class Settings(BaseSettings):
     deltas_topic: str = Field(
         "track-deltas", description="Internal topic of catalog deltas (read by every worker)."
     )
+    max_event_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest interaction or upload record (key + value + headers) accepted; "
+        "a larger one is dead-lettered as 'too-large' and never parsed (README's contract).",
+    )
+    max_record_bytes: int = Field(
+        1_000_000,
+        ge=64 * 1024,
+        description="Largest record a worker produces (its producer's max request size); "
+        "checked at start against the topics' max.message.bytes, and dead letters are cut "
+        "to fit it.",
+    )
     fold_batch: int = Field(500, description="Interactions folded and refreshed per batch, max.")
     fold_wait_s: float = Field(
         0.01, description="Longest wait to fill a fold batch once its first event arrived."
@@ -148,6 +161,19 @@ class Settings(BaseSettings):
         6,
         description="Attempts of an upload whose audio host (or this one item) failed before "
         "it is dead-lettered; Triton or Milvus outages are waited out and not counted.",
+    )
+    send_deadline_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a dead letter or retry record is retried while the broker does "
+        "not acknowledge it; then (or at once, for a failure waiting cannot cure) it goes "
+        "to the local spool and its source partition moves on.",
+    )
+    spool_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Size bound of the local dead-letter spool (<run_dir>/spool); when full, "
+        "sends wait for the broker (the stall alarm says so).",
     )
     retry_backoff_s: float = Field(
         1.0, description="First retry delay (s); doubles per attempt up to retry_backoff_max_s."

@@ -36,6 +36,7 @@ from streams.ingest import Uploader, UploadItem
 from streams.recommender import VectorCache
 from streams.refresh import Incoming, Refresher, fold_batch
 from streams.sanity import InputLimits
+from streams.spool import Spool
 from streams.state import CatalogDelta, UserState
 
 log = logging.getLogger(__name__)
@@ -80,16 +81,26 @@ def build_app(deps: Deps) -> faust.App:
         producer_acks=-1,
         producer_max_batch_size=s.producer_max_batch_bytes,
         producer_linger=s.producer_linger_ms / 1000,
+        producer_max_request_size=s.max_record_bytes,
     )
-    interactions = app.topic(s.topic(s.interactions_topic), schema=PydanticSchema(Interaction))
-    uploads = app.topic(s.topic(s.uploads_topic), schema=PydanticSchema(TrackUpload))
-    upload_retries = app.topic(s.retry_topic(s.uploads_topic), schema=PydanticSchema(TrackUpload))
+    # What producers may send is capped at max_event_bytes (README's contract); what we
+    # produce ourselves at max_record_bytes, the producer's own request limit.
+    inbound, ours = s.max_event_bytes, s.max_record_bytes
+    interactions = app.topic(
+        s.topic(s.interactions_topic), schema=PydanticSchema(Interaction, max_bytes=inbound)
+    )
+    uploads = app.topic(
+        s.topic(s.uploads_topic), schema=PydanticSchema(TrackUpload, max_bytes=inbound)
+    )
+    upload_retries = app.topic(
+        s.retry_topic(s.uploads_topic), schema=PydanticSchema(TrackUpload, max_bytes=ours)
+    )
     recommendations = app.topic(
-        s.topic(s.recommendations_topic), schema=PydanticSchema(Recommendation)
+        s.topic(s.recommendations_topic), schema=PydanticSchema(Recommendation, max_bytes=ours)
     )
     deltas = app.topic(
         s.topic(s.deltas_topic),
-        schema=PydanticSchema(CatalogDelta),
+        schema=PydanticSchema(CatalogDelta, max_bytes=ours),
         partitions=s.partitions,
         internal=True,
         # Every worker rebuilds its catalog from this topic's whole history: a broker's
@@ -108,12 +119,18 @@ def build_app(deps: Deps) -> faust.App:
         feed_ready.set()
     background: set[asyncio.Future[None]] = set()
 
-    letters = DeadLetters(app=app, settings=s, metrics=m)
+    letters = DeadLetters(
+        app=app,
+        settings=s,
+        metrics=m,
+        spool=Spool(folder=s.run_dir / "spool", max_bytes=s.spool_max_bytes),
+    )
 
     def invalid(role: str, event: Any) -> Failed:
-        """An undecodable message, counted; the caller dead-letters it."""
-        m.events.labels(topic=role, outcome="invalid").inc()
-        return Failed(Source.of(event), "invalid", InvalidMessage(event.value.error))
+        """An undecodable (or oversized) message, counted; the caller dead-letters it."""
+        bad: InvalidEvent = event.value
+        m.events.labels(topic=role, outcome=bad.reason).inc()
+        return Failed(Source.of(event), bad.reason, InvalidMessage(bad.error))
 
     async def publish(delta: CatalogDelta) -> None:
         catalog.apply(delta)  # this worker at once; the others through the topic

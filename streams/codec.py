@@ -3,7 +3,8 @@
 A topic declared with :class:`PydanticSchema` yields validated models; a message
 that is not valid JSON or breaks the contract yields an :class:`InvalidEvent`
 instead of raising, so one bad producer never crashes an agent: the agent logs
-and counts it and moves on.
+and counts it and moves on. A record over the declared size (key + value + headers,
+``max_event_bytes``) is an InvalidEvent with the reason ``too-large`` and is never parsed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ class InvalidEvent:
 
     raw: bytes
     error: str
+    reason: str = "invalid"  # the dead letter's reason: "invalid" or "too-large"
+
+
+def record_bytes(message: Message) -> int:
+    """Size of a record as its producer sent it: key, value and every header."""
+    size = len(message.value or b"") + len(message.key or b"")
+    headers: Any = message.headers or ()
+    for name, value in headers.items() if isinstance(headers, dict) else headers:
+        size += len(name) + len(value or b"")
+    return size
 
 
 class PydanticSchema(faust.Schema, Generic[M]):
@@ -34,9 +45,10 @@ class PydanticSchema(faust.Schema, Generic[M]):
     Kafka's default partitioner puts a key on the same partition whoever wrote it.
     """
 
-    def __init__(self, model: type[M]) -> None:
+    def __init__(self, model: type[M], *, max_bytes: int) -> None:
         super().__init__(key_serializer="raw", value_serializer="raw")
         self.model = model
+        self.max_bytes = max_bytes
 
     def loads_value(
         self,
@@ -46,6 +58,11 @@ class PydanticSchema(faust.Schema, Generic[M]):
         loads: Any = None,
         serializer: Any = None,
     ) -> Any:
+        size = record_bytes(message)
+        if size > self.max_bytes:
+            # Not parsed, not copied: the dead letter keeps a bounded prefix (deadletter.py).
+            error = f"record of {size} bytes is over the {self.max_bytes} byte limit"
+            return InvalidEvent(raw=b"", error=error, reason="too-large")
         raw = message.value or b""
         try:
             return self.model.model_validate_json(raw)

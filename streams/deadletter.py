@@ -13,14 +13,26 @@ lettered. Outages of Triton or Milvus themselves are NOT sent there: every uploa
 fail the same way, so the upload agent waits in place (``streams/ingest.py``) and the
 broker keeps the queue (see docs/reliability.md).
 
-Sends here are awaited until the broker acknowledged them and retried while it does not:
-the source offset is committed only after the agent's batch returns, so a dead letter is
-never lost behind a committed offset.
+A dead letter can always be written, and no send here waits forever (docs/reliability.md,
+"Every send and its bound"):
+
+- its size is bounded: an original that does not fit ``max_record_bytes`` (the producer's
+  request size, lowered at start to the smallest ``max.message.bytes`` of the topics we
+  write) travels as a prefix with its full length, SHA-256 and source coordinates
+  (``resonate-truncated``); the original stays in its source topic until retention, and
+  ``resonate dlq republish`` refuses a cut letter;
+- sends are awaited until the broker acknowledged them, retried until
+  ``send_deadline_s``; a failure that waiting cannot cure (too large, not authorised, no
+  such topic) is classified at once. Either way the letter then goes to the local spool
+  (``streams/spool.py``: bounded, 0600, counted, listed by ``resonate dlq``), so the source
+  partition moves on. The source offset is committed only after the agent's batch returns,
+  so a letter is never lost behind a committed offset: it is on the topic or in the spool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +45,7 @@ from pydantic import BaseModel
 from schemas.settings import Settings
 from serving.redact import redact_text
 from streams.metrics import Metrics
+from streams.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +60,17 @@ ATTEMPTS = PREFIX + "attempts"
 FAILED_AT = PREFIX + "failed-at"  # unix ms
 NOT_BEFORE = PREFIX + "not-before"  # unix ms; retry topic only
 REPUBLISHED_FROM = PREFIX + "republished-from"  # "<dlq topic>:<partition>:<offset>"
+TRUNCATED = PREFIX + "truncated"  # "1": the value is a prefix of the original
+ORIGINAL_BYTES = PREFIX + "original-bytes"
+ORIGINAL_SHA256 = PREFIX + "original-sha256"
+ORIGINAL_KEY_BYTES = PREFIX + "original-key-bytes"  # the key was cut too
+HEADERS_DROPPED = PREFIX + "headers-dropped"  # the producer's own headers left out
+
+#: Bytes of an oversized original kept in its dead letter, and of an oversized key.
+PREFIX_BYTES = 4096
+KEY_PREFIX_BYTES = 256
+#: Room kept for our headers and the record's framing inside ``max_record_bytes``.
+LETTER_OVERHEAD = 16 * 1024
 
 _SOURCE = (SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET)
 _DETAIL_MAX = 500  # bytes of an error message kept in a header
@@ -153,6 +177,33 @@ def headers_dict(headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes]) -> 
     return {k: bytes(v).decode("utf-8", "replace") for k, v in items}
 
 
+def letter_bytes(key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> int:
+    """Size of a record as the broker counts it, near enough: key, value, headers."""
+    return len(key or b"") + len(value) + sum(len(k) + len(v) for k, v in headers)
+
+
+def fit_letter(
+    key: bytes | None, value: bytes, headers: list[tuple[str, bytes]], *, max_bytes: int
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """The letter as is when it fits ``max_bytes`` (minus room for framing), else a
+    bounded prefix of the value and key, our headers only, and what was cut, described."""
+    if letter_bytes(key, value, headers) <= max_bytes - LETTER_OVERHEAD:
+        return key, value, headers
+    ours = [(k, v) for k, v in headers if k.startswith(PREFIX)]
+    dropped = len(headers) - len(ours)
+    extra = [
+        (TRUNCATED, b"1"),
+        (ORIGINAL_BYTES, str(len(value)).encode()),
+        (ORIGINAL_SHA256, hashlib.sha256(value).hexdigest().encode()),
+    ]
+    if key is not None and len(key) > KEY_PREFIX_BYTES:
+        extra.append((ORIGINAL_KEY_BYTES, str(len(key)).encode()))
+        key = key[:KEY_PREFIX_BYTES]
+    if dropped:
+        extra.append((HEADERS_DROPPED, str(dropped).encode()))
+    return key, value[:PREFIX_BYTES], ours + extra
+
+
 class InvalidMessage(ValueError):
     """A message that is not valid JSON or breaks the event contract."""
 
@@ -181,10 +232,13 @@ _Letter = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 class DeadLetters:
     """Sends messages to their dead-letter or retry topic, counted, until acknowledged."""
 
-    def __init__(self, *, app: faust.App, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, *, app: faust.App, settings: Settings, metrics: Metrics, spool: Spool
+    ) -> None:
         self._app = app
         self._s = settings
         self._m = metrics
+        self._spool = spool
         self._topics: dict[str, faust.TopicT] = {}
 
     def topic(self, name: str) -> faust.TopicT:
@@ -256,18 +310,94 @@ class DeadLetters:
         log.info("retrying %s[%d]@%d in %.1f s (%s)", *source.origin, delay, reason)
 
     async def _deliver(self, letters: Sequence[_Letter]) -> None:
-        # Until the broker has them: without that the source offset could be committed
-        # over a message that exists nowhere. A broker outage stalls the agent, as it must.
-        delay = 0.5
-        while True:
+        """Every letter acknowledged by the broker or, past the deadline or on a failure
+        waiting cannot cure, in the spool; only a full spool makes this wait longer."""
+        s, waiting = self._s, self._m.waiting.labels(on="send")
+        fitted = [(n, *fit_letter(k, v, h, max_bytes=s.max_record_bytes)) for n, k, v, h in letters]
+        for (name, _, value, _), orig in zip(fitted, letters, strict=True):
+            if len(value) < len(orig[2]):
+                self._m.letters_cut.labels(topic=name).inc()
+        deadline = time.monotonic() + s.send_deadline_s
+        pending, delay = list(fitted), 0.5
+        try:
+            while pending:
+                errors = await self._send_all(pending, deadline)
+                failed = [(lt, e) for lt, e in zip(pending, errors, strict=True) if e is not None]
+                if not failed:
+                    return
+                waiting.set(1)
+                overdue = time.monotonic() >= deadline
+                give_up = [(lt, e) for lt, e in failed if overdue or permanent(e)]
+                kept = self._to_spool(give_up)
+                pending = [lt for lt, _ in failed if not any(lt is k for k in kept)]
+                if pending:
+                    log.warning(
+                        "%d dead letters or retries not sent (%s); again in %.1f s",
+                        len(pending),
+                        type(failed[0][1]).__name__,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+        finally:
+            waiting.set(0)
+
+    async def _send_all(
+        self, letters: Sequence[_Letter], deadline: float
+    ) -> list[BaseException | None]:
+        """Send each letter; its error (None = acknowledged) by the deadline."""
+        futures: list[Any] = []
+        for name, key, value, headers in letters:
             try:
-                futures = [
-                    await self.topic(name).send(key=key, value=value, headers=headers)
-                    for name, key, value, headers in letters
-                ]
-                await asyncio.gather(*futures)
-                return
-            except Exception as exc:  # noqa: BLE001 - any producer failure is retried
-                log.warning("dead letter or retry not sent (%s); again in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                futures.append(await self.topic(name).send(key=key, value=value, headers=headers))
+            except Exception as exc:  # noqa: BLE001 - e.g. too large, refused before sending
+                futures.append(exc)
+        out: list[BaseException | None] = []
+        for fut in futures:
+            if isinstance(fut, BaseException):
+                out.append(fut)
+                continue
+            try:
+                left = max(0.1, deadline - time.monotonic())
+                await asyncio.wait_for(asyncio.shield(fut), left)
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - classified by the caller
+                out.append(exc)
+        return out
+
+    def _to_spool(self, failed: Sequence[tuple[_Letter, BaseException]]) -> list[_Letter]:
+        """Spool what the broker would not take; the letters written (all, unless full)."""
+        kept: list[_Letter] = []
+        for letter, exc in failed:
+            name, key, value, headers = letter
+            error = f"{type(exc).__name__}: {redact_text(str(exc))[:200]}"
+            if not self._spool.append(name, key, value, headers, error=error):
+                log.error(
+                    "spool full (%d bytes): %s waits for the broker", self._spool.max_bytes, name
+                )
+                continue
+            kept.append(letter)
+            self._m.spooled.labels(topic=name, error=type(exc).__name__).inc()
+            log.error("%s refused a letter (%s); spooled in %s", name, error, self._spool.folder)
+        return kept
+
+
+#: Failures that waiting cannot cure: spool at once.
+PERMANENT = {
+    "MessageSizeTooLargeError",
+    "RecordTooLargeError",
+    "RecordBatchTooLargeError",
+    "TopicAuthorizationFailedError",
+    "ClusterAuthorizationFailedError",
+    "TransactionalIdAuthorizationFailedError",
+    "InvalidTopicError",
+    "InvalidRecordError",
+    "UnsupportedVersionError",
+    "UnsupportedForMessageFormatError",
+}
+
+
+def permanent(exc: BaseException) -> bool:
+    """True for a send failure that no retry can cure (classified by class name, so both
+    aiokafka's and kafka-python's error classes count)."""
+    return type(exc).__name__ in PERMANENT

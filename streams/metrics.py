@@ -101,6 +101,27 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.spooled = Counter(
+            "resonate_dead_letters_spooled_total",
+            "Dead letters or retries the broker would not take (past send_deadline_s, or a "
+            "failure waiting cannot cure), written to the local spool instead (resonate dlq).",
+            ["topic", "error"],
+            registry=r,
+        )
+        self.letters_cut = Counter(
+            "resonate_dead_letters_cut_total",
+            "Dead letters whose original did not fit max_record_bytes: a prefix, its length "
+            "and SHA-256 were sent instead (the original stays in its source topic).",
+            ["topic"],
+            registry=r,
+        )
+        self.waiting = Gauge(
+            "resonate_agent_waiting",
+            "1 while an agent waits on this (send: a dead letter or retry the broker does "
+            "not acknowledge; dependency: Triton or Milvus down; retry: a retry not yet due).",
+            ["on"],
+            registry=r,
+        )
         self.rereads = Counter(
             "resonate_input_rereads_total",
             "Partitions re-read because the fetcher skipped past records during a rebalance "

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +19,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from infra.topics import ensure_topics, partition_counts
+from schemas.settings import Settings
 from serving.milvus_store import VARCHAR_MAX_BYTES, FieldTooLong, MilvusError, TrackRow, TrackStore
 from tests.integration.conftest import MilvusTarget
 
@@ -415,3 +417,35 @@ def test_hostile_ids_round_trip_everywhere(store: TrackStore) -> None:
     kept = HOSTILE_IDS[1]
     hits = store.search(vecs[kept], k=1, exclude={"line\nbreak"})
     assert [h.track_id for h in hits] == [kept]
+
+
+def test_storage_formats_with_a_cluster_id_that_starts_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One random base64url id in 64 starts with "-"; the tool must not take it for an option."""
+    import infra.kafka_broker as kb
+
+    monkeypatch.setattr(kb, "new_cluster_id", lambda: "-" + "A" * 21)
+    broker = kb.embedded_kafka(Settings(), run_dir=tmp_path, log_dir=tmp_path)
+    server = tmp_path / "server.properties"
+    server.write_text(broker.server_properties(tmp_path / "data"))
+    java = [str(kb.java_binary()), "-cp", f"{kb.check_libs(broker.libs)}/*"]
+    broker._format(java, server)
+    assert "-" + "A" * 21 in (tmp_path / "data" / "meta.properties").read_text()
+
+
+def test_the_embedded_broker_keeps_bounded_retention_and_one_replica() -> None:
+    import infra.kafka_broker as kb
+
+    s = Settings()
+    props = dict(
+        line.split("=", 1)
+        for line in kb.embedded_kafka(s, run_dir=Path("r"), log_dir=Path("l"))
+        .server_properties(Path("d"))
+        .splitlines()
+    )
+    assert props["log.retention.bytes"] == str(s.kafka_retention_bytes)
+    assert props["log.retention.ms"] == str(s.kafka_retention_ms)
+    assert int(props["log.segment.bytes"]) <= s.kafka_retention_bytes
+    assert props["offsets.topic.replication.factor"] == "1"
+    assert props["group.initial.rebalance.delay.ms"] == "0"

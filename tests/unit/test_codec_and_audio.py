@@ -24,12 +24,12 @@ from streams.codec import InvalidEvent, PydanticSchema
 APP = faust.App("codec-test", broker="memory://")
 
 
-def _msg(value: bytes) -> Any:
-    return SimpleNamespace(value=value, key=b"u1")
+def _msg(value: bytes, key: bytes = b"u1", headers: Any = ()) -> Any:
+    return SimpleNamespace(value=value, key=key, headers=headers)
 
 
 def test_schema_decodes_valid_and_flags_invalid_without_raising() -> None:
-    schema = PydanticSchema(Interaction)
+    schema = PydanticSchema(Interaction, max_bytes=65536)
     good = (
         b'{"event_id":"e","type":"skip","user_id":"u1","track_id":"t",'
         b'"occurred_at":"2026-11-22T10:00:00Z"}'
@@ -41,8 +41,30 @@ def test_schema_decodes_valid_and_flags_invalid_without_raising() -> None:
     assert isinstance(schema.loads_value(APP, _msg(b"\xff not json")), InvalidEvent)
 
 
+def test_records_over_the_declared_size_are_too_large_and_never_parsed() -> None:
+    """Just under, at and over the limit, counting key, value and headers alike."""
+    limit = 2048
+    schema = PydanticSchema(Interaction, max_bytes=limit)
+    body = (
+        b'{"event_id":"e","type":"play","user_id":"u1","track_id":"t",'
+        b'"occurred_at":"2026-11-22T10:00:00Z"}'
+    )
+    pad = limit - len(body) - len(b"u1")
+    at = schema.loads_value(APP, _msg(body, headers=[("h", b"x" * (pad - 1))]))
+    assert isinstance(at, Interaction)  # exactly at the limit: accepted
+    for over in (
+        _msg(body, headers=[("h", b"x" * pad)]),  # one byte over, in a header
+        _msg(body, key=b"k" * limit),  # a huge key
+        _msg(body, headers=[(f"h{i}", b"") for i in range(1000)]),  # many headers
+        _msg(b"{" * (limit + 1)),  # a huge (and invalid) value: never parsed
+    ):
+        bad = schema.loads_value(APP, over)
+        assert isinstance(bad, InvalidEvent) and bad.reason == "too-large", bad
+        assert bad.raw == b"" and f"{limit} byte limit" in bad.error
+
+
 def test_schema_dumps_models_as_json() -> None:
-    schema = PydanticSchema(Interaction)
+    schema = PydanticSchema(Interaction, max_bytes=65536)
     ev = Interaction.model_validate_json(
         b'{"event_id":"e","type":"play","user_id":"u","track_id":"t",'
         b'"occurred_at":"2026-11-22T10:00:00Z"}'

@@ -165,9 +165,15 @@ async def test_dead_lettered_events_are_logged_by_length_not_content(
     """Logs are read more widely than the dead-letter topic: no bytes of a message in them."""
     from streams.deadletter import DeadLetters, Failed, InvalidMessage, Source
     from streams.metrics import Metrics
+    from streams.spool import Spool
 
     raw = b'{"track_id": "t1", "uri": "file:///home/someone/private-recording.wav"'
-    letters = DeadLetters(app=faust.App("sec-test"), settings=Settings(), metrics=Metrics())
+    letters = DeadLetters(
+        app=faust.App("sec-test"),
+        settings=Settings(),
+        metrics=Metrics(),
+        spool=Spool(folder=Path("/nonexistent"), max_bytes=1 << 20),
+    )
 
     async def deliver(batch: Any) -> None:
         pass  # no broker here; the bytes go to the dead-letter topic in production
