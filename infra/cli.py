@@ -409,7 +409,15 @@ def dlq(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
     """Dead letters: list them, or re-publish chosen ones onto their source topic."""
-    from infra.dlq import choose, dlq_topic, read_letters, render, republish
+    from infra.dlq import (
+        CutLetters,
+        choose,
+        dlq_topic,
+        read_letters,
+        render,
+        republish,
+        spooled_letters,
+    )
     from infra.stack import read_state
     from serving.kafka_security import KafkaSecurity
 
@@ -421,6 +429,7 @@ def dlq(
     name = dlq_topic(s.model_copy(update={"topic_prefix": prefix}), topic)
     security = KafkaSecurity.from_settings(s)
     letters = asyncio.run(read_letters(bootstrap, name, timeout_s=s.timeout_s, security=security))
+    letters += spooled_letters(s.run_dir / "spool", name)
     if action == "list":
         picked = choose(letters, refs=offset or (), reason=reason) if offset or reason else letters
         typer.echo(render(picked, as_json=as_json))
@@ -430,7 +439,11 @@ def dlq(
     picked = choose(letters, refs=offset or (), reason=reason, everything=all_)
     if not picked:
         raise typer.BadParameter("nothing chosen: give --offset, --reason or --all")
-    sent = asyncio.run(republish(bootstrap, picked, security=security))
+    try:
+        sent = asyncio.run(republish(bootstrap, picked, security=security))
+    except CutLetters as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"re-published {sent} letters from {name}")
 
 

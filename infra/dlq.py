@@ -6,8 +6,10 @@ the source topic with a ``resonate-republished-from`` header; the worker then tr
 as new input. Doing so twice is harmless: an interaction's ``event_id`` is applied once
 (``streams/state.py``) and an upload is an upsert by track id.
 
-Dead letters are not deleted (Kafka keeps them for the topic's retention; Tansu cannot
-delete records), so ``list`` shows what was re-published too; choose by reason or offset.
+Dead letters are not deleted (Kafka keeps them for the topic's retention), so ``list``
+shows what was re-published too; choose by reason or offset. ``list`` also shows the
+letters the broker refused and a worker kept in its local spool (``streams/spool.py``,
+refs ``spool:N``), and marks letters cut to fit (``CUT``): ``republish`` refuses those.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from schemas.settings import Settings
@@ -28,11 +32,14 @@ from streams.deadletter import (
     DETAIL,
     ERROR,
     FAILED_AT,
+    ORIGINAL_BYTES,
     REASON,
     REPUBLISHED_FROM,
+    TRUNCATED,
     Source,
     headers_dict,
 )
+from streams.spool import read_spool
 
 ROLES = ("interactions", "track-uploads")
 
@@ -54,11 +61,15 @@ class Letter:
     attempts: int
     failed_at: str
     headers: tuple[tuple[str, bytes], ...]
+    truncated: bool = False  # the value is a prefix of the original (resonate-truncated)
+    original_bytes: int = 0  # the original's length when truncated
+    spooled: bool = False  # read from the local spool, not the topic
 
     @property
     def ref(self) -> str:
-        """``partition:offset`` on the dead-letter topic (what ``--offset`` takes)."""
-        return f"{self.partition}:{self.offset}"
+        """``partition:offset`` on the dead-letter topic, ``spool:N`` for the N-th letter of
+        the local spool (what ``--offset`` takes)."""
+        return f"spool:{self.offset}" if self.spooled else f"{self.partition}:{self.offset}"
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
@@ -86,6 +97,7 @@ def _letter(topic: str, rec: Any) -> Letter:
     h = headers_dict(headers)
     origin = src.origin
     at = h.get(FAILED_AT, "")
+    truncated = h.get(TRUNCATED) == "1"
     return Letter(
         dlq_topic=topic,
         partition=rec.partition,
@@ -104,7 +116,24 @@ def _letter(topic: str, rec: Any) -> Letter:
             else ""
         ),
         headers=headers,
+        truncated=truncated,
+        original_bytes=int(h.get(ORIGINAL_BYTES, "0") or 0) if truncated else len(rec.value or b""),
     )
+
+
+def spooled_letters(folder: Path, topic: str) -> list[Letter]:
+    """The letters of ``topic`` the broker refused and the workers kept in their spool."""
+    out = []
+    for i, item in enumerate(read_spool(folder, topic)):
+        rec = SimpleNamespace(
+            partition=-1, offset=i, key=item.key, value=item.value, headers=item.headers
+        )
+        out.append(replace(_letter(topic, rec), spooled=True))
+    return out
+
+
+class CutLetters(ValueError):
+    """Letters that hold only a prefix of their original: they cannot be re-published."""
 
 
 async def read_letters(
@@ -134,8 +163,21 @@ def choose(
 async def republish(
     bootstrap: str, letters: Sequence[Letter], *, security: KafkaSecurity = PLAINTEXT
 ) -> int:
-    """Send each letter's original key and bytes back to its source topic; returns count."""
+    """Send each letter's original key and bytes back to its source topic; returns count.
+
+    Refuses (CutLetters, nothing sent) when a chosen letter was cut to fit: its bytes are a
+    prefix, and the original is only in the source topic, at the offset the letter names.
+    """
     from aiokafka import AIOKafkaProducer
+
+    cut = [lt for lt in letters if lt.truncated]
+    if cut:
+        where = ", ".join(f"{lt.ref} ({lt.original_bytes} bytes, at {lt.source})" for lt in cut)
+        raise CutLetters(
+            f"{len(cut)} chosen letters hold only a prefix of their original, which did not "
+            f"fit a dead letter: {where}. Nothing was sent; leave them out (--offset/--reason), "
+            "and fetch those originals from their source topic if they are wanted."
+        )
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **security.aiokafka())
     await producer.start()
@@ -166,9 +208,12 @@ def render(letters: Sequence[Letter], *, as_json: bool) -> str:
         return "no dead letters"
     rows = [f"{'ref':<10} {'reason':<24} {'error':<20} {'attempts':>8}  source / detail"]
     for lt in letters:
+        cut = f"CUT: prefix of {lt.original_bytes} bytes; " if lt.truncated else ""
+        spool = "SPOOLED (the broker refused it); " if lt.spooled else ""
         rows.append(
             f"{lt.ref:<10} {lt.reason[:24]:<24} {lt.error[:20]:<20} {lt.attempts:>8}  "
-            f"{lt.source} key={lt.key} {lt.failed_at}\n{'':<66}{lt.detail[:100]}"
+            f"{lt.source} key={(lt.key or '')[:40]} {lt.failed_at}\n"
+            f"{'':<66}{spool}{cut}{lt.detail[:100]}"
         )
     by_reason: dict[str, int] = {}
     for lt in letters:

@@ -121,3 +121,53 @@ def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, in
             raise TopicError(f"topic {name!r} is missing from the broker metadata")
         counts[name] = len(info.get("partitions") or [])
     return counts
+
+
+def message_limits(
+    bootstrap: str,
+    names: list[str],
+    *,
+    timeout_s: float,
+    security: KafkaSecurity = PLAINTEXT,
+) -> dict[str, int]:
+    """``max.message.bytes`` of each existing topic of ``names``, as the broker applies it
+    (topics not created yet are left out: they will take the broker's default)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    ms = max(1, int(timeout_s * 1000))
+    with KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="resonate-topics",
+        request_timeout_ms=ms,
+        bootstrap_timeout_ms=ms,
+        **security.kafka_python(),
+    ) as admin:
+        existing = set(admin.list_topics())
+        wanted = [n for n in dict.fromkeys(names) if n in existing]
+        if not wanted:
+            return {}
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, n, configs={"max.message.bytes": None})
+            for n in wanted
+        ]
+        answer = admin.describe_configs(resources, config_filter="all")
+    topics = answer.get("topic", {})
+    return {
+        n: int(topics[n]["max.message.bytes"]["value"])
+        for n in wanted
+        if "max.message.bytes" in topics.get(n, {})
+    }
+
+
+def record_limit(wanted: int, limits: dict[str, int], *, floor: int) -> int:
+    """The largest record a worker may produce: ``wanted`` (its producer's request size),
+    lowered to the smallest topic limit; below ``floor`` (what an accepted input plus a
+    dead letter's headers needs) the configuration cannot keep its promise: refuse."""
+    effective = min([wanted, *limits.values()])
+    if effective < floor:
+        smallest = min(limits, key=lambda n: limits[n]) if limits else "the producer"
+        raise TopicError(
+            f"records up to {floor} bytes must fit, but {smallest} takes only {effective}: "
+            "raise its max.message.bytes or lower RESONATE_MAX_EVENT_BYTES"
+        )
+    return effective

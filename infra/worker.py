@@ -8,6 +8,7 @@ import faust
 
 from infra.lag import start_lag_collector
 from infra.milvus_server import store_options
+from infra.topics import message_limits, record_limit
 from models.spec import EncoderCard
 from schemas.settings import Settings
 from serving.kafka_security import KafkaSecurity
@@ -17,6 +18,7 @@ from serving.user_encoder_client import UserEncoderClient
 from streams.app import build_app
 from streams.catalog import Catalog, CatalogFeed
 from streams.clients import Deps
+from streams.deadletter import LETTER_OVERHEAD
 from streams.framework import install_corrections
 from streams.metrics import Metrics
 
@@ -76,9 +78,30 @@ def make_deps(settings: Settings, card: EncoderCard, metrics: Metrics) -> Deps:
     )
 
 
+def fit_record_limit(settings: Settings, security: KafkaSecurity) -> Settings:
+    """Settings whose ``max_record_bytes`` fits every topic the worker writes, as the
+    broker configures them (read at start): a dead letter sized against the producer alone
+    would still be refused by a topic with a smaller ``max.message.bytes``."""
+    s = settings
+    ours = [
+        s.dead_letter_topic(s.interactions_topic),
+        s.dead_letter_topic(s.uploads_topic),
+        s.retry_topic(s.uploads_topic),
+        s.topic(s.recommendations_topic),
+        s.topic(s.deltas_topic),
+    ]
+    limits = message_limits(s.kafka_bootstrap, ours, timeout_s=s.timeout_s, security=security)
+    floor = s.max_event_bytes + LETTER_OVERHEAD
+    effective = record_limit(s.max_record_bytes, limits, floor=floor)
+    if effective < s.max_record_bytes:
+        log.warning("records cut to %d bytes: topic limits %s", effective, limits)
+    return s.model_copy(update={"max_record_bytes": effective})
+
+
 def run_worker(settings: Settings, card: EncoderCard) -> None:
     """Serve /metrics and run the Faust worker until SIGTERM/SIGINT."""
     security = KafkaSecurity.from_settings(settings)
+    settings = fit_record_limit(settings, security)
     metrics = Metrics()
 
     def reread(topic: str) -> None:
