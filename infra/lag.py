@@ -150,10 +150,14 @@ class LagCollector:
         reader: LagReader,
         metrics: Metrics,
         interval_s: float = 5.0,
+        stall_after_s: float = 45.0,
     ) -> None:
         self.reader = reader
         self.metrics = metrics
         self.interval_s = interval_s
+        self.stall_after_s = stall_after_s
+        self._moved: dict[tuple[str, int], tuple[int, float]] = {}  # committed, since when
+        self.stalled: list[tuple[PartitionLag, float]] = []  # the last snapshot's
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._caught_up_at: dict[tuple[str, int], float] = {}
@@ -171,6 +175,36 @@ class LagCollector:
             self.metrics.consumer_lag_seconds.labels(**labels).set(
                 0.0 if p.lag == 0 else now - self._caught_up_at[key]
             )
+        self._observe_progress(snapshot, now)
+
+    def _observe_progress(self, snapshot: list[PartitionLag], now: float) -> None:
+        """A partition whose committed offset stands still while records wait has stalled:
+        one message the agent cannot get past (a send retried, a dependency, a bug) stops
+        every listener of that partition. Unlike the lag age, this does not grow while the
+        partition moves under a steady backlog."""
+        stalled: list[tuple[PartitionLag, float]] = []
+        for p in snapshot:
+            key = (p.topic, p.partition)
+            last = self._moved.get(key)
+            if p.lag == 0 or last is None or last[0] != p.committed:
+                self._moved[key] = (p.committed, now)
+            since = now - self._moved[key][1] if p.lag > 0 else 0.0
+            labels = {"topic": p.topic, "partition": str(p.partition)}
+            self.metrics.stalled.labels(**labels).set(since)
+            if since >= self.stall_after_s:
+                stalled.append((p, since))
+        if stalled and not self.stalled:
+            for p, since in stalled:
+                log.error(
+                    "%s[%d] stalled: %d records wait behind offset %d, not moved for %.0f s",
+                    p.topic,
+                    p.partition,
+                    p.lag,
+                    p.committed,
+                    since,
+                )
+        self.stalled = stalled
+        self.metrics.set_stalled(bool(stalled))
 
     def collect_once(self) -> list[PartitionLag]:
         """One collection; errors are counted and logged, never raised."""
@@ -218,6 +252,7 @@ def start_lag_collector(
     metrics: Metrics,
     interval_s: float = 5.0,
     timeout_s: float = 10.0,
+    stall_after_s: float = 45.0,
     security: KafkaSecurity = PLAINTEXT,
 ) -> LagCollector:
     """Build and start a collector (what ``infra.worker`` calls)."""
@@ -228,6 +263,8 @@ def start_lag_collector(
         timeout_s=timeout_s,
         security=security,
     )
-    collector = LagCollector(reader=reader, metrics=metrics, interval_s=interval_s)
+    collector = LagCollector(
+        reader=reader, metrics=metrics, interval_s=interval_s, stall_after_s=stall_after_s
+    )
     collector.start()
     return collector

@@ -86,6 +86,10 @@ class StatusReport:
     latency: list[Latency] = field(default_factory=list)
     models: dict[str, list[str]] = field(default_factory=dict)
     dead_letters: dict[str, float] = field(default_factory=dict)
+    # "topic/partition" -> seconds without progress (resonate_partition_stalled_seconds > 0)
+    stalled: dict[str, float] = field(default_factory=dict)
+    waiting: list[str] = field(default_factory=list)  # what agents wait on: send, dependency
+    send_errors: dict[str, float] = field(default_factory=dict)  # "topic error" -> count
 
     @property
     def healthy(self) -> bool:
@@ -133,6 +137,17 @@ class StatusReport:
         lines += ["", "models served"]
         for name, versions in sorted(self.models.items()):
             lines.append(f"  {name}: versions {', '.join(versions) or '-'}")
+        lines += ["", "stalled partitions (records waiting, committed offset not moving)"]
+        if not self.stalled:
+            lines.append("  none")
+        in_hand = {f"{p.topic}/{p.partition}": p.committed for p in self.lag}
+        for key, since in sorted(self.stalled.items()):
+            lines.append(
+                f"  {key}: offset {in_hand.get(key, '?')} in hand for {since:.0f} s"
+                f"; agents waiting on: {', '.join(self.waiting) or 'nothing reported'}"
+            )
+        for key, n in sorted(self.send_errors.items()):
+            lines.append(f"  retrying a write: {key} ({n:.0f} failed attempts)")
         lines += ["", "dead letters (total)"]
         if not self.dead_letters:
             lines.append("  none")
@@ -326,10 +341,18 @@ def collect(target: Target, *, window_s: float = 2.0, timeout_s: float = 3.0) ->
 
     for s in after:
         for (n, labels), value in s.items():
+            d = dict(labels)
             if n == "resonate_dead_letters_total":
-                d = dict(labels)
                 key = f"{d.get('topic', '')} {d.get('reason', '')}"
                 report.dead_letters[key] = report.dead_letters.get(key, 0.0) + value
+            elif n == "resonate_partition_stalled_seconds" and value > 0:
+                key = f"{d.get('topic', '')}/{d.get('partition', '')}"
+                report.stalled[key] = max(report.stalled.get(key, 0.0), value)
+            elif n == "resonate_agent_waiting" and value > 0:
+                report.waiting = sorted({*report.waiting, d.get("on", "?")})
+            elif n == "resonate_send_errors_total" and value > 0:
+                key = f"{d.get('topic', '')} {d.get('error', '')}"
+                report.send_errors[key] = report.send_errors.get(key, 0.0) + value
     return report
 
 

@@ -117,9 +117,11 @@ def run_worker(settings: Settings, card: EncoderCard) -> None:
         topics=[
             settings.topic(settings.interactions_topic),
             settings.topic(settings.uploads_topic),
+            settings.retry_topic(settings.uploads_topic),
         ],
         metrics=metrics,
         timeout_s=settings.timeout_s,
+        stall_after_s=settings.stall_after_s,
         security=security,
     )
     # faust.Worker installs the signal handlers and runs the app's event loop.

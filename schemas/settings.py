@@ -169,6 +169,13 @@ class Settings(BaseSettings):
         "not acknowledge it; then (or at once, for a failure waiting cannot cure) it goes "
         "to the local spool and its source partition moves on.",
     )
+    stall_after_s: float = Field(
+        45.0,
+        gt=0,
+        description="A partition with records waiting whose committed offset has not moved "
+        "for this long is stalled: logged, resonate_partition_stalled_seconds, the worker "
+        "not ready, and the ResonatePartitionStalled alert (docs/metrics.md).",
+    )
     spool_max_bytes: int = Field(
         256 * 1024 * 1024,
         ge=1024 * 1024,

@@ -243,7 +243,7 @@ def build_app(deps: Deps) -> faust.App:
     async def _ready(app: faust.App, *args: Any, **kwargs: Any) -> None:
         async def when_caught_up() -> None:
             await feed_ready.wait()
-            m.ready.set(1)
+            m.set_assigned(True)
 
         # Not awaited here: the rebalance must complete while the feed catches up.
         background.add(task := asyncio.ensure_future(when_caught_up()))
@@ -251,7 +251,7 @@ def build_app(deps: Deps) -> faust.App:
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _not_ready(app: faust.App, *args: Any, **kwargs: Any) -> None:
-        m.ready.set(0)
+        m.set_assigned(False)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(app: faust.App, *args: Any, **kwargs: Any) -> None:

@@ -326,6 +326,8 @@ class DeadLetters:
                 if not failed:
                     return
                 waiting.set(1)
+                for (name, *_), exc in failed:
+                    self._m.send_errors.labels(topic=name, error=type(exc).__name__).inc()
                 overdue = time.monotonic() >= deadline
                 give_up = [(lt, e) for lt, e in failed if overdue or permanent(e)]
                 kept = self._to_spool(give_up)

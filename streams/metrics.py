@@ -53,7 +53,24 @@ class Metrics:
         )
         self.ready = Gauge(
             "resonate_worker_ready",
-            "1 once the worker owns partitions and has recovered its tables.",
+            "1 once the worker owns partitions and has recovered its tables, and while no "
+            "partition of its group with records waiting has stalled (stall_after_s).",
+            registry=r,
+        )
+        self._assigned = False  # rebalanced and caught up (the app sets it)
+        self._stalled = False  # a partition stalled (the lag collector sets it)
+        self.stalled = Gauge(
+            "resonate_partition_stalled_seconds",
+            "Seconds a partition with records waiting has not moved its committed offset "
+            "(0 while it moves or is caught up): one message stopping the stream shows here.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.send_errors = Counter(
+            "resonate_send_errors_total",
+            "Failed attempts to write a dead letter or retry record, by topic and error class "
+            "(what a stalled or waiting agent is retrying).",
+            ["topic", "error"],
             registry=r,
         )
         self.recommendations = Counter(
@@ -154,6 +171,16 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+
+    def set_assigned(self, ok: bool) -> None:
+        """The app's half of readiness: partitions assigned, tables and catalog caught up."""
+        self._assigned = ok
+        self.ready.set(1 if ok and not self._stalled else 0)
+
+    def set_stalled(self, stalled: bool) -> None:
+        """The lag collector's half: a partition with records waiting does not move."""
+        self._stalled = stalled
+        self.ready.set(1 if self._assigned and not stalled else 0)
 
     def serve(self, *, port: int, host: str = "127.0.0.1") -> None:
         """Expose /metrics on host:port (a daemon thread)."""
