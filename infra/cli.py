@@ -90,7 +90,7 @@ def demo(
         f"[bold]Resonate demo[/]: {len(catalog)} tracks, {listeners} listeners "
         f"[dim](logs: {log_path})[/]"
     )
-    with console.status("starting Kafka (Tansu), Triton, Milvus Lite, a worker and the API …"):
+    with console.status("starting Kafka, Triton, Milvus Lite, a worker and the API …"):
         stack = EmbeddedStack(settings=settings).__enter__()
     try:
         report = RichReport(console=console, titles=titles)

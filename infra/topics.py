@@ -1,4 +1,4 @@
-"""Create the pipeline's topics up front, against Tansu or a real Kafka alike.
+"""Create the pipeline's topics up front, on the embedded broker or a production cluster alike.
 
 Faust can auto-create topics, but it then picks its own partition count and auto-creation
 is often disabled on production clusters; creating them explicitly with the configured

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class KafkaSecurity:
-    """How a Kafka client authenticates and encrypts; the default is plaintext (Tansu)."""
+    """How a Kafka client authenticates and encrypts; the default is plaintext (loopback)."""
 
     protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL (Settings checks)
     mechanism: str = "SCRAM-SHA-512"

@@ -1,4 +1,4 @@
-"""The query API and the inspector page on the real embedded stack (Tansu, Faust, Triton,
+"""The query API and the inspector page on the real embedded stack (Apache Kafka, Faust, Triton,
 Milvus Lite and the API process that `EmbeddedStack` starts), spoken to over HTTP as a
 consumer app or a browser would.
 

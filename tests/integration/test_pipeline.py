@@ -1,4 +1,4 @@
-"""The whole spine on the real embedded stack: Tansu, Faust, Triton (MusiCNN), and Milvus
+"""The whole spine on the real embedded stack: Apache Kafka, Faust, Triton (MusiCNN), and Milvus
 (Lite, then the standalone server: ``stack_options`` is parametrized).
 
 Events go in through a plain kafka-python producer and recommendations come

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing let in, on the real embedded stack (Tansu, Faust, Triton, Milvus Lite).
+"""Nothing lost, nothing let in, on the real embedded stack (Kafka, Faust, Triton, Milvus Lite).
 
 Dead letters with the original bytes and re-publishing after a fix; an upload whose audio
 host is down retried until it is back; Triton and Milvus killed and restarted while
