@@ -153,16 +153,20 @@ class Uploader:
             return []
         s = self.deps.settings
         wait = s.retry_backoff_s
+        waiting = self.deps.metrics.waiting.labels(on="dependency")
         while True:
             try:
                 await self._embed_and_upsert(ok, now_ms)
+                waiting.set(0)
                 return [it for it, _ in ok]
             except Exception as exc:  # noqa: BLE001 - sorted out below
                 error: Exception = exc
             down = await self._dependency_down()
             if down is None:
+                waiting.set(0)
                 break  # Triton and Milvus answer: this batch is at fault
             self.deps.metrics.dependency_up.labels(dependency=down).set(0)
+            waiting.set(1)
             log.warning(
                 "%s is down (%s); %d uploads wait, next try in %.1f s", down, error, len(ok), wait
             )

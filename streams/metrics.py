@@ -135,7 +135,7 @@ class Metrics:
         self.waiting = Gauge(
             "resonate_agent_waiting",
             "1 while an agent waits on this (send: a dead letter or retry the broker does "
-            "not acknowledge; dependency: Triton or Milvus down; retry: a retry not yet due).",
+            "not acknowledge; dependency: Triton or Milvus down).",
             ["on"],
             registry=r,
         )

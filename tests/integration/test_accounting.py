@@ -3,7 +3,8 @@ one trace (applied and answered, counted as a duplicate, or dead-lettered with a
 for generated mixes of valid, invalid, duplicated and hostile input, and through storms
 of SIGKILLs of the worker in the middle of a stream.
 
-Hypothesis draws the mix (shares of each kind, listeners, seed); each example sends
+Hypothesis draws the mix (shares of each kind, sizes across ``max_event_bytes`` up to
+~1 MB among them, listeners, seed); each example sends
 2,500 messages, and the four examples add up to 10,000. The kill storms (10 and 3 x 30
 SIGKILLs, ~22 minutes) run with ``pytest -m nightly``, only because CI has 20 minutes
 (docs/reliability.md, "Worker crashes").
@@ -70,6 +71,16 @@ def _interaction(user: str, track: str, kind: str, at: datetime, eid: str) -> by
     return ev.model_dump_json().encode()
 
 
+def _sized(user: str, track: str, at: datetime, eid: str, total: int) -> bytes:
+    """A valid play whose record (key + value) is exactly ``total`` bytes (an extra field
+    pads it: the contract ignores fields it does not know)."""
+    body = json.loads(_interaction(user, track, "play", at, eid))
+    body["pad"] = ""
+    bare = len(json.dumps(body, separators=(",", ":")).encode()) + len(user.encode())
+    body["pad"] = "x" * max(0, total - bare)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def _generate(
     bus: Bus, s: Settings, mix: dict[str, float], seed: int, users: int, root: Path
 ) -> Ledger:
@@ -82,7 +93,26 @@ def _generate(
         user = f"acct-{book.tag}-{rng.randrange(users)}"
         roll = rng.random()
         marker = f"{book.tag}:{i}"
-        if roll < mix["invalid"]:
+        if roll >= 1.0 - mix["oversized"]:
+            # Across the size limit: just under, at, just over, or up to ~1 MB.
+            limit = s.max_event_bytes
+            total = rng.choice(
+                [
+                    limit - rng.randrange(1, 64),
+                    limit,
+                    limit + 1 + rng.randrange(64),
+                    rng.randrange(limit, 1_000_000) if rng.random() < 0.1 else limit + 1,
+                ]
+            )
+            at = t0 + timedelta(milliseconds=i)
+            raw = _sized(user, rng.choice(TRACKS), at, marker, total)
+            bus.send(s.interactions_topic, user, raw)
+            if total <= limit:
+                sent.setdefault(user, []).append((marker, raw))
+                book.applied[marker] = user
+            else:
+                book.dead.add(marker.encode())
+        elif roll < mix["invalid"]:
             bad = rng.choice(
                 [
                     f'{{"event_id": "{marker}", "type": "pause"}}',
@@ -158,6 +188,7 @@ MIX = st.fixed_dictionaries(
         "hostile": st.floats(0.0, 0.05),
         "duplicate": st.floats(0.0, 0.15),
         "skip": st.floats(0.0, 0.5),
+        "oversized": st.floats(0.0, 0.02),
     }
 )
 
