@@ -114,6 +114,7 @@ class TritonProcess(ChildProcess):
             assert self.factory is not None
             cmd += ["--factory", self.factory]
         cmd += [
+            "--model-name", self.model_name,
             "--host", self.host,
             "--http-port", str(self.http_port),
             "--grpc-port", str(self.grpc_port),

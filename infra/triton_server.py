@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.spec import EncoderCard
+from models.spec import ENCODER_INPUT, ENCODER_OUTPUTS, USER_INPUT, USER_OUTPUTS, EncoderCard
 
 if TYPE_CHECKING:
     from serving.user_model import UserModel
@@ -62,14 +62,14 @@ def make_infer_func(module: nn.Module) -> Callable[..., dict[str, np.ndarray]]:
     module.eval()
 
     @batch  # type: ignore[misc]  # untyped decorator from pytriton
-    def infer(mel: np.ndarray) -> dict[str, np.ndarray]:
+    def infer(mel: np.ndarray) -> dict[str, np.ndarray]:  # pytriton binds by ENCODER_INPUT
         # inference_mode: no autograd bookkeeping; from_numpy avoids a copy of the batch.
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))
             emb, tags = module(x)
         return {
-            "embedding": emb.detach().cpu().numpy().astype(np.float32, copy=False),
-            "tags": tags.detach().cpu().numpy().astype(np.float32, copy=False),
+            ENCODER_OUTPUTS[0]: emb.detach().cpu().numpy().astype(np.float32, copy=False),
+            ENCODER_OUTPUTS[1]: tags.detach().cpu().numpy().astype(np.float32, copy=False),
         }
 
     return infer  # type: ignore[no-any-return]
@@ -81,15 +81,16 @@ def make_user_infer_func(model: UserModel) -> Callable[..., list[dict[str, np.nd
     def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
         out: list[dict[str, np.ndarray]] = []
         for req in requests:
-            raw = np.asarray(req["history"]).reshape(-1)
+            raw = np.asarray(req[USER_INPUT]).reshape(-1)
             history = [x.decode() if isinstance(x, bytes) else str(x) for x in raw.tolist()]
             ids, scores, version = model.recommend(history)
+            ids_name, scores_name, version_name = USER_OUTPUTS
             out.append(
                 {
                     # np.bytes_, not object: pytriton cannot validate an empty object array.
-                    "track_ids": np.array([t.encode() for t in ids], dtype=np.bytes_),
-                    "scores": np.asarray(scores, dtype=np.float32),
-                    "version": np.array([version.encode()], dtype=np.bytes_),
+                    ids_name: np.array([t.encode() for t in ids], dtype=np.bytes_),
+                    scores_name: np.asarray(scores, dtype=np.float32),
+                    version_name: np.array([version.encode()], dtype=np.bytes_),
                 }
             )
         return out
@@ -103,11 +104,11 @@ def _bind_user_model(triton: Any, model: UserModel, name: str) -> None:
     triton.bind(
         model_name=name,
         infer_func=make_user_infer_func(model),
-        inputs=[Tensor(name="history", dtype=bytes, shape=(-1,))],
+        inputs=[Tensor(name=USER_INPUT, dtype=bytes, shape=(-1,))],
         outputs=[
-            Tensor(name="track_ids", dtype=bytes, shape=(-1,)),
-            Tensor(name="scores", dtype=np.float32, shape=(-1,)),
-            Tensor(name="version", dtype=bytes, shape=(1,)),
+            Tensor(name=USER_OUTPUTS[0], dtype=bytes, shape=(-1,)),
+            Tensor(name=USER_OUTPUTS[1], dtype=np.float32, shape=(-1,)),
+            Tensor(name=USER_OUTPUTS[2], dtype=bytes, shape=(1,)),
         ],
         config=ModelConfig(batching=False),
         strict=True,
@@ -128,6 +129,7 @@ def serve_encoder(
     module: nn.Module,
     card: EncoderCard,
     *,
+    model_name: str,
     host: str,
     http_port: int,
     grpc_port: int,
@@ -138,7 +140,9 @@ def serve_encoder(
     user_model: UserModel | None = None,
     user_model_name: str = "user_encoder",
 ) -> None:
-    """Bind ``module`` under ``card.name`` (and ``user_model`` if given); serve (blocks)."""
+    """Bind ``module`` under ``model_name`` (``settings.triton_model``: the name the workers
+    and readiness ask for; the card's name is only its default) and ``user_model`` if
+    given; serve (blocks)."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
@@ -162,7 +166,7 @@ def serve_encoder(
     log.info(
         "serving %s (%s) on %s http=%d grpc=%d metrics=%d: mel [B,%d,%d] -> "
         "embedding [B,%d], tags [B,%d], max_batch=%d",
-        card.name,
+        model_name,
         card.version,
         host,
         http_port,
@@ -176,12 +180,14 @@ def serve_encoder(
     )
     with Triton(config=config, workspace=workspace) as triton:
         triton.bind(
-            model_name=card.name,
+            model_name=model_name,
             infer_func=make_infer_func(module),
-            inputs=[Tensor(name="mel", dtype=np.float32, shape=(fe.patch_frames, fe.n_mels))],
+            inputs=[
+                Tensor(name=ENCODER_INPUT, dtype=np.float32, shape=(fe.patch_frames, fe.n_mels))
+            ],
             outputs=[
-                Tensor(name="embedding", dtype=np.float32, shape=(card.embed_dim,)),
-                Tensor(name="tags", dtype=np.float32, shape=(n_tags,)),
+                Tensor(name=ENCODER_OUTPUTS[0], dtype=np.float32, shape=(card.embed_dim,)),
+                Tensor(name=ENCODER_OUTPUTS[1], dtype=np.float32, shape=(n_tags,)),
             ],
             config=ModelConfig(
                 max_batch_size=max_batch_size,
@@ -237,6 +243,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", type=Path, help="converted MusiCNN weights (.pt)")
     src.add_argument("--factory", help="module:function returning (nn.Module, EncoderCard)")
+    p.add_argument("--model-name", default=None, help="served name (default: the card's)")
     p.add_argument("--host", default="127.0.0.1", help="address all endpoints bind")
     p.add_argument("--http-port", type=int, required=True)
     p.add_argument("--grpc-port", type=int, required=True)
@@ -278,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_encoder(
         module,
         card,
+        model_name=args.model_name or card.name,
         host=args.host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -32,12 +32,12 @@ import torch
 from torch import nn
 
 from models.convert_musicnn import load_musicnn
-from models.spec import EncoderCard
+from models.spec import ENCODER_INPUT, ENCODER_OUTPUTS, EncoderCard
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "mel"
-OUTPUT_NAMES = ("embedding", "tags")  # order = position in forward()'s returned tuple
+INPUT_NAME = ENCODER_INPUT
+OUTPUT_NAMES = ENCODER_OUTPUTS  # order = position in forward()'s returned tuple
 MODEL_FILENAME = "model.pt"  # the libtorch backend's default_model_filename
 MODEL_VERSION = "1"
 # Same hold-for-batching delay as the embedded server (infra.triton_server); on a GPU a
@@ -77,7 +77,7 @@ def trace_encoder(module: nn.Module, card: EncoderCard, *, example_batch: int = 
         )
     schema = str(traced._c._get_method("forward").schema)
     if f"Tensor {INPUT_NAME})" not in schema:
-        # The backend binds the config input "mel" by forward()'s argument name.
+        # The backend binds the config input (ENCODER_INPUT) by forward()'s argument name.
         raise ValueError(f"traced forward must take one tensor named {INPUT_NAME!r}: {schema}")
     return traced
 

@@ -11,6 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Tensor names of the served models: the one home for the export (models/export*.py), the
+# embedded server (infra/triton_server.py) and the clients (serving/*_client.py). The
+# Python-backend model (models/triton_user_model.py) runs inside tritonserver without this
+# package and repeats the user encoder's names; tests/unit/test_export_user_triton.py
+# checks they agree.
+ENCODER_INPUT = "mel"  # [B, patch_frames, n_mels] FP32
+ENCODER_OUTPUTS = ("embedding", "tags")  # in the order forward() returns them
+USER_INPUT = "history"  # [L] BYTES, most recent last
+USER_OUTPUTS = ("track_ids", "scores", "version")  # [N] BYTES, [N] FP32, [1] BYTES
+
 
 @dataclass(frozen=True)
 class FrontEndSpec:

@@ -21,13 +21,14 @@ import numpy as np
 import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
 
+from models.spec import ENCODER_INPUT, ENCODER_OUTPUTS
 from serving.tls import split_triton_url, triton_sync_tls
 from serving.triton_base import POLL_S, PROBE_ERRORS, TritonHTTPClient
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "mel"
-OUTPUT_NAMES = ("embedding", "tags")
+INPUT_NAME = ENCODER_INPUT
+OUTPUT_NAMES = ENCODER_OUTPUTS
 
 
 class TritonError(RuntimeError):

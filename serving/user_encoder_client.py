@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http.aio as aiohttpclient
 
+from models.spec import USER_INPUT, USER_OUTPUTS
 from serving.triton_base import TritonHTTPClient
 
 log = logging.getLogger(__name__)
@@ -74,16 +75,13 @@ class UserEncoderClient(TritonHTTPClient):
             raise ValueError("n must be >= 0")
         items = [str(t) for t in history] or [""]
         data = np.array([t.encode() for t in items], dtype=np.object_)
-        inp = aiohttpclient.InferInput("history", [len(items)], "BYTES")
+        inp = aiohttpclient.InferInput(USER_INPUT, [len(items)], "BYTES")
         inp.set_data_from_numpy(data, binary_data=True)
         outputs = [
-            aiohttpclient.InferRequestedOutput(name, binary_data=True)
-            for name in ("track_ids", "scores", "version")
+            aiohttpclient.InferRequestedOutput(name, binary_data=True) for name in USER_OUTPUTS
         ]
         result = await self._infer([inp], outputs)
-        ids = result.as_numpy("track_ids")
-        scores = result.as_numpy("scores")
-        version = result.as_numpy("version")
+        ids, scores, version = (result.as_numpy(name) for name in USER_OUTPUTS)
         if ids is None or scores is None or version is None or len(ids) != len(scores):
             raise UserEncoderInferenceError(f"{self.model_name}: malformed result")
         out = [
