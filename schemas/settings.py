@@ -365,7 +365,12 @@ class Settings(BaseSettings):
 
     def dead_letter_topic(self, name: str) -> str:
         """Where messages of topic ``name`` that cannot be processed are set aside."""
-        return f"{self.topic(name)}.dlq"
+        return self.dead_letter_of(self.topic(name))
+
+    @staticmethod
+    def dead_letter_of(full_topic: str) -> str:
+        """The dead-letter topic of a topic named in full (prefix included): ``<topic>.dlq``."""
+        return f"{full_topic}.dlq"
 
     def retry_topic(self, name: str) -> str:
         """Where messages of topic ``name`` wait for another attempt."""

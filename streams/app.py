@@ -26,6 +26,7 @@ from typing import Any
 import faust
 from faust.streams import _current_event
 
+from schemas.event_time import InputLimits
 from schemas.events import Interaction, Recommendation, TrackUpload
 from serving.kafka_security import KafkaSecurity
 from streams.catalog import Catalog
@@ -35,7 +36,6 @@ from streams.deadletter import DeadLetters, Failed, InvalidMessage, OutOfWindow,
 from streams.ingest import Uploader, UploadItem
 from streams.recommender import VectorCache
 from streams.refresh import Incoming, Refresher, fold_batch
-from streams.sanity import InputLimits
 from streams.spool import Spool
 from streams.state import CatalogDelta, UserState
 

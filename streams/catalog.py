@@ -14,7 +14,7 @@ and ``skips[t]`` the number who skipped it, each listener counted once (within w
 state remembers, see :meth:`streams.state.DeltaBuilder.interaction`); co-plays likewise grow
 by at most one per track a listener plays. So popularity measures an audience, and one
 listener cannot make a track "popular" for everyone by repeating it. A track is fresh while
-``0 <= now - uploaded_at <= window`` (:func:`streams.sanity.is_fresh`).
+``0 <= now - uploaded_at <= window`` (:func:`schemas.event_time.is_fresh`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from schemas.event_time import is_fresh
 from serving.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.fusion import track_label
-from streams.sanity import is_fresh
 from streams.state import COPLAY_LIMIT, CatalogDelta
 
 log = logging.getLogger(__name__)

@@ -272,7 +272,8 @@ class DeadLetters:
                 attempts=f.attempts,
                 now_ms=now_ms,
             )
-            letters.append((f"{f.source.origin[0]}.dlq", f.source.key, f.source.value, headers))
+            dlq = self._s.dead_letter_of(f.source.origin[0])
+            letters.append((dlq, f.source.key, f.source.value, headers))
         await self._deliver(letters)
         for f in failed:
             self._m.dead_letters.labels(topic=role, reason=f.reason).inc()

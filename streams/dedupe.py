@@ -50,7 +50,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streams.sanity import InputLimits, Verdict
+from schemas.event_time import InputLimits, Verdict
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -44,7 +44,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-class Verdict(enum.Enum):
+class FetchVerdict(enum.Enum):
     """What to do with one fetched record."""
 
     DELIVER = "deliver"  # the next record of its partition
@@ -75,22 +75,22 @@ class OffsetGuard:
         """The next offset partition ``tp`` must deliver (None: not known yet)."""
         return self._next.get(tp)
 
-    def admit(self, tp: Any, offset: int) -> Verdict:
+    def admit(self, tp: Any, offset: int) -> FetchVerdict:
         """Decide on the record at ``offset`` of ``tp``; a delivered one advances it."""
         want = self._next.get(tp)
         if want is None or offset == want:
             self._next[tp] = offset + 1
             self._rewound.pop(tp, None)
-            return Verdict.DELIVER
+            return FetchVerdict.DELIVER
         if offset < want:
-            return Verdict.DROP
+            return FetchVerdict.DROP
         if self._rewound.get(tp) == want:
             # We re-read from `want` and this came first: nothing lies in between.
             self._next[tp] = offset + 1
             del self._rewound[tp]
-            return Verdict.GAP
+            return FetchVerdict.GAP
         self._rewound[tp] = want
-        return Verdict.REWIND
+        return FetchVerdict.REWIND
 
 
 def _guard_of(consumer: Any) -> OffsetGuard:
@@ -139,9 +139,9 @@ def _guarded_getmany(
                     continue
                 want = guard.expected(tp)
                 verdict = guard.admit(tp, message.offset)
-                if verdict is Verdict.DROP:
+                if verdict is FetchVerdict.DROP:
                     continue
-                if verdict is Verdict.REWIND:
+                if verdict is FetchVerdict.REWIND:
                     rewound.add(tp)
                     # Info, not warning: a transactional producer's markers cause one
                     # per transaction; resonate_input_rereads_total counts them all.
@@ -155,7 +155,7 @@ def _guarded_getmany(
                     on_reread(message.topic)
                     await _seek_back(self, tp, want)
                     continue
-                if verdict is Verdict.GAP and want is not None:
+                if verdict is FetchVerdict.GAP and want is not None:
                     log.info("%s: offsets %d..%d hold no record", tp, want, message.offset - 1)
                     await self._add_gap(tp, want, message.offset - 1)
                 # Faust's drain loop compares with its own read offset and would drop or

@@ -33,6 +33,7 @@ from datetime import datetime
 
 import numpy as np
 
+from schemas.event_time import InputLimits, latency_s, upload_time_ms
 from schemas.events import TrackUpload
 from serving.milvus_store import TrackRow
 from streams.audio import (
@@ -46,7 +47,6 @@ from streams.audio import (
 )
 from streams.clients import Clients, Deps
 from streams.deadletter import DeadLetters, Failed, Source
-from streams.sanity import InputLimits, latency_s, upload_time_ms
 from streams.state import CatalogDelta, DeltaBuilder, UploadInfo
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas.event_time import is_fresh
 from schemas.events import RecommendedItem
 from streams.catalog import Catalog, TrackInfo
 from streams.fusion import (
@@ -26,7 +27,6 @@ from streams.fusion import (
     rank,
     user_vector,
 )
-from streams.sanity import is_fresh
 from streams.state import UserState
 
 #: co-play candidates kept per listener (the strongest; see ``rank_listener``)

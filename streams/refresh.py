@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models.fusion_weights import WeightsSource
+from schemas.event_time import InputLimits, Verdict, latency_s
 from schemas.events import Interaction, Recommendation
 from streams.catalog import Catalog
 from streams.clients import Clients, Deps, sequence_candidates
@@ -32,7 +33,6 @@ from streams.recommender import (
     search_limit,
     taste_vectors,
 )
-from streams.sanity import InputLimits, Verdict, latency_s
 from streams.state import CatalogDelta, DeltaBuilder, UserState, apply_interaction
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class Touched:
 @dataclass(frozen=True)
 class Folded:
     """What one batch did: listeners to refresh, the catalog delta, replays seen, and the
-    events rejected with their reason (a :class:`~streams.sanity.Verdict` value:
+    events rejected with their reason (a :class:`~schemas.event_time.Verdict` value:
     ``event-time-too-old``, ``event-time-in-future`` or ``late``), to be dead-lettered.
 
     A rejected event changes no state, not even the listener's offset: a broker redelivery

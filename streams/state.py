@@ -25,9 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.event_time import InputLimits, Verdict, event_time_verdict
 from schemas.events import Interaction, InteractionType
 from streams.dedupe import EventIds
-from streams.sanity import InputLimits, Verdict, event_time_verdict
 
 #: co-played neighbours kept per track (the strongest ones)
 COPLAY_LIMIT = 100
@@ -167,7 +167,7 @@ class UserState(_State):
         A broker redelivery (rebalance, crash before commit) comes back with its old offset,
         at most the last applied one; a producer's duplicate is caught by its id, however
         old (:mod:`streams.dedupe`); a time outside the window is rejected
-        (:mod:`streams.sanity`), and so is one below the listener's replay floor.
+        (:mod:`schemas.event_time`), and so is one below the listener's replay floor.
         """
         if offset is not None and offset <= self.offset:
             return Verdict.DUPLICATE

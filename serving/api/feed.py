@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
+from schemas.event_time import InputLimits, event_time_verdict
 from schemas.events import Interaction, Recommendation, TrackUpload
 from schemas.settings import Settings
 from serving.api.metrics import ApiMetrics
@@ -26,6 +29,10 @@ from serving.kafka_reader import partitions_of
 from serving.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @dataclass
@@ -41,8 +48,13 @@ class FeedState:
     until then. Single event loop: no locks needed.
     """
 
-    def __init__(self, *, history: int) -> None:
+    def __init__(
+        self, *, history: int, limits: InputLimits, clock_ms: Callable[[], int] = _wall_ms
+    ) -> None:
         self.history_len = history
+        self.limits = limits  # the worker's time rules, so the history shows what it applied
+        self.clock_ms = clock_ms
+        self.rejected = 0  # interactions the worker rejects too (never shown)
         self._users: dict[str, _Listener] = {}
         self.uploads: dict[str, TrackUpload] = {}
         self.played: set[str] = set()  # every track id seen in an interaction
@@ -70,9 +82,22 @@ class FeedState:
         self.version += 1
 
     def apply_interaction(self, ev: Interaction) -> None:
+        """Keep ``ev`` in its listener's history if the worker applies it: an event time
+        outside the window, or a day behind the listener's newest, is rejected there
+        (dead-lettered) and never shown here; a replayed event id counts once."""
+        at_ms = int(ev.occurred_at.timestamp() * 1000)
+        if event_time_verdict(at_ms, now_ms=self.clock_ms(), limits=self.limits) is not None:
+            self.rejected += 1
+            return
         u = self._users.setdefault(ev.user_id, _Listener())
         if any(h.event_id == ev.event_id for h in u.history):
             return  # a replay
+        newest = max((h.occurred_at for h in u.history), default=None)
+        if newest is not None and (
+            newest.timestamp() * 1000 - at_ms > self.limits.dedupe_horizon_ms
+        ):
+            self.rejected += 1  # late: behind the worker's replay floor
+            return
         u.history.append(
             HistoryEntry(
                 event_id=ev.event_id, type=ev.type, track_id=ev.track_id, occurred_at=ev.occurred_at

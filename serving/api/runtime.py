@@ -18,6 +18,7 @@ import numpy.typing as npt
 from aiokafka import AIOKafkaProducer
 
 from models.spec import EncoderCard
+from schemas.event_time import InputLimits
 from schemas.settings import Settings
 from serving.api.feed import FeedState, KafkaFeed
 from serving.api.metrics import ApiMetrics
@@ -52,7 +53,9 @@ class Runtime:
         self.deps = deps
         self.settings = deps.settings
         self.metrics = metrics
-        self.state = FeedState(history=deps.settings.api_history)
+        self.state = FeedState(
+            history=deps.settings.api_history, limits=InputLimits.from_settings(deps.settings)
+        )
         self.feed = KafkaFeed(settings=deps.settings, state=self.state, metrics=metrics)
         self.store: TrackStore | None = None
         self.encoder: AudioEncoderClient | None = None

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from schemas.event_time import InputLimits
 from schemas.events import Interaction, Recommendation, RecommendedItem
 from serving.api.feed import FeedState
 from serving.api.inspector import signal_of
@@ -15,6 +16,7 @@ from serving.api.pipeline import PipelinePanel, quantile
 from streams.fusion import Candidate, FusionWeights, rank, track_label, track_titles
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
 
 
 def interaction(eid: str, user: str, track: str, kind: str = "play") -> Interaction:
@@ -31,7 +33,7 @@ def rec(user: str, source: str) -> Recommendation:
 
 
 def test_feed_keeps_latest_list_and_bounded_deduplicated_history() -> None:
-    st = FeedState(history=2)
+    st = FeedState(history=2, limits=InputLimits(), clock_ms=lambda: NOW_MS)
     assert st.latest("u") is None and st.history("u") is None
     for i, track in enumerate(["a", "b", "c"]):
         st.apply_interaction(interaction(f"e{i}", "u", track))
@@ -46,10 +48,29 @@ def test_feed_keeps_latest_list_and_bounded_deduplicated_history() -> None:
     assert st.listeners() == ["u"]
 
 
+def test_the_history_shows_only_what_the_worker_applies() -> None:
+    """An event the worker rejects (too old, in the future, a day behind the listener's
+    newest) is dead-lettered there and never shown here."""
+    from datetime import timedelta
+
+    st = FeedState(history=10, limits=InputLimits(), clock_ms=lambda: NOW_MS)
+
+    def at(eid: str, when: datetime) -> Interaction:
+        return interaction(eid, "u", eid).model_copy(update={"occurred_at": when})
+
+    st.apply_interaction(at("ok", NOW - timedelta(minutes=1)))
+    st.apply_interaction(at("old", NOW - timedelta(days=400)))
+    st.apply_interaction(at("future", NOW + timedelta(days=2)))
+    st.apply_interaction(at("late", NOW - timedelta(days=2)))
+    hist = st.history("u")
+    assert hist is not None and [h.event_id for h in hist] == ["ok"]
+    assert st.rejected == 3
+
+
 async def test_wait_changed_wakes_on_notify_and_times_out() -> None:
     import asyncio
 
-    st = FeedState(history=5)
+    st = FeedState(history=5, limits=InputLimits())
     v0 = st.version
     assert await st.wait_changed(v0, timeout_s=0.01) == v0
     waiter = asyncio.create_task(st.wait_changed(v0, timeout_s=5))

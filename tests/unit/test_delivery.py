@@ -8,28 +8,28 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from streams.delivery import OffsetGuard, Verdict, _guarded_getmany
+from streams.delivery import FetchVerdict, OffsetGuard, _guarded_getmany
 
 
 def test_records_in_order_are_delivered_and_advance_the_partition() -> None:
     g = OffsetGuard()
     g.seeked({"p0": 10})
-    assert [g.admit("p0", o) for o in (10, 11, 12)] == [Verdict.DELIVER] * 3
+    assert [g.admit("p0", o) for o in (10, 11, 12)] == [FetchVerdict.DELIVER] * 3
     assert g.expected("p0") == 13
 
 
 def test_a_partition_never_sought_accepts_its_first_record() -> None:
     g = OffsetGuard()
-    assert g.admit("p0", 7) is Verdict.DELIVER
-    assert g.admit("p0", 9) is Verdict.REWIND
+    assert g.admit("p0", 7) is FetchVerdict.DELIVER
+    assert g.admit("p0", 9) is FetchVerdict.REWIND
 
 
 def test_a_record_below_the_expected_offset_was_delivered_already() -> None:
     g = OffsetGuard()
     g.seeked({"p0": 10})
     g.admit("p0", 10)
-    assert g.admit("p0", 10) is Verdict.DROP
-    assert g.admit("p0", 3) is Verdict.DROP
+    assert g.admit("p0", 10) is FetchVerdict.DROP
+    assert g.admit("p0", 3) is FetchVerdict.DROP
     assert g.expected("p0") == 11
 
 
@@ -37,24 +37,24 @@ def test_a_jump_is_re_read_and_only_a_confirmed_one_is_a_gap() -> None:
     g = OffsetGuard()
     g.seeked({"p0": 46})
     # Stale records from before the seek: re-read from 46 instead of skipping 46..57.
-    assert g.admit("p0", 58) is Verdict.REWIND
+    assert g.admit("p0", 58) is FetchVerdict.REWIND
     assert g.expected("p0") == 46
     # The re-read brings 46: the jump was not real.
-    assert g.admit("p0", 46) is Verdict.DELIVER
+    assert g.admit("p0", 46) is FetchVerdict.DELIVER
     # A real hole (a transaction marker at 47): re-read once, then accepted.
-    assert g.admit("p0", 48) is Verdict.REWIND
-    assert g.admit("p0", 48) is Verdict.GAP
+    assert g.admit("p0", 48) is FetchVerdict.REWIND
+    assert g.admit("p0", 48) is FetchVerdict.GAP
     assert g.expected("p0") == 49
 
 
 def test_a_seek_resets_every_partition_and_forgets_rewinds() -> None:
     g = OffsetGuard()
     g.seeked({"p0": 5, "p1": 0})
-    assert g.admit("p0", 9) is Verdict.REWIND
+    assert g.admit("p0", 9) is FetchVerdict.REWIND
     g.seeked({"p0": 5})
     assert g.expected("p1") is None
     # After a new seek the same jump must be re-read again, not taken for a gap.
-    assert g.admit("p0", 9) is Verdict.REWIND
+    assert g.admit("p0", 9) is FetchVerdict.REWIND
 
 
 def test_records_fetched_before_a_seek_are_judged_by_its_target() -> None:
@@ -64,9 +64,9 @@ def test_records_fetched_before_a_seek_are_judged_by_its_target() -> None:
         g.admit("p0", o)
     g.seeked({"p0": 4})  # back to committed 4
     # A record still in hand from before, at exactly the target, is the right one.
-    assert g.admit("p0", 4) is Verdict.DELIVER
-    assert g.admit("p0", 2) is Verdict.DROP  # before committed: done
-    assert g.admit("p0", 6) is Verdict.REWIND  # 5 is not delivered again yet
+    assert g.admit("p0", 4) is FetchVerdict.DELIVER
+    assert g.admit("p0", 2) is FetchVerdict.DROP  # before committed: done
+    assert g.admit("p0", 6) is FetchVerdict.REWIND  # 5 is not delivered again yet
 
 
 def test_revoked_partitions_are_forgotten() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from schemas.event_time import InputLimits, Verdict
 from schemas.events import Interaction
 from streams.catalog import Catalog
-from streams.sanity import InputLimits, Verdict
 from streams.state import (
     HEARD_GENERATION,
     DeltaBuilder,

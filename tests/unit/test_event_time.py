@@ -7,12 +7,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.events import Interaction
-from schemas.settings import Settings
-from streams.catalog import Catalog
-from streams.dedupe import EventIds
-from streams.refresh import Folded, Incoming, fold_batch
-from streams.sanity import (
+from schemas.event_time import (
     InputLimits,
     Verdict,
     event_time_verdict,
@@ -20,6 +15,11 @@ from streams.sanity import (
     latency_s,
     upload_time_ms,
 )
+from schemas.events import Interaction
+from schemas.settings import Settings
+from streams.catalog import Catalog
+from streams.dedupe import EventIds
+from streams.refresh import Folded, Incoming, fold_batch
 from streams.state import DeltaBuilder, UploadInfo, UserState, apply_interaction
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -46,7 +46,7 @@ class Verdict(StrEnum):
 
 
 class InputLimits(BaseModel):
-    """The time rules of :mod:`streams.sanity` and :mod:`streams.dedupe`, in milliseconds."""
+    """The time rules of :mod:`schemas.event_time` and :mod:`streams.dedupe`, in milliseconds."""
 
     model_config = ConfigDict(frozen=True)
 
