@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 from urllib.parse import unquote, urljoin, urlsplit
 
+from models.audio_input import AudioRejected, AudioUnavailable
 from serving.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -61,34 +62,6 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECTS = {301, 302, 303, 307, 308}
 # 408 (request timeout) and 429 (too many requests) are the server's state, not the item's.
 _TRANSIENT_4XX = {408, 429}
-
-
-class AudioRejected(ValueError):
-    """Permanent: the upload's audio cannot be used, retrying will not help."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def __reduce__(self) -> tuple[type[AudioRejected], tuple[str, str]]:
-        return (type(self), (self.reason, self.message))
-
-
-class AudioUnavailable(OSError):
-    """Transient: the audio could not be fetched or read now; retry later."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        # OSError's 2-argument form means (errno, strerror): keep one argument.
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __reduce__(self) -> tuple[type[AudioUnavailable], tuple[str, str]]:
-        return (type(self), (self.reason, self.message))
 
 
 @dataclass(frozen=True)

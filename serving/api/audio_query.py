@@ -1,5 +1,5 @@
 """An uploaded audio file -> one track vector, with the same decoding rules as uploads
-(``streams.audio.prepare_audio``: mono, resampled, the first ``max_audio_s`` seconds) and
+(``models.audio_input.decode_file``: mono, resampled, the first ``max_audio_s`` seconds) and
 the same encoder (Triton). Size and duration are capped before anything is decoded."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from starlette.datastructures import UploadFile  # FastAPI's is a subclass
 
+from models.audio_input import AudioRejected, AudioUnavailable, decode_file, pool_track
 from serving.api.problems import ProblemError
 from serving.api.runtime import Runtime
 from serving.triton_client import TritonError
-from streams.audio import AudioRejected, AudioUnavailable, pool_track, prepare_audio
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _prepare(path: Path, rt: Runtime) -> np.ndarray:
     if seconds > s.api_max_upload_s:
         limit = s.api_max_upload_s
         raise ProblemError(413, f"audio is {seconds:.0f} s long; the limit is {limit:.0f} s")
-    audio = prepare_audio(str(path), spec=rt.deps.card.frontend, max_seconds=s.max_audio_s)
+    audio = decode_file(path, spec=rt.deps.card.frontend, max_seconds=s.max_audio_s)
     return audio.patches
 
 
