@@ -72,7 +72,9 @@ class Spool:
         data = line.encode()
         self.folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         if self.used_bytes() + len(data) > self.max_bytes:
-            return False
+            self._used = None  # an operator may have made room since: look again
+            if self.used_bytes() + len(data) > self.max_bytes:
+                return False
         path = self.folder / f"{topic}.{socket.gethostname()}-{os.getpid()}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         try:

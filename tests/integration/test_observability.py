@@ -35,7 +35,13 @@ CLIPS = [
 
 @pytest.fixture(scope="module")
 def stack_options(data_dir: Path) -> dict[str, Any]:
-    return {"audio_roots": [(data_dir / "audio").resolve()], "workers": 1}
+    # A small spool, so the stall test can fill it (see the last test).
+    return {
+        "audio_roots": [(data_dir / "audio").resolve()],
+        "workers": 1,
+        "spool_max_bytes": 1024 * 1024,
+        "send_deadline_s": 2.0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +195,73 @@ def test_prometheus_scrapes_the_stack_and_evaluates_the_alerts(
     )
     (alert,) = api.alerting_rules()["ResonateWorkerDown"]["alerts"]
     assert alert["labels"]["job"] == "resonate-workers"
+
+
+def test_a_stalled_partition_fires_its_alert_and_status_names_it(
+    stack: EmbeddedStack, bus: Bus, traffic: dict, prometheus: PrometheusServer
+) -> None:
+    """One record the worker can get past in no way (its dead-letter topic refuses it and
+    the spool is full) stops its partition: within two minutes Prometheus fires
+    ResonatePartitionStalled, the worker is not ready, and `resonate status` names the
+    partition, the offset in hand and the error retried. Room in the spool ends it."""
+    from kafka import KafkaProducer
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    s = stack.settings
+    if stack.workers[0].proc is None:  # the test above crashed it
+        stack.start_worker(0)
+    stack.wait_workers_ready(timeout_s=180)
+    api = prometheus.api()
+    filler = s.run_dir / "spool" / "filler.jsonl"
+    filler.parent.mkdir(parents=True, exist_ok=True)
+    filler.write_bytes(b"x" * s.spool_max_bytes)
+    dlq = s.dead_letter_topic(s.interactions_topic)
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+
+    def dlq_limit(value: str) -> None:
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, dlq, configs={"max.message.bytes": value})]
+        )
+
+    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+    try:
+        dlq_limit("64")
+        topic = s.topic(s.interactions_topic)
+        partition = producer.send(topic, key=b"stuck", value=b"not json").get(30).partition
+        user = f"behind-{uuid.uuid4().hex[:6]}"
+        behind = {play(bus, s, user, CLIPS[0], "play", datetime.now(UTC))}
+        alert = poll(
+            "ResonatePartitionStalled firing",
+            lambda: next(
+                (
+                    a
+                    for a in api.alerting_rules()["ResonatePartitionStalled"]["alerts"]
+                    if a["state"] == "firing" and a["labels"]["topic"] == topic
+                ),
+                None,
+            ),
+            timeout_s=150,
+        )
+        assert alert["labels"]["severity"] == "critical"
+        assert "resonate_worker_ready 0.0" in stack.workers[0].metrics_text()
+        env = {**os.environ, **settings_env(s)}
+        screen = subprocess.run(
+            [sys.executable, "-m", "infra.cli", "status", "--window", "0.2"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        assert f"{topic}/{partition}: offset " in screen and "waiting on: send" in screen, screen
+        assert "MessageSizeTooLargeError" in screen, screen
+        # Room in the spool: the letter goes there, the partition moves, the play behind it
+        # is answered and the worker is ready again.
+        filler.unlink()
+        answers(bus, behind, timeout_s=60)
+        poll("ready again", lambda: stack.workers[0].is_ready(), timeout_s=60)
+    finally:
+        filler.unlink(missing_ok=True)
+        dlq_limit("1048588")
+        admin.close()
+        producer.close(5)
