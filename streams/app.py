@@ -10,7 +10,8 @@
 
 Broker records per interaction: the interaction, at most one state write and one list
 (fewer when a listener's events share a batch), plus one delta per batch. The steps are
-the pure functions of ``refresh``, ``state``, ``recommender`` and ``fusion``.
+the methods of ``streams.pipeline.Pipeline``, which call the pure functions of ``refresh``,
+``state``, ``recommender`` and ``fusion``; this module only wires them to Faust.
 """
 
 from __future__ import annotations
@@ -18,46 +19,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 
-from schemas.event_time import InputLimits
 from schemas.events import Interaction, Recommendation, TrackUpload
 from serving.kafka_security import KafkaSecurity
 from streams.catalog import Catalog
 from streams.clients import Clients, Deps
-from streams.codec import InvalidEvent, PydanticSchema
-from streams.deadletter import DeadLetters, Failed, InvalidMessage, OutOfWindow, Source
-from streams.ingest import Uploader, UploadItem
+from streams.codec import PydanticSchema
+from streams.deadletter import DeadLetters, Source
+from streams.ingest import Uploader
+from streams.pipeline import CatalogPublisher, Pipeline
 from streams.recommender import VectorCache
-from streams.refresh import Incoming, Refresher, fold_batch
+from streams.refresh import Refresher
 from streams.spool import Spool
-from streams.state import CatalogDelta, UserState
+from streams.state import CatalogDelta
 
 log = logging.getLogger(__name__)
 
 # Table keys and values as JSON: a key reads back from the changelog as the same str.
 _JSON_TABLE: faust.Schema = faust.Schema(key_serializer="json", value_serializer="json")
-
-
-@contextmanager
-def _routed_as(event: Any) -> Iterator[None]:
-    """Make ``event`` Faust's current event while a table is written.
-
-    Why: a table write goes to the changelog partition of the current event. In a batch
-    taken from several partitions that is the batch's last event, not the listener's;
-    each listener's state must land on its own partition or recovery loses it.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def build_app(deps: Deps) -> faust.App:
@@ -112,14 +94,11 @@ def build_app(deps: Deps) -> faust.App:
     clients = Clients(deps)
     catalog = Catalog(ttl_s=s.catalog_lists_ttl_s)
     cache = VectorCache(capacity=s.vector_cache_size)
-    refresher = Refresher(deps=deps, clients=clients, catalog=catalog, cache=cache)
-    limits = InputLimits.from_settings(s)
     feed = deps.feed_factory(catalog) if deps.feed_factory is not None else None
     feed_ready = feed.caught_up if feed is not None else asyncio.Event()
     if feed is None:
         feed_ready.set()
     background: set[asyncio.Future[None]] = set()
-
     letters = DeadLetters(
         app=app,
         settings=s,
@@ -127,94 +106,36 @@ def build_app(deps: Deps) -> faust.App:
         spool=Spool(folder=s.run_dir / "spool", max_bytes=s.spool_max_bytes),
     )
 
-    def invalid(role: str, event: Any) -> Failed:
-        """An undecodable (or oversized) message, counted; the caller dead-letters it."""
-        bad: InvalidEvent = event.value
-        m.events.labels(topic=role, outcome=bad.reason).inc()
-        return Failed(Source.of(event), bad.reason, InvalidMessage(bad.error))
-
-    async def publish(delta: CatalogDelta) -> None:
-        catalog.apply(delta)  # this worker at once; the others through the topic
-        cache.invalidate(delta.uploads)
+    async def send_delta(delta: CatalogDelta) -> None:
         await deltas.send(value=delta)
 
-    def get_state(uid: str) -> UserState | None:
-        raw = users.get(uid)
-        return UserState.model_validate(raw) if raw else None
-
-    def put_state(state: UserState, last: Incoming) -> None:
-        with _routed_as(last.source):
-            users[state.user_id] = state.model_dump(mode="json")
-
-    async def send(uid: str, rec: Recommendation) -> None:
+    async def send_list(uid: str, rec: Recommendation) -> None:
         await recommendations.send(key=uid, value=rec)
+
+    publish = CatalogPublisher(catalog=catalog, cache=cache, send_delta=send_delta)
+
+    pipeline = Pipeline(
+        settings=s,
+        metrics=m,
+        users=users,
+        catalog=catalog,
+        publish=publish,
+        letters=letters,
+        refresher=Refresher(deps=deps, clients=clients, catalog=catalog, cache=cache),
+        uploader=Uploader(deps=deps, clients=clients, letters=letters, publish=publish),
+        send_list=send_list,
+    )
 
     @app.agent(interactions, name="on_interactions")
     async def on_interactions(stream: Any) -> None:
-        """Fold a batch of interactions; refresh each listener it touched, once."""
         await feed_ready.wait()  # never rank with half a catalog after a restart
         async for events in stream.take_events(s.fold_batch, within=s.fold_wait_s):
-            batch: list[Incoming] = []
-            failed: list[Failed] = []
-            for e in events:
-                if isinstance(e.value, InvalidEvent):
-                    failed.append(invalid("interactions", e))
-                else:
-                    batch.append(Incoming(e.value, e.message.partition, e.message.offset, e))
-            if failed:
-                await letters.dead_letter_many(failed, role="interactions")
-            folded = fold_batch(
-                batch,
-                get_state=get_state,
-                put_state=put_state,
-                seq_len=s.seq_len,
-                session_gap_s=s.session_gap_s,
-                now_ms=int(time.time() * 1000),
-                limits=limits,
-            )
-            m.events.labels(topic="interactions", outcome="duplicate").inc(folded.duplicates)
-            m.events.labels(topic="interactions", outcome="rejected").inc(len(folded.rejected))
-            if folded.rejected:  # valid, but its time is implausible or too late to apply
-                await letters.dead_letter_many(
-                    [
-                        Failed(
-                            Source.of(inc.source),
-                            reason,
-                            OutOfWindow(f"occurred_at {inc.event.occurred_at.isoformat()}"),
-                        )
-                        for inc, reason in folded.rejected
-                    ],
-                    role="interactions",
-                )
-            m.events.labels(topic="interactions", outcome="ok").inc(
-                sum(len(t.events) for t in folded.listeners)
-            )
-            m.fold_batch.observe(len(events))
-            if folded.delta is not None:
-                await publish(folded.delta)
-            await refresher.refresh(folded.listeners, send)
-            m.table_size.labels(table="user-state").set(len(users))
-            m.table_size.labels(table="track-stats").set(len(catalog.plays))
-
-    uploader = Uploader(deps=deps, clients=clients, letters=letters, publish=publish)
-
-    async def upload_batch(events: list[Any]) -> None:
-        items: list[UploadItem] = []
-        failed: list[Failed] = []
-        for e in events:
-            if isinstance(e.value, InvalidEvent):
-                failed.append(invalid("track-uploads", e))
-            else:
-                items.append(UploadItem(e.value, Source.of(e)))
-        if failed:
-            await letters.dead_letter_many(failed, role="track-uploads")
-        await uploader.handle(items)
+            await pipeline.interactions(events)
 
     @app.agent(uploads, name="on_upload")
     async def on_upload(stream: Any) -> None:
-        """Decode, embed on Triton and upsert into Milvus, batching concurrent uploads."""
         async for events in stream.take_events(s.upload_batch, within=s.upload_batch_wait_s):
-            await upload_batch(events)
+            await pipeline.uploads(events)
 
     @app.agent(upload_retries, name="on_upload_retry")
     async def on_upload_retry(stream: Any) -> None:
@@ -223,7 +144,7 @@ def build_app(deps: Deps) -> faust.App:
             due_ms = max(Source.of(e).not_before_ms for e in events)
             # Offsets are acked after this returns: a restart re-reads what still waits.
             await asyncio.sleep(max(0.0, due_ms / 1000 - time.time()))
-            await upload_batch(events)
+            await pipeline.uploads(events)
 
     if feed is not None:
 
