@@ -86,10 +86,6 @@ class FusionArtifact(BaseModel):
     sequence: Mix
     """Mix with the served sequence model."""
 
-    def mix_for(self, *, with_sequence: bool) -> MixWeights:
-        """The weights to use for one refresh."""
-        return (self.sequence if with_sequence else self.base).weights
-
 
 def git_commit(cwd: Path | None = None) -> str:
     """The current commit (``+dirty`` with uncommitted changes), or ``unknown``."""

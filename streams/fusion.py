@@ -18,9 +18,8 @@ default mixes are the committed fusion-weights artifact (``models.fusion_weights
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -154,28 +153,11 @@ def collab_scores(
     return {t: (sc, via[t]) for t, sc in score.items()}
 
 
-class Titled(Protocol):
-    """A stored track as the fusion agent gets it from Milvus (``TrackRow`` or ``Hit``)."""
-
-    track_id: str
-    title: str
-    artist_id: str
-
-
 def track_label(title: str, artist: str) -> str:
     """How a reason names a track: "<title> by <artist>", the title alone, or ""."""
     if not title:
         return ""
     return f"{title} by {artist}" if artist else title
-
-
-def track_titles(tracks: Iterable[Titled]) -> dict[str, str]:
-    """track id -> "<title> by <artist>" for the tracks that have a title (``rank(titles=)``)."""
-    out: dict[str, str] = {}
-    for t in tracks:
-        if label := track_label(t.title, t.artist_id):
-            out[t.track_id] = label
-    return out
 
 
 def _reason(c: Candidate, parts: dict[str, float], titles: Mapping[str, str]) -> str:

@@ -56,17 +56,13 @@ class VectorCache:
     def __init__(self, *, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self._rows: OrderedDict[str, CachedTrack | None] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def missing(self, ids: Iterable[str]) -> list[str]:
         """Ids never looked up (or invalidated since)."""
-        out = [t for t in dict.fromkeys(ids) if t not in self._rows]
-        self.misses += len(out)
-        return out
+        return [t for t in dict.fromkeys(ids) if t not in self._rows]
 
     def put(self, track_id: str, row: CachedTrack | None) -> None:
         """Remember a track's vector, or that it has none."""
@@ -96,7 +92,6 @@ class VectorCache:
         for t in ids:
             row = self._rows.get(t)
             if row is not None:
-                self.hits += 1
                 out[t] = row.embedding
         return out
 

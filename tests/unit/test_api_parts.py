@@ -3,7 +3,6 @@ reasons, and how reasons name tracks ("title by artist")."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +12,7 @@ from schemas.events import Interaction, Recommendation, RecommendedItem
 from serving.api.feed import FeedState
 from serving.api.inspector import signal_of
 from serving.api.pipeline import PipelinePanel, quantile
-from streams.fusion import Candidate, FusionWeights, rank, track_label, track_titles
+from streams.fusion import Candidate, FusionWeights, rank, track_label
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -123,19 +122,11 @@ def test_signal_of_each_reason() -> None:
     assert signal_of("fits what you have been playing") == "sequence"
 
 
-@dataclass(frozen=True)
-class Row:
-    track_id: str
-    title: str
-    artist_id: str
-
-
 def test_reasons_name_tracks_by_title_and_artist() -> None:
     assert track_label("Song", "Band") == "Song by Band"
     assert track_label("Song", "") == "Song"
     assert track_label("", "Band") == ""
-    titles = track_titles([Row("a", "Song A", "Band"), Row("b", "", "Band")])
-    assert titles == {"a": "Song A by Band"}  # no title: the reason keeps the id
+    titles = {"a": track_label("Song A", "Band")}
     cands = [Candidate(track_id="x", audio=0.9, similar_to="a")]
     items = rank(cands, exclude=set(), k=1, max_per_artist=2, titles=titles, w=FusionWeights())
     assert items[0].reason == "sounds like Song A by Band, which you played"

@@ -73,7 +73,7 @@ def test_publish_is_atomic_and_latest_is_newest(tmp_path: Path) -> None:
 
 def test_source_without_dir_serves_builtin() -> None:
     art, version = WeightsSource(dir=None).current()
-    assert version == builtin().version and art.mix_for(with_sequence=True).sequence == 0.45
+    assert version == builtin().version and art.sequence.weights.sequence == 0.45
 
 
 def test_source_picks_up_a_new_version_after_the_poll_interval(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_source_picks_up_a_new_version_after_the_poll_interval(tmp_path: Path) -
     assert src.current()[1] == "fusion-a"  # not looked at yet
     clock.t = 5.0
     art, version = src.current()
-    assert version == "fusion-b" and art.mix_for(with_sequence=False).audio == 0.7
+    assert version == "fusion-b" and art.base.weights.audio == 0.7
 
 
 def test_source_keeps_current_version_when_the_newest_is_broken(tmp_path: Path) -> None:
