@@ -178,12 +178,7 @@ def wait_searchable(
     from serving.milvus_store import TrackStore
 
     seen: dict[str, float] = {}
-    with TrackStore(
-        uri=settings.milvus_uri,
-        collection=settings.milvus_collection,
-        dim=dim,
-        token=settings.milvus_token.get_secret_value(),
-    ) as store:
+    with TrackStore.from_settings(settings, dim=dim) as store:
         deadline = time.monotonic() + timeout_s
         while len(seen) < len(ids) and time.monotonic() < deadline:
             try:

@@ -238,16 +238,3 @@ def embedded_milvus(
     )
     update["milvus_scalar_index"] = settings.milvus_scalar_index or "INVERTED"
     return server, update
-
-
-def store_options(settings: Settings) -> dict[str, Any]:
-    """``TrackStore`` keyword arguments (index, HNSW and consistency) from the settings."""
-    return {
-        "index_type": settings.milvus_index,
-        "hnsw_m": settings.milvus_hnsw_m,
-        "hnsw_ef_construction": settings.milvus_hnsw_ef_construction,
-        "hnsw_ef": settings.milvus_hnsw_ef,
-        "consistency": settings.milvus_consistency,
-        "scalar_index": settings.milvus_scalar_index,
-        "token": settings.milvus_token.get_secret_value(),
-    }

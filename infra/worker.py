@@ -7,7 +7,6 @@ import logging
 import faust
 
 from infra.lag import start_lag_collector
-from infra.milvus_server import store_options
 from infra.topics import message_limits, record_limit
 from models.spec import EncoderCard
 from schemas.settings import Settings
@@ -31,13 +30,7 @@ def make_deps(settings: Settings, card: EncoderCard, metrics: Metrics) -> Deps:
         raise ValueError("a worker needs kafka_bootstrap, milvus_uri and triton_url set")
 
     def store() -> TrackStore:
-        return TrackStore(
-            uri=settings.milvus_uri,
-            collection=settings.milvus_collection,
-            dim=card.embed_dim,
-            timeout_s=settings.timeout_s,
-            **store_options(settings),
-        )
+        return TrackStore.from_settings(settings, dim=card.embed_dim)
 
     def encoder() -> AudioEncoderClient:
         return AudioEncoderClient(

@@ -34,13 +34,16 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas.limits import TITLE_MAX_BYTES, VARCHAR_MAX_BYTES, track_id_of, track_key
 from serving.milvus_expr import NOTHING, representable, track_ids_in, track_ids_not_in
+
+if TYPE_CHECKING:
+    from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +225,25 @@ class TrackStore:
         self._lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, dim: int) -> TrackStore:
+        """The one way a process builds its store: the worker, the query API, the demo and
+        the bench all get the same index, HNSW, scalar-index, consistency and credentials."""
+        s = settings
+        return cls(
+            uri=s.milvus_uri,
+            collection=s.milvus_collection,
+            dim=dim,
+            timeout_s=s.timeout_s,
+            index_type=s.milvus_index,
+            hnsw_m=s.milvus_hnsw_m,
+            hnsw_ef_construction=s.milvus_hnsw_ef_construction,
+            hnsw_ef=s.milvus_hnsw_ef,
+            consistency=s.milvus_consistency,
+            scalar_index=s.milvus_scalar_index,
+            token=s.milvus_token.get_secret_value(),
+        )
 
     def open(self) -> TrackStore:
         """Connect, waiting up to ``timeout_s`` for the server to answer."""

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from infra.demo import Bus
+from models.convert_musicnn import MUSICNN_CARD
 from schemas.events import TrackUpload
 from schemas.settings import Settings
 from serving.milvus_store import MilvusError, TrackStore
@@ -74,12 +75,7 @@ def _wait_stored(store: TrackStore, ids: list[str], timeout_s: float) -> dict[st
 
 def upload_path(bus: Bus, s: Settings, clips: list[Path], *, singles: int) -> dict[str, Any]:
     """Burst of every clip, then ``singles`` uploads one at a time."""
-    with TrackStore(
-        uri=s.milvus_uri,
-        collection=s.milvus_collection,
-        dim=200,
-        token=s.milvus_token.get_secret_value(),
-    ) as store:
+    with TrackStore.from_settings(s, dim=MUSICNN_CARD.embed_dim) as store:
         ids = [f"clip-{c.stem}" for c in clips]
         t0 = time.time()
         for tid, c in zip(ids, clips, strict=True):

@@ -28,14 +28,7 @@ def make_deps(settings: Settings, card: EncoderCard) -> ApiDeps:
     return ApiDeps(
         settings=s,
         card=card,
-        store_factory=lambda: TrackStore(
-            uri=s.milvus_uri,
-            collection=s.milvus_collection,
-            dim=card.embed_dim,
-            timeout_s=s.timeout_s,
-            index_type=s.milvus_index,
-            token=s.milvus_token.get_secret_value(),
-        ),
+        store_factory=lambda: TrackStore.from_settings(s, dim=card.embed_dim),
         encoder_factory=lambda: AudioEncoderClient(
             url=s.triton_url,
             model_name=s.triton_model,

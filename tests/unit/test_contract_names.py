@@ -47,3 +47,32 @@ def test_tensor_names_have_one_home() -> None:
     backend = (ROOT / "models/triton_user_model.py").read_text()
     for name in (USER_INPUT, *USER_OUTPUTS):
         assert f'"{name}"' in backend
+
+
+def test_the_worker_and_the_api_build_the_same_milvus_store() -> None:
+    """The API used to build its store without the worker's consistency, HNSW and scalar
+    index settings; both now go through TrackStore.from_settings."""
+    from pydantic import SecretStr
+
+    from infra.worker import make_deps as worker_deps
+    from models.convert_musicnn import MUSICNN_CARD
+    from schemas.settings import Settings
+    from serving.api.server import make_deps as api_deps
+    from streams.metrics import Metrics
+
+    s = Settings(
+        kafka_bootstrap="127.0.0.1:1",
+        milvus_uri="http://127.0.0.1:2",
+        triton_url="127.0.0.1:3",
+        milvus_index="HNSW",
+        milvus_hnsw_m=24,
+        milvus_consistency="Strong",
+        milvus_scalar_index="STL_SORT",
+        milvus_token=SecretStr("u:p"),
+    )
+    worker = worker_deps(s, MUSICNN_CARD, Metrics()).store_factory()
+    api = api_deps(s, MUSICNN_CARD).store_factory()
+    fields = ("uri", "collection", "dim", "index_type", "hnsw_m", "consistency", "scalar_index")
+    assert {f: getattr(api, f) for f in fields} == {f: getattr(worker, f) for f in fields}
+    assert api.consistency == "Strong" and api.scalar_index == "STL_SORT" and api.hnsw_m == 24
+    assert api._token == worker._token == "u:p"
