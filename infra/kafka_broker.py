@@ -25,9 +25,10 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -88,12 +89,8 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def kafka_metadata_ok(bootstrap: str, *, timeout_s: float = 2.0) -> bool:
-    """True when a real Kafka Metadata request to ``bootstrap`` (plaintext) succeeds.
-
-    An open TCP port is not enough: the broker accepts connections a moment before it
-    answers requests, and clients started in that window fail on their first call.
-    """
+def _probe(bootstrap: str, timeout_s: float, ask: Callable[[Any], object]) -> bool:
+    """True when ``ask(admin)`` succeeds against the plaintext listener at ``bootstrap``."""
     from kafka.admin import KafkaAdminClient
 
     ms = int(timeout_s * 1000)
@@ -104,10 +101,19 @@ def kafka_metadata_ok(bootstrap: str, *, timeout_s: float = 2.0) -> bool:
         bootstrap_timeout_ms=ms,
     )
     try:
-        admin.list_topics()
+        ask(admin)
         return True
     finally:
         admin.close()
+
+
+def kafka_metadata_ok(bootstrap: str, *, timeout_s: float = 2.0) -> bool:
+    """True when a real Kafka Metadata request to ``bootstrap`` (plaintext) succeeds.
+
+    An open TCP port is not enough: the broker accepts connections a moment before it
+    answers requests, and clients started in that window fail on their first call.
+    """
+    return _probe(bootstrap, timeout_s, lambda admin: admin.list_topics())
 
 
 def group_coordinator_ok(bootstrap: str, *, timeout_s: float = 5.0) -> bool:
@@ -117,20 +123,7 @@ def group_coordinator_ok(bootstrap: str, *, timeout_s: float = 5.0) -> bool:
     answers COORDINATOR_NOT_AVAILABLE until its partitions have leaders; asking once here
     means the workers' groups (and every client after them) find a coordinator at once.
     """
-    from kafka.admin import KafkaAdminClient
-
-    ms = int(timeout_s * 1000)
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="resonate-readiness",
-        request_timeout_ms=ms,
-        bootstrap_timeout_ms=ms,
-    )
-    try:
-        admin.describe_groups(["resonate-readiness"])
-        return True
-    finally:
-        admin.close()
+    return _probe(bootstrap, timeout_s, lambda admin: admin.describe_groups(["resonate-ready"]))
 
 
 @dataclass(frozen=True)
@@ -353,6 +346,18 @@ logger.auth.level = INFO
 """
 
 
+def tuning_from(s: Settings) -> BrokerTuning:
+    """The embedded broker's limits from the settings."""
+    return BrokerTuning(
+        heap_mb=s.kafka_heap_mb,
+        partitions=s.partitions,
+        retention_ms=s.kafka_retention_ms,
+        retention_bytes=s.kafka_retention_bytes,
+        # Retention deletes whole closed segments: small ones keep the bound tight.
+        segment_bytes=min(16 * 1024 * 1024, s.kafka_retention_bytes),
+    )
+
+
 def embedded_kafka(settings: Settings, *, run_dir: Path, log_dir: Path) -> KafkaBroker:
     """The embedded stack's broker, built from the settings (not started)."""
     s = settings
@@ -361,13 +366,6 @@ def embedded_kafka(settings: Settings, *, run_dir: Path, log_dir: Path) -> Kafka
         port=s.kafka_port,
         data_dir=run_dir / "kafka",
         log_path=log_dir / "kafka.log",
-        tuning=BrokerTuning(
-            heap_mb=s.kafka_heap_mb,
-            partitions=s.partitions,
-            retention_ms=s.kafka_retention_ms,
-            retention_bytes=s.kafka_retention_bytes,
-            # Retention deletes whole closed segments: small ones keep the bound tight.
-            segment_bytes=min(16 * 1024 * 1024, s.kafka_retention_bytes),
-        ),
+        tuning=tuning_from(s),
         libs=s.kafka_libs,
     )

@@ -101,14 +101,7 @@ def partition_counts(
     security: KafkaSecurity = PLAINTEXT,
 ) -> dict[str, int]:
     """Partition count of each topic as the broker's metadata reports it."""
-    ms = max(1, int(timeout_s * 1000))
-    with KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="resonate-topics",
-        request_timeout_ms=ms,
-        bootstrap_timeout_ms=ms,
-        **security.kafka_python(),
-    ) as admin:
+    with _admin(bootstrap, timeout_s, security) as admin:
         return _partition_counts(admin, names)
 
 
@@ -134,14 +127,7 @@ def message_limits(
     (topics not created yet are left out: they will take the broker's default)."""
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    ms = max(1, int(timeout_s * 1000))
-    with KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="resonate-topics",
-        request_timeout_ms=ms,
-        bootstrap_timeout_ms=ms,
-        **security.kafka_python(),
-    ) as admin:
+    with _admin(bootstrap, timeout_s, security) as admin:
         existing = set(admin.list_topics())
         wanted = [n for n in dict.fromkeys(names) if n in existing]
         if not wanted:
@@ -171,3 +157,14 @@ def record_limit(wanted: int, limits: dict[str, int], *, floor: int) -> int:
             "raise its max.message.bytes or lower RESONATE_MAX_EVENT_BYTES"
         )
     return effective
+
+
+def _admin(bootstrap: str, timeout_s: float, security: KafkaSecurity) -> KafkaAdminClient:
+    ms = max(1, int(timeout_s * 1000))
+    return KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="resonate-topics",
+        request_timeout_ms=ms,
+        bootstrap_timeout_ms=ms,
+        **security.kafka_python(),
+    )

@@ -21,7 +21,7 @@ import pytest
 from pydantic import SecretStr
 
 from infra.demo import Bus
-from infra.kafka_broker import BrokerTuning, KafkaBroker, SaslSslListener
+from infra.kafka_broker import KafkaBroker, SaslSslListener, tuning_from
 from infra.procs import free_port, wait_until
 from infra.stack import PROJECT_ROOT, EmbeddedStack
 from schemas.settings import Settings
@@ -60,13 +60,7 @@ def secure_broker(
         port=0,
         data_dir=folder,
         log_path=folder / "kafka.log",
-        tuning=BrokerTuning(
-            heap_mb=s.kafka_heap_mb,
-            partitions=s.partitions,
-            retention_ms=s.kafka_retention_ms,
-            retention_bytes=s.kafka_retention_bytes,
-            segment_bytes=16 * 1024 * 1024,
-        ),
+        tuning=tuning_from(s),
         libs=s.kafka_libs,
         sasl_ssl=SaslSslListener(
             port=free_port(),

@@ -92,19 +92,24 @@ def _committed(s: Settings) -> dict[int, int]:
         return {p.partition: p.committed for p in reader.read() if p.topic == topic}
 
 
-def test_status_screen_of_the_embedded_stack(stack: EmbeddedStack, traffic: dict) -> None:
-    s = stack.settings
-    # Faust commits every few seconds: wait for the plays' commits to reach the broker.
-    poll("interactions committed", lambda: sum(_committed(s).values()) >= len(traffic["events"]))
-    env = {**os.environ, **settings_env(stack.settings)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "status", "--json", "--window", "1"],
+def _status(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`resonate status ARGS` against the stack whose settings are in ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", "status", *args],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_status_screen_of_the_embedded_stack(stack: EmbeddedStack, traffic: dict) -> None:
+    s = stack.settings
+    # Faust commits every few seconds: wait for the plays' commits to reach the broker.
+    poll("interactions committed", lambda: sum(_committed(s).values()) >= len(traffic["events"]))
+    env = {**os.environ, **settings_env(stack.settings)}
+    proc = _status(env, "--json", "--window", "1")
     # 2 = healthy but an SLO missed: a cold first upload on 2 shared cores can take > 10 s.
     assert proc.returncode in (0, 2), proc.stdout + proc.stderr[-3000:]
     report = json.loads(proc.stdout)
@@ -124,14 +129,7 @@ def test_status_screen_of_the_embedded_stack(stack: EmbeddedStack, traffic: dict
     assert e2r["value_s"] is not None and 0 < e2r["value_s"] < 60
     assert "events ok" in report["rates"] and report["dead_letters"] == {}
 
-    screen = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "status", "--window", "0.2"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    screen = _status(env, "--window", "0.2")
     assert screen.returncode in (0, 2), screen.stdout + screen.stderr[-3000:]
     assert screen.stdout.startswith("Resonate status: " + ("OK" if report["ok"] else "SLO MISSED"))
     assert "consumer lag" in screen.stdout and "p99" in screen.stdout
@@ -244,15 +242,7 @@ def test_a_stalled_partition_fires_its_alert_and_status_names_it(
         )
         assert alert["labels"]["severity"] == "critical"
         assert "resonate_worker_ready 0.0" in stack.workers[0].metrics_text()
-        env = {**os.environ, **settings_env(s)}
-        screen = subprocess.run(
-            [sys.executable, "-m", "infra.cli", "status", "--window", "0.2"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout
+        screen = _status({**os.environ, **settings_env(s)}, "--window", "0.2").stdout
         assert f"{topic}/{partition}: offset " in screen and "waiting on: send" in screen, screen
         assert "MessageSizeTooLargeError" in screen, screen
         # Room in the spool: the letter goes there, the partition moves, the play behind it
