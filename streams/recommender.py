@@ -95,6 +95,10 @@ class VectorCache:
                 out[t] = row.embedding
         return out
 
+    def row(self, track_id: str) -> CachedTrack | None:
+        """One track's cached row, if it has a vector."""
+        return self._rows.get(track_id)
+
     def vector(self, track_id: str) -> np.ndarray | None:
         """One track's cached vector, if it has one."""
         row = self._rows.get(track_id)
@@ -104,6 +108,28 @@ class VectorCache:
         """Forget these tracks (they were uploaded again)."""
         for t in ids:
             self._rows.pop(t, None)
+
+
+@dataclass(frozen=True)
+class AudioHit:
+    """An audio neighbour as ranking uses it: the search's id and cosine, the rest from the
+    vector cache (no stored field is decoded per hit)."""
+
+    track_id: str
+    score: float
+    artist_id: str
+    uploaded_at_ms: int
+
+
+def audio_hits(found: Sequence[tuple[str, float]], cache: VectorCache) -> list[AudioHit]:
+    """Search answers with their cached artist and upload time (tracks the cache knows to
+    have no vector are dropped: deleted since the index was searched)."""
+    out: list[AudioHit] = []
+    for track_id, score in found:
+        row = cache.row(track_id)
+        if row is not None:
+            out.append(AudioHit(track_id, score, row.artist_id or "", row.uploaded_at_ms or 0))
+    return out
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from streams.recommender import (
     Ranked,
     VectorCache,
     audio_candidates,
+    audio_hits,
     rank_listener,
     search_limit,
     taste_vectors,
@@ -253,7 +254,7 @@ class Refresher:
             # Vectors of hits (for "sounds like X") come from the cache: a catalog's hits
             # repeat, so asking the search for every hit's vector would ship the same
             # floats again and again.
-            await self._fill_cache(store, [h.track_id for found in results for h in found])
+            await self._fill_cache(store, [t for found in results for t, _ in found])
         except Exception as exc:  # Milvus away: co-plays and popularity still answer
             m.events.labels(topic="refresh", outcome="no-audio").inc(len(states))
             log.warning("audio candidates unavailable (%s); ranking without them", exc)
@@ -261,6 +262,6 @@ class Refresher:
         out: dict[str, list[Any]] = {}
         for uid, found in zip(vectors, results, strict=True):
             recent = {h.track_id for h in by_user[uid].recent}
-            kept = [h for h in found if h.track_id not in recent]
+            kept = [h for h in audio_hits(found, self.cache) if h.track_id not in recent]
             out[uid] = kept[: audio_candidates(self.deps.settings.top_k)]
         return out

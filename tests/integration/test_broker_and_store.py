@@ -163,6 +163,23 @@ def test_nearest_neighbour_of_stored_vector_is_itself(
     assert hit.uploaded_at_ms == 1_700_000_017_000
 
 
+def test_search_many_answers_each_listener_in_one_call_with_ids_and_cosines(
+    filled: tuple[TrackStore, dict[str, npt.NDArray[np.float32]]],
+) -> None:
+    """The worker's batched search: one query per listener, (id, cosine) best first, the
+    same neighbours the single search finds; no stored field is asked for."""
+    store, vecs = filled
+    queries = [vecs["track-0"], vecs["track-42"], vecs["track-199"]]
+    answers = store.search_many(queries, k=8)
+    assert len(answers) == 3
+    for q, found in zip(queries, answers, strict=True):
+        single = store.search(q, k=8)
+        assert [t for t, _ in found] == [h.track_id for h in single]
+        for t, score in found:
+            assert score == pytest.approx(float(vecs[t] @ q), abs=1e-4)
+    assert store.search_many([], k=5) == [] and store.search_many(queries, k=0) == [[], [], []]
+
+
 def test_search_exclude(filled: tuple[TrackStore, dict[str, npt.NDArray[np.float32]]]) -> None:
     store, vecs = filled
     q = vecs["track-5"]

@@ -85,3 +85,15 @@ def test_collab_scores_follow_recent_positive_history() -> None:
     assert set(scores) == {"x", "y"}  # nothing from the skipped track
     assert scores["y"] == (4.0, "b")
     assert scores["x"][0] == 2 * 0.25 + 1
+
+
+def test_audio_hits_take_artist_and_upload_time_from_the_cache() -> None:
+    from streams.recommender import AudioHit, CachedTrack, VectorCache, audio_hits
+
+    cache = VectorCache(capacity=10)
+    v = np.ones(4, dtype=np.float32)
+    cache.put("a", CachedTrack(embedding=v, artist_id="band", uploaded_at_ms=5))
+    cache.put("b", None)  # known to have no vector (deleted since the index was searched)
+    cache.put("c", CachedTrack(embedding=v, artist_id=None, uploaded_at_ms=None))
+    found = [("a", 0.9), ("b", 0.8), ("c", 0.7), ("never-seen", 0.6)]
+    assert audio_hits(found, cache) == [AudioHit("a", 0.9, "band", 5), AudioHit("c", 0.7, "", 0)]
