@@ -114,12 +114,6 @@ class Settings(BaseSettings):
         100_000, description="Track vectors (and 'no vector' answers) cached per worker."
     )
     app_id: str = Field("resonate", description="Faust application id (consumer group).")
-    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
-        "at_least_once",
-        description="Faust's processing guarantee. at_least_once + event-id replay detection "
-        "is what the kill storms verify; exactly_once (Kafka transactions) as measured in "
-        "docs/reliability.md.",
-    )
 
     # --- recommendation behaviour ---
     top_k: int = Field(10, description="Items per emitted recommendation list.")
