@@ -191,7 +191,8 @@ class KafkaBroker(ChildProcess):
         return f"{self.host}:{self.sasl_ssl.port}"
 
     def start(self) -> KafkaBroker:
-        """Format fresh storage, start the broker, block until it answers Metadata."""
+        """Format fresh storage, start the broker, block until it answers Metadata and
+        FindCoordinator. Every start is a new, empty cluster (also after ``kill()``)."""
         java = java_binary()
         libs = check_libs(self.libs)
         for port in (self.port, self.controller_port):
