@@ -23,7 +23,7 @@ from infra.dlq import read_letters, spooled_letters
 from infra.stack import EmbeddedStack
 from schemas.events import Interaction
 from streams.deadletter import REASON, headers_dict
-from tests.integration.events import answers
+from tests.integration.events import answers, poll
 
 LIMIT = 8 * 1024  # max_event_bytes of this stack: small, so the boundaries are cheap
 
@@ -133,11 +133,16 @@ def test_a_megabyte_a_huge_key_and_many_headers_stop_nobody(
     assert result["answered"] == 3 and result["seconds"] < 20, result
     _books_balance(stack, before, produced=6)
     s = stack.settings
-    letters = asyncio.run(
-        read_letters(s.kafka_bootstrap, s.dead_letter_topic(s.interactions_topic), timeout_s=20)
-    )
-    big = [lt for lt in letters if lt.truncated and lt.original_bytes == 1_000_001]
-    assert big and big[0].reason == "too-large" and len(big[0].value) <= 4096
+
+    def cut_letters() -> list[Any]:
+        # Counted when taken in, written a moment later: read until the letter is there.
+        letters = asyncio.run(
+            read_letters(s.kafka_bootstrap, s.dead_letter_topic(s.interactions_topic))
+        )
+        return [lt for lt in letters if lt.truncated and lt.original_bytes == 1_000_001]
+
+    big = poll("the cut dead letter of the 1 MB record", cut_letters, timeout_s=30)
+    assert big[0].reason == "too-large" and len(big[0].value) <= 4096
     assert headers_dict(big[0].headers)[REASON] == "too-large"
 
 
@@ -160,9 +165,19 @@ def test_a_dead_letter_topic_that_refuses_writes_does_not_stop_the_stream(
         result = _send_bad_then_good(stack, bus, producer, bad)
         assert result["answered"] == 1 and result["seconds"] < 20, result
         _books_balance(stack, before, produced=2)
-        spooled = spooled_letters(s.run_dir / "spool", dlq)
-        assert any(lt.value == b"not json at all" for lt in spooled), spooled
-        assert _counts(stack).get("spooled", 0) > before.get("spooled", 0)
+        # Counted when taken in, spooled a moment later: read until the letter is there.
+        poll(
+            "the refused letter in the spool",
+            lambda: any(
+                lt.value == b"not json at all" for lt in spooled_letters(s.run_dir / "spool", dlq)
+            ),
+            timeout_s=30,
+        )
+        poll(
+            "the spooled counter",
+            lambda: _counts(stack).get("spooled", 0) > before.get("spooled", 0),
+            timeout_s=30,
+        )
     finally:
         admin.alter_configs(
             [
