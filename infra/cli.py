@@ -472,6 +472,9 @@ def bench(
     singles: Annotated[int, typer.Option(help="Single uploads timed one at a time.")] = 8,
     bare: Annotated[bool, typer.Option(help="Measure the in-process upload ceiling.")] = True,
     workers: Annotated[int, typer.Option(help="Faust workers of the stack.")] = 1,
+    profile_rate: Annotated[
+        float, typer.Option(help="Ladder rate at which py-spy profiles worker 0.")
+    ] = 1000.0,
 ) -> None:
     """Measure throughput, latency, cost per interaction, uploads and vector search."""
     from infra.bench.report import write_report
@@ -490,6 +493,7 @@ def bench(
         clips=clips,
         singles=singles,
         bare=bare,
+        profile_rate=profile_rate,
     )
     if quick:
         plan = BenchPlan(

@@ -105,6 +105,7 @@ def write_report(result: dict[str, Any], path: Path, *, plot: Path) -> str:
         "",
     ]
     lines += _scale_out(steps)
+    lines += _budget_section(steps, path.parent)
     lines += _sections(result)
     text = "\n".join(lines) + "\n" + _kept(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,34 @@ def _scale_out(steps: list[dict[str, Any]]) -> list[str]:
         workers = max(1, math.ceil(rate * w_ms / 700))
         parts = 2 ** math.ceil(math.log2(2 * workers))
         lines.append(f"| {rate:,} | {workers} | {parts} | {math.ceil(rate * b_ms / 700)} |")
+    return [*lines, ""]
+
+
+def _budget_section(steps: list[dict[str, Any]], docs: Path) -> list[str]:
+    """The worker's CPU per interaction by stage, from the profiled step (and its flame
+    graph, copied beside the report)."""
+    prof = next(((s, s["profile"]) for s in steps if s.get("profile", {}).get("shares")), None)
+    if prof is None:
+        return []
+    step, p = prof
+    flame = Path(p["files"].get("flamegraph", ""))
+    link = ""
+    if flame.is_file():
+        (docs / "performance-flame.svg").write_bytes(flame.read_bytes())
+        link = " Flame graph: [performance-flame.svg](performance-flame.svg)."
+    lines = [
+        "## Where the worker's CPU goes",
+        "",
+        f"py-spy on worker 0 during the {step['offered_per_s']:.0f}/s step ({p['samples']}"
+        f" samples, non-blocking), each sample filed under the innermost stage it names"
+        f" (`infra/bench/profile.py`); the worker used **{p['worker_cpu_ms_per_answered']}"
+        f" CPU-ms per answered interaction** in that step.{link}",
+        "",
+        "| stage | share of samples | CPU-ms per interaction |",
+        "|---|---|---|",
+    ]
+    for stage, share in sorted(p["shares"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {stage} | {share:.1%} | {p['cpu_ms_per_interaction'][stage]} |")
     return [*lines, ""]
 
 

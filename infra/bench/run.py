@@ -33,6 +33,7 @@ from infra.bench.measure import (
     cpu_sample,
     records_between,
 )
+from infra.bench.profile import record, stage_budget, stage_shares
 from infra.bench.uploads import bare_rate, upload_path
 from infra.demo import Bus
 from infra.kafka_broker import kafka_version
@@ -65,6 +66,7 @@ class BenchPlan:
     relay_records: int = 100_000
     clips: int = 0  # real clips uploaded (0 = all); fewer for a fast look at the hot path
     bare: bool = True  # measure the in-process upload ceiling
+    profile_rate: float = 1000.0  # ladder step profiled with py-spy (or the highest rate)
 
 
 def _sustainable(s: dict[str, Any]) -> bool:
@@ -95,6 +97,7 @@ async def _step(
     seconds: float,
     batches: Any,
     per_minute: list[dict[str, Any]] | None = None,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     s = stack.settings
     settled_s = await _settle(reader)
@@ -118,6 +121,7 @@ async def _step(
         )
         mark.at, mark.cpu, mark.lat = elapsed, now, len(reader.latencies_ms)
 
+    profiling = _profile_later(stack, seconds, profile_dir) if profile_dir else None
     res: StepResult = await open_loop(
         bootstrap=s.kafka_bootstrap,
         topic=s.topic(s.interactions_topic),
@@ -135,8 +139,44 @@ async def _step(
     out["records"] = records_between(rec0, rec1, res.sent)
     out["sustainable"] = _sustainable(out)
     out["settled_before_s"] = settled_s
+    if profiling is not None:
+        out["profile"] = _budget(await profiling, out, sent=res.sent, answered=res.answered)
     log.info("step %s/s: %s", rate, {k: v for k, v in out.items() if k != "cpu"})
     return out
+
+
+def _profile_later(stack: EmbeddedStack, seconds: float, out_dir: Path) -> asyncio.Task[Any]:
+    """py-spy on the first worker over the middle 70% of a step (past the ramp-up)."""
+    pid = stack.pids().get("worker-0")
+
+    async def run() -> dict[str, str]:
+        if pid is None:
+            return {}
+        await asyncio.sleep(0.2 * seconds)
+        return await record(pid, seconds=0.7 * seconds, out_dir=out_dir)
+
+    return asyncio.create_task(run())
+
+
+def _budget(
+    files: dict[str, str], step: dict[str, Any], *, sent: int, answered: int
+) -> dict[str, Any]:
+    """The stage shares of the first worker's samples, and CPU-ms per answered interaction
+    of each stage (the worker's CPU of the step shared out by its samples)."""
+    if "raw" not in files:
+        return {"files": files}
+    with open(files["raw"]) as f:
+        shares, samples = stage_shares(f)
+    worker = step["cpu"].get("worker-0", {})
+    used_ms = worker.get("cpu_ms_per_event", 0.0) * sent
+    per_answered = used_ms / max(1, answered)
+    return {
+        "files": files,
+        "samples": samples,
+        "shares": shares,
+        "worker_cpu_ms_per_answered": round(per_answered, 3),
+        "cpu_ms_per_interaction": stage_budget(shares, per_answered),
+    }
 
 
 @dataclass
@@ -193,7 +233,11 @@ def _replay_events(path: Path, limit: int) -> list[tuple[str, str]]:
 
 
 async def _traffic(
-    stack: EmbeddedStack, plan: BenchPlan, tracks: list[str], report: dict[str, Any]
+    stack: EmbeddedStack,
+    plan: BenchPlan,
+    tracks: list[str],
+    report: dict[str, Any],
+    out_dir: Path,
 ) -> None:
     s = stack.settings
     reader = Reader(
@@ -210,8 +254,16 @@ async def _traffic(
         log.info("relay limit: %s", report["relay"])
         work = SessionWorkload(tracks=tracks, listeners=plan.listeners)
         report["ladder"] = []
+        profiled = plan.profile_rate if plan.profile_rate in plan.rates else max(plan.rates)
         for rate in plan.rates:
-            step = await _step(stack, reader, rate=rate, seconds=plan.step_s, batches=work.batch)
+            step = await _step(
+                stack,
+                reader,
+                rate=rate,
+                seconds=plan.step_s,
+                batches=work.batch,
+                profile_dir=out_dir / "profile" if rate == profiled else None,
+            )
             report["ladder"].append(step)
         if plan.replay_path is not None:
             replay = ReplayWorkload(
@@ -291,7 +343,7 @@ def run_bench(settings: Settings, plan: BenchPlan, out_dir: Path) -> dict[str, A
             bus.close()
         audio_ids = report["uploads"].pop("clip_ids")
         tracks = audio_ids + [f"track-{i}" for i in range(plan.silent_tracks)]
-        asyncio.run(_traffic(stack, plan, tracks, report))
+        asyncio.run(_traffic(stack, plan, tracks, report, out_dir))
     if plan.bare:
         ratio = report["uploads"]["burst"]["tracks_per_s"] / report["upload_bare"]["clips_per_s"]
         report["uploads"]["ratio_to_bare"] = round(ratio, 3)

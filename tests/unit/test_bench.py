@@ -80,3 +80,30 @@ def test_report_names_the_highest_sustainable_rate_and_draws_the_plot(tmp_path: 
     (tmp_path / "perf.md").write_text(text + f"{KEEP_MARKER}\nwhy it is so\n")
     again = write_report(result, tmp_path / "perf.md", plot=tmp_path / "p.png")
     assert again.count("why it is so") == 1 and again.count("# Performance") == 1
+
+
+def test_stage_budget_files_each_sample_under_its_innermost_stage() -> None:
+    from infra.bench.profile import STAGES, stage_budget, stage_shares
+
+    raw = [
+        # the state codec inside the fold: the codec's, not the fold's
+        "run (faust/agents/agent.py:1);fold_batch (/r/streams/refresh.py:80);"
+        "get_state (/r/streams/pipeline.py:140);model_validate (pydantic/main.py:5) 30",
+        "run (faust/agents/agent.py:1);fold_batch (/r/streams/refresh.py:80) 10",
+        # the search runs in an executor thread: pymilvus frames name it
+        "_bootstrap (threading.py:1);search_many (/r/serving/milvus_store.py:560);"
+        "_decode (/v/pymilvus/client/search_result.py:9) 20",
+        "refresh (/r/streams/refresh.py:150);rank (/r/streams/fusion.py:180);"
+        "_reason (/r/streams/fusion.py:150) 15",
+        "refresh (/r/streams/refresh.py:150);rank_listener (/r/streams/recommender.py:200) 15",
+        "getmany (/v/aiokafka/consumer/consumer.py:1) 10",
+        "not a sample line",
+    ]
+    shares, n = stage_shares(raw)
+    assert n == 100
+    assert set(shares) == set(STAGES)
+    assert shares["state codec"] == 0.30 and shares["fold"] == 0.10
+    assert shares["vector search"] == 0.20 and shares["rank"] == 0.15
+    assert shares["candidates"] == 0.15 and shares["framework"] == 0.10
+    budget = stage_budget(shares, 4.0)
+    assert budget["state codec"] == 1.2 and abs(sum(budget.values()) - 4.0) < 1e-6
