@@ -34,12 +34,10 @@ from streams.pipeline import CatalogPublisher, Pipeline
 from streams.recommender import VectorCache
 from streams.refresh import Refresher
 from streams.spool import Spool
-from streams.state import CatalogDelta
+from streams.state import CatalogDelta, UserState
+from streams.state_codec import ModelTableSchema
 
 log = logging.getLogger(__name__)
-
-# Table keys and values as JSON: a key reads back from the changelog as the same str.
-_JSON_TABLE: faust.Schema = faust.Schema(key_serializer="json", value_serializer="json")
 
 
 def build_app(deps: Deps) -> faust.App:
@@ -92,7 +90,16 @@ def build_app(deps: Deps) -> faust.App:
         # time or size retention would make a restarted worker forget old tracks.
         config={"retention.ms": "-1", "retention.bytes": "-1"},
     )
-    users = app.Table("user-state", default=None, partitions=s.partitions, schema=_JSON_TABLE)
+    users = app.Table(
+        "user-state",
+        default=None,
+        partitions=s.partitions,
+        # States as objects in the table; JSON only on the changelog (streams/state_codec.py).
+        schema=ModelTableSchema(
+            UserState,
+            on_invalid=lambda _: m.events.labels(topic="user-state", outcome="invalid").inc(),
+        ),
+    )
     clients = Clients(deps)
     catalog = Catalog(ttl_s=s.catalog_lists_ttl_s)
     cache = VectorCache(capacity=s.vector_cache_size)

@@ -144,12 +144,13 @@ class Pipeline:
         m.table_size.labels(table="track-stats").set(len(self.catalog.plays))
 
     def get_state(self, uid: str) -> UserState | None:
-        raw = self.users.get(uid)
-        return UserState.model_validate(raw) if raw else None
+        # The table holds UserState objects (streams/state_codec.py): no validation here.
+        state: UserState | None = self.users.get(uid)
+        return state
 
     def put_state(self, state: UserState, last: Incoming) -> None:
         with routed_as(last.source):
-            self.users[state.user_id] = state.model_dump(mode="json")
+            self.users[state.user_id] = state
 
     # --- the upload path -----------------------------------------------------------------
 

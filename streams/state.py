@@ -1,8 +1,7 @@
 """Per-user listening state and the catalog deltas it produces: pure update functions.
 
-The user-state table stores :class:`UserState` as a JSON dict; the fold agent converts at
-the boundary (``UserState.model_validate`` / ``model_dump(mode="json")``) so everything here
-is testable without a broker.
+The user-state table holds :class:`UserState` objects (JSON only on its changelog,
+:mod:`streams.state_codec`), and everything here is pure, testable without a broker.
 
 A state record is bounded whatever the listener's history: the last ``L`` events, a fixed
 size filter of older tracks ("already heard"), the replay memory of :mod:`streams.dedupe`
@@ -95,8 +94,16 @@ class HeardFilter(_State):
         return HeardFilter(current=base64.b64encode(cur).decode(), previous=prev, count=count)
 
     def matcher(self) -> HeardMatcher:
-        """A fast membership test (decodes the bits once)."""
-        return HeardMatcher(base64.b64decode(self.current), base64.b64decode(self.previous))
+        """A fast membership test (the bits decoded once per filter value: the fold and the
+        ranking of one batch ask for the same listener's filter)."""
+        return _matcher(self.current, self.previous)
+
+
+@functools.lru_cache(maxsize=2048)
+def _matcher(current: str, previous: str) -> HeardMatcher:
+    # Keyed by the filter's own strings (not the model: a copied model may carry a stale
+    # cache); their hashes are computed once per str object.
+    return HeardMatcher(base64.b64decode(current), base64.b64decode(previous))
 
 
 class HeardMatcher:

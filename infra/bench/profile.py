@@ -24,24 +24,32 @@ log = logging.getLogger(__name__)
 
 #: (stage, pattern of a frame "function (file:line)"): a sample's innermost frame that
 #: matches one names its stage. Order matters only within one frame.
+#: (stage, pattern of a frame "[Class.]function (file:line)"): a sample's innermost frame
+#: that matches one names its stage. Order matters only within one frame.
+_Q = r"^(?:[\w<>]+\.)*"  # py-spy names methods Class.method (and closures a.<locals>.b)
 STAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (stage, re.compile(p))
     for stage, p in (
-        ("decode", r"^loads_value \(.*streams/codec\.py"),
-        ("encode", r"^(dumps_value \(.*streams/codec\.py|_message \(.*streams/refresh\.py)"),
-        ("state codec", r"^(get_state|put_state|encode_state|decode_state) \("),
-        ("vector search", r"(milvus_store\.py|/pymilvus/|/grpc/)"),
-        ("sequence model", r"(user_encoder_client\.py|sequence_candidates \()"),
-        ("rank", r"^(rank|rank_batch|_reason|fuse_batch) \(.*streams/(fusion|rank)\.py"),
+        ("decode", _Q + r"loads_(value|key) \(.*streams/codec\.py"),
+        ("state codec", r"streams/state_codec\.py|" + _Q + r"(get_state|put_state) \("),
+        ("encode", _Q + r"(dumps_(value|key) \(.*streams/codec\.py|_message \()"),
+        ("vector search", r"milvus_store\.py|/pymilvus/|/grpc/|" + _Q + r"_fill_cache \("),
+        ("sequence model", r"user_encoder_client\.py|" + _Q + r"sequence_candidates \("),
+        ("rank", _Q + r"(rank|rank_batch|_reason|_merge|candidate_signals) \(|models/fusion_rule"),
         (
             "candidates",
-            r"^(rank_listener|taste_vectors|audio_hits|_audio_hits|lists|coplays_of"
-            r"|candidates_of|gather_candidates) \(",
+            _Q + r"(rank_listener|taste_vectors|user_vector|audio_hits|_audio_hits|lists"
+            r"|coplays_of|collab_scores|_closest_played|gather|candidates_of) \(",
         ),
-        ("fold", r"^fold_batch \("),
+        ("fold", _Q + r"fold_batch \(|streams/(state|dedupe)\.py|schemas/event_time\.py"),
         ("catalog feed", r"streams/catalog\.py"),
         ("dead letters", r"streams/(deadletter|spool)\.py"),
-        ("produce", r"(aiokafka/producer/|faust/transport/producer|^send \(.*faust/topics)"),
+        (
+            "produce",
+            r"aiokafka/producer/|faust/transport/producer|"
+            + _Q
+            + r"(send|publish_message|_send_now|as_future_message) \(.*faust/(topics|channels)\.py",
+        ),
         ("metrics", r"/prometheus_client/"),
     )
 )

@@ -137,3 +137,37 @@ def test_catalog_folds_deltas_once_and_ranks_lists() -> None:
     assert [t.track_id for t in popular] == ["b", "a"]  # c: skipped only, not popular
     assert [t.track_id for t in fresh] == ["n"] and fresh[0].artist_id == "x"
     assert cat.labels == {"n": "Nebula by x"}  # how reasons name an uploaded track
+
+
+def test_state_codec_reads_the_dict_tables_changelog_and_writes_the_same_json() -> None:
+    """States live in the table as objects; the changelog keeps the JSON the dict table
+    wrote, so a worker recovers a changelog written before the codec existed."""
+    import json
+    from types import SimpleNamespace
+
+    from streams.state_codec import ModelTableSchema
+
+    bad: list[str] = []
+    codec = ModelTableSchema(UserState, on_invalid=bad.append)
+    st = UserState(user_id="u1").model_copy(update={"plays": 3, "offset": 7})
+    old_bytes = json.dumps(st.model_dump(mode="json")).encode()  # what the dict table wrote
+
+    def msg(value: bytes | None) -> SimpleNamespace:
+        return SimpleNamespace(value=value, topic="t-changelog", partition=2, offset=9)
+
+    back = codec.loads_value(None, msg(old_bytes))  # type: ignore[arg-type]
+    assert isinstance(back, UserState) and back == st
+    payload, _ = codec.dumps_value(None, st, headers=None)  # type: ignore[arg-type]
+    assert json.loads(payload) == json.loads(old_bytes)
+    assert codec.loads_value(None, msg(None)) is None  # type: ignore[arg-type]
+    assert not bad
+    # a record that no longer validates: no state, counted with where it was
+    assert codec.loads_value(None, msg(b'{"user_id": 5}')) is None  # type: ignore[arg-type]
+    assert bad == ["t-changelog[2]@9"]
+
+
+def test_heard_matcher_follows_the_filter_not_a_stale_copy() -> None:
+    a = HeardFilter().add(["t1"])
+    b = a.add(["t2"])
+    assert "t1" in a.matcher() and "t2" not in a.matcher()
+    assert "t2" in b.matcher() and a.matcher() is a.matcher()
