@@ -59,7 +59,9 @@ def build_app(deps: Deps) -> faust.App:
         broker_session_timeout=10,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_max_batch_size=s.producer_max_batch_bytes,
+        # A batch is one record batch to the broker: never over the record limit that the
+        # worker fitted to its topics' max.message.bytes at start.
+        producer_max_batch_size=min(s.producer_max_batch_bytes, s.max_record_bytes),
         producer_linger=s.producer_linger_ms / 1000,
         producer_max_request_size=s.max_record_bytes,
         # at_least_once + event-id replay detection: what the kill storms verify. Faust's
