@@ -25,13 +25,13 @@ import faust
 
 from schemas.events import Interaction, Recommendation, TrackUpload
 from serving.kafka_security import KafkaSecurity
+from streams.candidates import VectorCache
 from streams.catalog import Catalog
 from streams.clients import Clients, Deps
 from streams.codec import PydanticSchema
 from streams.deadletter import DeadLetters, Source
 from streams.ingest import Uploader
 from streams.pipeline import CatalogPublisher, Pipeline
-from streams.recommender import VectorCache
 from streams.refresh import Refresher
 from streams.spool import Spool
 from streams.state import CatalogDelta, UserState

@@ -1,18 +1,17 @@
-"""Fusion ranking: user vector, candidate scoring, diversity and reasons (pure).
+"""Fusion: how a listener's history becomes signals, and the weights that mix them (pure).
 
-The fusion agent gathers the inputs (user state, audio neighbours from Milvus,
-co-play and popularity stats from the track table) and calls :func:`rank`.
-Following DMM-HyRec's serving design, the user vector is recomputed per request
-and an ANN search over precomputed track embeddings gives the audio candidates;
-the collaborative signal is learnt online from co-plays within sessions, and
-popularity covers listeners with no usable history. When a trained user (sequence)
-encoder is served, its top-N next tracks join as a ``sequence`` component
-(``SEQUENCE_WEIGHTS``); without one the weights are ``DEFAULT_WEIGHTS`` and the ranking is
-exactly the training-free one.
+Following DMM-HyRec's serving design, the user vector is recomputed per request from the
+listener's recent plays (:func:`user_vector`) and an ANN search over precomputed track
+embeddings gives the audio candidates; the collaborative signal is learnt online from
+co-plays within sessions (:func:`collab_scores`), and popularity covers listeners with no
+usable history. When a trained user (sequence) encoder is served, its top-N next tracks
+join as a ``sequence`` signal (``SEQUENCE_WEIGHTS``); without one the weights are
+``DEFAULT_WEIGHTS`` and the ranking is exactly the training-free one.
 
-The scoring itself is ``models.fusion_rule.fuse`` (each signal scaled by its maximum over the
-candidates, then mixed), the same function the offline ``hybrid`` models rank with; the
-default mixes are the committed fusion-weights artifact (``models.fusion_weights.builtin``).
+The scoring itself is ``models.fusion_rule`` (each signal scaled by its maximum over the
+candidates, then mixed), the same rule the offline ``hybrid`` models rank with, applied to a
+whole batch by :mod:`streams.rank`; the default mixes are the committed fusion-weights
+artifact (``models.fusion_weights.builtin``).
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.fusion_rule import MixWeights, scale_signals, weighted_parts
+from models.fusion_rule import MixWeights
 from models.fusion_weights import builtin
-from schemas.events import InteractionType, RecommendedItem
+from schemas.events import InteractionType
 from streams.state import HistoryItem
 
 _BASE = builtin().base.weights
@@ -62,27 +61,18 @@ class FusionWeights:
             sequence=self.sequence,
         )
 
+    @property
+    def mix_weights(self) -> MixWeights:
+        """:meth:`mix`, made once per weights (a validated model per ranking would cost
+        more than the ranking it feeds)."""
+        return _mix_of(self)
+
 
 # The mixes are the committed fusion-weights artifact (models/artifacts/fusion/, provenance
 # inside): the validation choices of the offline "hybrid" / "hybrid-sasrec" (docs/results.md,
 # "Served configuration") with a small popularity weight for listeners with no history yet.
 DEFAULT_WEIGHTS = FusionWeights.from_mix(builtin().base.weights)
 SEQUENCE_WEIGHTS = FusionWeights.from_mix(builtin().sequence.weights)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A track that one of the sources proposed, with what each source said."""
-
-    track_id: str
-    artist_id: str | None = None
-    audio: float = 0.0  # raw cosine similarity to the user vector
-    collab: float = 0.0  # weighted co-play count
-    popularity: float = 0.0  # plays net of skips
-    fresh: bool = False
-    similar_to: str | None = None  # played track whose audio is closest (audio reason)
-    coplayed_with: str | None = None  # played track it was co-played with (collab reason)
-    sequence: float = 0.0  # sequence model's score relative to its best, in [0, 1]
 
 
 def _unit(v: np.ndarray) -> np.ndarray | None:
@@ -160,102 +150,7 @@ def track_label(title: str, artist: str) -> str:
     return f"{title} by {artist}" if artist else title
 
 
-def _reason(c: Candidate, parts: dict[str, float], titles: Mapping[str, str]) -> str:
-    def name(t: str | None) -> str:
-        return titles.get(t or "", t or "a track you played")
-
-    best = max(parts, key=lambda p: parts[p])
-    if parts[best] <= 0:
-        return "new upload" if c.fresh else "popular on Resonate"
-    if best == "audio":
-        return f"sounds like {name(c.similar_to)}, which you played"
-    if best == "collab":
-        return f"listeners who played {name(c.coplayed_with)} also played this"
-    if best == "fresh":
-        return "new upload that matches your taste"
-    if best == "sequence":
-        return "fits what you have been playing"
-    return "popular on Resonate right now"
-
-
-def rank(
-    candidates: Sequence[Candidate],
-    *,
-    exclude: set[str],
-    k: int,
-    max_per_artist: int,
-    w: FusionWeights = DEFAULT_WEIGHTS,
-    titles: Mapping[str, str] | None = None,
-) -> list[RecommendedItem]:
-    """Fuse, drop heard tracks, apply the per-artist cap and explain each item."""
-    merged: dict[str, Candidate] = {}
-    for c in candidates:
-        if c.track_id in exclude:
-            continue
-        prev = merged.get(c.track_id)
-        merged[c.track_id] = c if prev is None else _merge(prev, c)
-    pool = list(merged.values())
-    if not pool:
-        return []
-    parts_of = weighted_parts(scale_signals(candidate_signals(pool)), _mix_of(w))
-    # In SIGNALS order, sequence last: without a sequence model it is 0 and changes neither
-    # sums nor reasons. Summed as arrays (the same float additions, in the same order, as
-    # summing each candidate's parts); parts are looked at only for the items emitted.
-    columns = list(parts_of.values())
-    total = columns[0]
-    for col in columns[1:]:
-        total = total + col
-    totals = total.tolist()
-    # Ties (e.g. cold users with equal popularity) break on track id: deterministic output.
-    order = sorted(range(len(pool)), key=lambda n: (-totals[n], pool[n].track_id))
-    out: list[RecommendedItem] = []
-    per_artist: dict[str, int] = {}
-    for n in order:
-        c = pool[n]
-        if c.artist_id:
-            if per_artist.get(c.artist_id, 0) >= max_per_artist:
-                continue
-            per_artist[c.artist_id] = per_artist.get(c.artist_id, 0) + 1
-        parts = {name: float(v[n]) for name, v in parts_of.items()}
-        out.append(
-            RecommendedItem(
-                track_id=c.track_id,
-                score=round(totals[n], 6),
-                reason=_reason(c, parts, titles or {}),
-            )
-        )
-        if len(out) == k:
-            break
-    return out
-
-
 @functools.lru_cache(maxsize=64)
 def _mix_of(w: FusionWeights) -> MixWeights:
     # A validated model per call would cost more than the ranking it feeds.
     return w.mix()
-
-
-def candidate_signals(pool: Sequence[Candidate]) -> dict[str, np.ndarray]:
-    """The raw signals of ``models.fusion_rule`` per candidate (one array each)."""
-    return {
-        "audio": np.array([c.audio for c in pool], dtype=np.float64),
-        "collab": np.array([c.collab for c in pool], dtype=np.float64),
-        "popularity": np.array([c.popularity for c in pool], dtype=np.float64),
-        "fresh": np.array([float(c.fresh) for c in pool], dtype=np.float64),
-        "sequence": np.array([c.sequence for c in pool], dtype=np.float64),
-    }
-
-
-def _merge(a: Candidate, b: Candidate) -> Candidate:
-    """One track proposed by several sources: keep the strongest value of each."""
-    return Candidate(
-        track_id=a.track_id,
-        artist_id=a.artist_id or b.artist_id,
-        audio=max(a.audio, b.audio),
-        collab=max(a.collab, b.collab),
-        popularity=max(a.popularity, b.popularity),
-        fresh=a.fresh or b.fresh,
-        similar_to=a.similar_to or b.similar_to,
-        coplayed_with=a.coplayed_with or b.coplayed_with,
-        sequence=max(a.sequence, b.sequence),
-    )

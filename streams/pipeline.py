@@ -23,13 +23,14 @@ from faust.streams import _current_event
 from schemas.event_time import InputLimits
 from schemas.events import Recommendation
 from schemas.settings import Settings
+from streams.candidates import VectorCache
 from streams.catalog import Catalog
 from streams.codec import InvalidEvent
 from streams.deadletter import DeadLetters, Failed, InvalidMessage, OutOfWindow, Source
+from streams.fold import Incoming, fold_batch
 from streams.ingest import Uploader, UploadItem
 from streams.metrics import Metrics
-from streams.recommender import VectorCache
-from streams.refresh import Incoming, Refresher, fold_batch
+from streams.refresh import Refresher
 from streams.state import CatalogDelta, UserState
 
 

@@ -1,10 +1,8 @@
-"""The interaction hot path, step by step: fold a batch, then refresh each listener once.
+"""Refresh: the lists of every listener a fold batch touched, with the state in hand.
 
-``fold_batch`` applies a batch of interactions to the listeners' states (one state read
-and one state write per listener, one catalog delta for the batch). ``Refresher`` then
-ranks every touched listener with the state already in hand: one ``get`` for the track
-vectors the worker has not cached, ONE batched Milvus search for all listeners with an
-audio taste, the pure ranking on the event loop, and one list per listener that names
+One ``get`` for the track vectors the worker has not cached, ONE batched Milvus search for
+all listeners with an audio taste, each listener's candidates (:mod:`streams.candidates`),
+ONE ranking pass over the batch (:mod:`streams.rank`), and one list per listener that names
 every event it answers.
 """
 
@@ -13,113 +11,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from models.fusion_weights import WeightsSource
-from schemas.event_time import InputLimits, Verdict, latency_s
-from schemas.events import Interaction, Recommendation
-from streams.catalog import Catalog
-from streams.clients import Clients, Deps, sequence_candidates
-from streams.fusion import FusionWeights
-from streams.recommender import (
-    Ranked,
+from schemas.event_time import InputLimits, latency_s
+from schemas.events import Recommendation, RecommendedItem
+from streams.candidates import (
     VectorCache,
     audio_candidates,
     audio_hits,
-    rank_listener,
+    gather_pool,
+    pool_source,
     search_limit,
     taste_vectors,
 )
-from streams.state import CatalogDelta, DeltaBuilder, UserState, apply_interaction
+from streams.catalog import Catalog
+from streams.clients import Clients, Deps, sequence_candidates
+from streams.fold import Touched
+from streams.fusion import FusionWeights
+from streams.rank import Pool, rank_pools
+from streams.state import UserState
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """One decoded interaction and where it came from."""
-
-    event: Interaction
-    partition: int
-    offset: int | None
-    source: Any = None  # the framework's event (its partition routes the state write)
-
-
-@dataclass
-class Touched:
-    """A listener whose state this batch changed, and the events that changed it."""
-
-    state: UserState
-    events: list[Interaction] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Folded:
-    """What one batch did: listeners to refresh, the catalog delta, replays seen, and the
-    events rejected with their reason (a :class:`~schemas.event_time.Verdict` value:
-    ``event-time-too-old``, ``event-time-in-future`` or ``late``), to be dead-lettered.
-
-    A rejected event changes no state, not even the listener's offset: a broker redelivery
-    of it is rejected (and dead-lettered) again, so the dead letters are at-least-once and
-    their readers go by ``event_id``.
-    """
-
-    listeners: list[Touched]
-    delta: CatalogDelta | None
-    duplicates: int
-    rejected: list[tuple[Incoming, str]] = field(default_factory=list)
-
-
-def fold_batch(
-    batch: Sequence[Incoming],
-    *,
-    get_state: Callable[[str], UserState | None],
-    put_state: Callable[[UserState, Incoming], None],
-    seq_len: int,
-    session_gap_s: float,
-    now_ms: int,
-    limits: InputLimits,
-) -> Folded:
-    """Apply a batch in order; write each listener's state once, with its last event.
-
-    ``now_ms`` is the worker's clock, read once per batch by the caller; events it rejects
-    change no state and come back in ``Folded.rejected``.
-    """
-    by_user: dict[str, list[Incoming]] = {}
-    for inc in batch:
-        by_user.setdefault(inc.event.user_id, []).append(inc)
-    builder = DeltaBuilder()
-    touched: list[Touched] = []
-    duplicates = 0
-    rejected: list[tuple[Incoming, str]] = []
-    for uid, incs in by_user.items():
-        state = get_state(uid) or UserState(user_id=uid)
-        t = Touched(state=state)
-        last: Incoming | None = None
-        for inc in incs:
-            before = state
-            state, verdict = apply_interaction(
-                state, inc.event, seq_len=seq_len, now_ms=now_ms, limits=limits, offset=inc.offset
-            )
-            if verdict is Verdict.DUPLICATE:
-                duplicates += 1
-            if verdict.rejected:
-                rejected.append((inc, verdict.value))
-            if verdict is not Verdict.APPLIED:
-                continue
-            builder.interaction(before, inc.event, session_gap_s=session_gap_s)
-            t.events.append(inc.event)
-            last = inc
-        if last is not None:
-            t.state = state
-            put_state(state, last)
-            touched.append(t)
-    delta = builder.build(f"fold:{uuid.uuid4().hex}") if touched else None
-    return Folded(listeners=touched, delta=delta, duplicates=duplicates, rejected=rejected)
 
 
 class Refresher:
@@ -153,7 +68,8 @@ class Refresher:
     async def refresh(
         self, touched: Sequence[Touched], send: Callable[[str, Recommendation], Awaitable[Any]]
     ) -> None:
-        """Rank and emit; a listener whose ranking fails is counted, the others go on."""
+        """Gather each listener's candidates, rank the whole batch in one pass, emit one
+        list per listener; a listener whose candidates fail is counted, the others go on."""
         if not touched:
             return
         s, m = self.deps.settings, self.deps.metrics
@@ -168,39 +84,83 @@ class Refresher:
             now_ms=now_ms,
             fresh_window_ms=base.fresh_window_ms,
         )
+        # Listeners ranked with the sequence model's mix, and those without: one pass each.
+        groups: dict[bool, list[tuple[Touched, Pool, str, str]]] = {False: [], True: []}
         for t in touched:
             uid = t.state.user_id
             seq, served = sequences.get(uid, ([], ""))
+            found = hits.get(uid, [])
             try:
-                ranked = rank_listener(
+                pool = gather_pool(
                     t.state,
-                    hits.get(uid, []),
+                    found,
                     cache=self.cache,
                     catalog=self.catalog,
                     popular=popular,
                     fresh=fresh,
-                    k=s.top_k,
-                    max_per_artist=s.max_per_artist,
                     now_ms=now_ms,
                     weights=with_seq if seq else base,
                     sequence=seq,
                 )
             except Exception:  # one listener's failure must not stop everyone's lists
                 m.events.labels(topic="refresh", outcome="error").inc()
-                log.exception("ranking failed for user %s", uid)
+                log.exception("candidates failed for user %s", uid)
                 continue
-            await send(uid, self._message(t, ranked, version, served if seq else ""))
-            m.recommendations.labels(source=ranked.source).inc()
-            done_ms = int(time.time() * 1000)
-            for ev in t.events:
-                # Folding rejected events outside the window; guard anyway: one wrong clock
-                # would swamp the histogram's sum.
-                at_ms = int(ev.occurred_at.timestamp() * 1000)
-                lat = latency_s(at_ms, now_ms=done_ms, limits=self.limits)
-                if lat is not None:
-                    m.event_to_recommendation.observe(lat)
+            groups[bool(seq)].append((t, pool, pool_source(found, seq), served))
+        ranked: dict[int, tuple[Touched, list[RecommendedItem], str, str]] = {}
+        for with_sequence, group in groups.items():
+            lists = self._rank(group, with_seq if with_sequence else base)
+            for (t, _, source, served), items in zip(group, lists, strict=True):
+                if items is not None:
+                    ranked[id(t)] = (t, items, source, served)
+        for t in touched:  # emitted in the batch's order
+            if (done := ranked.get(id(t))) is None:
+                continue
+            _, items, source, served = done
+            await send(t.state.user_id, self._message(t, items, version, served))
+            m.recommendations.labels(source=source).inc()
+            self._observe_latency(t)
 
-    def _message(self, t: Touched, ranked: Ranked, weights: str, served: str) -> Recommendation:
+    def _rank(
+        self, group: Sequence[tuple[Touched, Pool, str, str]], weights: FusionWeights
+    ) -> list[list[RecommendedItem] | None]:
+        """Every pool of ``group`` ranked in one pass; if that fails, one by one, so only
+        the listener whose pool breaks the ranking goes without a list (counted)."""
+        s, m = self.deps.settings, self.deps.metrics
+        kw: dict[str, Any] = {
+            "k": s.top_k,
+            "max_per_artist": s.max_per_artist,
+            "mix": weights.mix_weights,
+            "titles": self.catalog.labels,
+        }
+        pools = [pool for _, pool, _, _ in group]
+        try:
+            return list(rank_pools(pools, **kw))
+        except Exception:
+            log.exception("batch ranking failed; ranking its %d listeners one by one", len(pools))
+        out: list[list[RecommendedItem] | None] = []
+        for t, pool, _, _ in group:
+            try:
+                out.append(rank_pools([pool], **kw)[0])
+            except Exception:
+                m.events.labels(topic="refresh", outcome="error").inc()
+                log.exception("ranking failed for user %s", t.state.user_id)
+                out.append(None)
+        return out
+
+    def _observe_latency(self, t: Touched) -> None:
+        done_ms = int(time.time() * 1000)
+        for ev in t.events:
+            # Folding rejected events outside the window; guard anyway: one wrong clock
+            # would swamp the histogram's sum.
+            at_ms = int(ev.occurred_at.timestamp() * 1000)
+            lat = latency_s(at_ms, now_ms=done_ms, limits=self.limits)
+            if lat is not None:
+                self.deps.metrics.event_to_recommendation.observe(lat)
+
+    def _message(
+        self, t: Touched, items: list[RecommendedItem], weights: str, served: str
+    ) -> Recommendation:
         # Every artifact behind the list: the pipeline, the audio encoder (its card), the
         # fusion weights, the sequence model.
         base = f"{self.deps.settings.model_version}+{self.deps.card.version}+{weights}"
@@ -210,7 +170,7 @@ class Refresher:
             source_event_id=t.events[-1].event_id,
             event_ids=[e.event_id for e in t.events],
             model_version=f"{base}+{served}" if served else base,
-            items=ranked.items,
+            items=items,
         )
 
     async def _sequences(

@@ -58,7 +58,7 @@ class Variant:
 
 
 POOLS: dict[str, int] = {"audio": 60, "collab": 30, "popularity": 40, "sequence": 80}
-"""Candidates each source proposes to the agent with lists of 20 (``streams.recommender``:
+"""Candidates each source proposes to the agent with lists of 20 (``streams.candidates``:
 ``audio_candidates(20)`` ANN hits, ``COLLAB_CANDIDATES`` co-played tracks, ``2 * top_k``
 popular tracks, the sequence model's ``max(4 * top_k, 50)`` best unheard tracks)."""
 

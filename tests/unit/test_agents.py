@@ -270,9 +270,9 @@ def test_refresher_ranks_with_the_weights_artifact_in_force(tmp_path: Any) -> No
     import shutil
 
     from models.fusion_weights import BUILTIN_DIR, WeightsSource, builtin
+    from streams.candidates import VectorCache
     from streams.catalog import Catalog
     from streams.clients import Clients
-    from streams.recommender import VectorCache
     from streams.refresh import Refresher
 
     folder = tmp_path / "fusion"

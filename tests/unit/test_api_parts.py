@@ -12,7 +12,8 @@ from schemas.events import Interaction, Recommendation, RecommendedItem
 from serving.api.feed import FeedState
 from serving.api.inspector import signal_of
 from serving.api.pipeline import PipelinePanel, quantile
-from streams.fusion import Candidate, FusionWeights, rank, track_label
+from streams.fusion import FusionWeights, track_label
+from streams.rank import Candidate, rank
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)

@@ -19,7 +19,7 @@ from schemas.events import Interaction
 from schemas.settings import Settings
 from streams.catalog import Catalog
 from streams.dedupe import EventIds
-from streams.refresh import Folded, Incoming, fold_batch
+from streams.fold import Folded, Incoming, fold_batch
 from streams.state import DeltaBuilder, UploadInfo, UserState, apply_interaction
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

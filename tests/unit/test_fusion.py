@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from schemas.events import InteractionType
-from streams.fusion import Candidate, FusionWeights, collab_scores, rank, user_vector
+from streams.fusion import FusionWeights, collab_scores, user_vector
+from streams.rank import Candidate, rank
 from streams.state import HistoryItem
 
 
@@ -88,7 +89,7 @@ def test_collab_scores_follow_recent_positive_history() -> None:
 
 
 def test_audio_hits_take_artist_and_upload_time_from_the_cache() -> None:
-    from streams.recommender import AudioHit, CachedTrack, VectorCache, audio_hits
+    from streams.candidates import AudioHit, CachedTrack, VectorCache, audio_hits
 
     cache = VectorCache(capacity=10)
     v = np.ones(4, dtype=np.float32)

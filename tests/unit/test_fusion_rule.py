@@ -10,7 +10,8 @@ import pytest
 from models.fusion_rule import MixWeights, fuse, relative_probability, scale_by_max
 from models.recsys.data import Dataset
 from models.recsys.hybrid import HybridRec
-from streams.fusion import Candidate, FusionWeights, rank
+from streams.fusion import FusionWeights
+from streams.rank import Candidate, rank
 
 N = 40
 IDS = [f"t{i:02d}" for i in range(N)]
@@ -48,7 +49,7 @@ def offline(raw: dict[str, np.ndarray], weights: tuple[float, ...]) -> tuple[Hyb
 
 def candidates(raw: dict[str, np.ndarray], keep: np.ndarray | None = None) -> list[Candidate]:
     """What the agent would receive: one candidate per source proposal (merged by ``rank``);
-    the sequence score as ``streams.recommender`` turns the model's logits into it."""
+    the sequence score as ``streams.candidates`` turns the model's logits into it."""
     seq = np.exp(np.minimum(0.0, raw["sasrec"] - raw["sasrec"].max()))
     out = []
     for i in range(N) if keep is None else keep:

@@ -17,9 +17,9 @@ from schemas.settings import Settings
 from serving.milvus_store import TrackStore
 from serving.user_encoder_client import UserEncoderClient
 from serving.user_model import UserModel
+from streams.candidates import VectorCache
 from streams.catalog import Catalog
 from streams.fetch import FetchPolicy
-from streams.recommender import VectorCache
 
 S = Settings()
 

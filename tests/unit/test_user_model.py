@@ -26,11 +26,12 @@ from models.recsys.sasrec import SASRec, SASRecConfig
 from schemas.events import InteractionType
 from schemas.settings import Settings
 from serving.user_model import NoUserModel, UserModel
+from streams.candidates import VectorCache, rank_listener
 from streams.catalog import Catalog
 from streams.clients import sequence_candidates
-from streams.fusion import SEQUENCE_WEIGHTS, Candidate, rank
+from streams.fusion import SEQUENCE_WEIGHTS
 from streams.metrics import Metrics
-from streams.recommender import VectorCache, rank_listener
+from streams.rank import Candidate, rank
 from streams.state import HistoryItem, UserState
 
 VOCAB = [f"t{i:02d}" for i in range(12)]

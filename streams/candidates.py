@@ -1,8 +1,9 @@
-"""Ranks listeners: the pure steps between the fold and the emit.
+"""Candidates: what each source proposes for a listener, gathered into a pool (pure).
 
-The fusion agent does the I/O (one ``get`` for the vectors the cache lacks, one batched
+The refresher does the I/O (one ``get`` for the vectors the cache lacks, one batched
 search for every listener of a batch) and calls these functions on the event loop:
-:func:`taste_vectors` before the search, :func:`rank_listener` after it. Nothing here
+:func:`taste_vectors` before the search, :func:`gather_pool` after it, once per listener;
+:func:`streams.rank.rank_pools` then ranks every pool of the batch in one pass. Nothing here
 talks to Milvus or Kafka.
 """
 
@@ -19,15 +20,9 @@ import numpy as np
 from schemas.event_time import is_fresh
 from schemas.events import RecommendedItem
 from streams.catalog import Catalog, TrackInfo
-from streams.fusion import (
-    DEFAULT_WEIGHTS,
-    Candidate,
-    FusionWeights,
-    collab_scores,
-    rank,
-    user_vector,
-)
-from streams.state import UserState
+from streams.fusion import DEFAULT_WEIGHTS, FusionWeights, collab_scores, user_vector
+from streams.rank import Pool, PoolBuilder, rank_pools
+from streams.state import HeardMatcher, UserState
 
 #: co-play candidates kept per listener (the strongest; see ``rank_listener``)
 COLLAB_CANDIDATES = 30
@@ -167,6 +162,94 @@ def taste_vectors(
     return out
 
 
+class _Excluded:
+    """A listener's recent tracks and heard filter, as one ``in``."""
+
+    __slots__ = ("recent", "heard")
+
+    def __init__(self, recent: set[str], heard: HeardMatcher) -> None:
+        self.recent, self.heard = recent, heard
+
+    def __contains__(self, track_id: str) -> bool:
+        return track_id in self.recent or track_id in self.heard
+
+
+_AUDIO, _COLLAB, _POP, _FRESH, _SEQ = range(5)  # models.fusion_rule.SIGNALS order
+
+
+def gather_pool(
+    state: UserState,
+    hits: Sequence[Any],
+    *,
+    cache: VectorCache,
+    catalog: Catalog,
+    popular: Sequence[TrackInfo],
+    fresh: Sequence[TrackInfo],
+    now_ms: int,
+    weights: FusionWeights = DEFAULT_WEIGHTS,
+    sequence: Sequence[tuple[str, float]] = (),
+) -> Pool:
+    """One listener's candidates from audio hits, co-plays, the sequence model, popularity
+    and fresh uploads; recent and heard tracks left out.
+
+    ``sequence``: (track, score) from the served sequence model, best first; scores become
+    ``exp(score - best)`` (probability relative to the model's top pick).
+    """
+    recent = list(state.recent)
+    b = PoolBuilder(exclude=_Excluded({h.track_id for h in recent}, state.heard.matcher()))
+    pool = b.pool
+    for h in hits:
+        n = b.add(
+            h.track_id,
+            h.artist_id or None,
+            _AUDIO,
+            float(h.score),
+            fresh=_is_fresh(h.uploaded_at_ms, now_ms, weights),
+        )
+        if n is not None and (v := cache.vector(h.track_id)) is not None:
+            pool.hit_vectors.setdefault(n, v)
+    if pool.hit_vectors:
+        played = cache.embeddings(h.track_id for h in state.positives())
+        if played:
+            pool.played = (list(played), np.stack(list(played.values())))
+    # The newest events carry the weight (0.85^20 = 0.04): co-plays of the last 20 events and
+    # each track's strongest neighbours keep the cost flat as the catalog learns.
+    window = recent[-COLLAB_HISTORY:]
+    coplays = {h.track_id: catalog.coplays_of(h.track_id, COLLAB_NEIGHBOURS) for h in window}
+    collab = collab_scores(window, coplays, weights)
+    # Co-plays of 50 recent tracks reach ~1,000 tracks; only the strongest can make a top-k
+    # list, so only they become candidates (ranking cost stays flat as co-plays accumulate).
+    artists = catalog.artists
+    for tid, (score, via) in heapq.nlargest(
+        COLLAB_CANDIDATES, collab.items(), key=lambda kv: kv[1][0]
+    ):
+        n = b.add(tid, artists.get(tid), _COLLAB, score)
+        if n is not None:
+            pool.coplayed_with.setdefault(n, via)
+    if sequence:
+        best = max(sc for _, sc in sequence)
+        for tid, sc in sequence:
+            b.add(
+                tid,
+                artists.get(tid),
+                _SEQ,
+                float(np.exp(min(0.0, sc - best))),
+                fresh=_is_fresh(catalog.uploaded.get(tid), now_ms, weights),
+            )
+    for t in popular:
+        b.add(t.track_id, t.artist_id, _POP, t.popularity)
+    for t in fresh:
+        b.add(t.track_id, t.artist_id, _FRESH, 1.0, fresh=True)
+    return pool
+
+
+def pool_source(hits: Sequence[Any], sequence: Sequence[Any]) -> str:
+    """How the list was made (for metrics): "audio" (user vector from audio) or
+    "collab-pop" (no audio history), with "+sequence" when the sequence model took part."""
+    source = "audio" if hits else "collab-pop"
+    return f"{source}+sequence" if sequence else source
+
+
 def rank_listener(
     state: UserState,
     hits: Sequence[Any],
@@ -181,95 +264,23 @@ def rank_listener(
     weights: FusionWeights = DEFAULT_WEIGHTS,
     sequence: Sequence[tuple[str, float]] = (),
 ) -> Ranked:
-    """Top-k for one listener from audio hits, co-plays, popularity and fresh uploads.
-
-    ``sequence``: (track, score) from the served sequence model, best first; scores become
-    ``exp(score - best)`` (probability relative to the model's top pick). Pass weights with a
-    ``sequence`` weight (``SEQUENCE_WEIGHTS``) for them to count.
-    """
-    recent = list(state.recent)
-    heard = state.heard.matcher()
-    exclude = {h.track_id for h in recent}
-    candidates: list[Candidate] = []
-    source = "audio" if hits else "collab-pop"
-    if hits:
-        because = _closest_played(
-            [cache.vector(h.track_id) for h in hits],
-            cache.embeddings(h.track_id for h in state.positives()),
-        )
-        for h, similar in zip(hits, because, strict=True):
-            candidates.append(
-                Candidate(
-                    track_id=h.track_id,
-                    artist_id=h.artist_id or None,
-                    audio=float(h.score),
-                    fresh=_is_fresh(h.uploaded_at_ms, now_ms, weights),
-                    similar_to=similar,
-                )
-            )
-    # The newest events carry the weight (0.85^20 = 0.04): co-plays of the last 20 events and
-    # each track's strongest neighbours keep the cost flat as the catalog learns.
-    window = recent[-COLLAB_HISTORY:]
-    coplays = {h.track_id: catalog.coplays_of(h.track_id, COLLAB_NEIGHBOURS) for h in window}
-    collab = collab_scores(window, coplays, weights)
-    # Co-plays of 50 recent tracks reach ~1,000 tracks; only the strongest can make a top-k
-    # list, so only they become candidates (ranking cost stays flat as co-plays accumulate).
-    for tid, (score, via) in heapq.nlargest(
-        COLLAB_CANDIDATES, collab.items(), key=lambda kv: kv[1][0]
-    ):
-        candidates.append(
-            Candidate(
-                track_id=tid, artist_id=catalog.artists.get(tid), collab=score, coplayed_with=via
-            )
-        )
-    if sequence:
-        best = max(sc for _, sc in sequence)
-        for tid, sc in sequence:
-            candidates.append(
-                Candidate(
-                    track_id=tid,
-                    artist_id=catalog.artists.get(tid),
-                    fresh=_is_fresh(catalog.uploaded.get(tid), now_ms, weights),
-                    sequence=float(np.exp(min(0.0, sc - best))),
-                )
-            )
-        source = f"{source}+sequence"
-    for t in popular:
-        candidates.append(
-            Candidate(track_id=t.track_id, artist_id=t.artist_id, popularity=t.popularity)
-        )
-    for t in fresh:
-        candidates.append(Candidate(track_id=t.track_id, artist_id=t.artist_id, fresh=True))
-    # Tracks heard before the recent window are in the (fixed-size) heard filter.
-    candidates = [c for c in candidates if c.track_id not in heard]
-    items = rank(
-        candidates,
-        exclude=exclude,
-        k=k,
-        max_per_artist=max_per_artist,
-        w=weights,
-        titles=catalog.labels,
+    """Top-k for one listener: :func:`gather_pool`, then :func:`rank_pools` of one (the
+    refresher ranks a whole batch's pools at once)."""
+    pool = gather_pool(
+        state,
+        hits,
+        cache=cache,
+        catalog=catalog,
+        popular=popular,
+        fresh=fresh,
+        now_ms=now_ms,
+        weights=weights,
+        sequence=sequence,
     )
-    return Ranked(items=items, source=source)
-
-
-def _closest_played(
-    hit_vectors: Sequence[np.ndarray | None], played: Mapping[str, np.ndarray]
-) -> list[str | None]:
-    """For each hit's vector, the played track whose audio is most similar (the "because"):
-    one matrix product for all hits instead of a dot product per pair."""
-    if not played:
-        return [None] * len(hit_vectors)
-    ids = list(played)
-    mat = np.stack([played[t] for t in ids])
-    out: list[str | None] = [None] * len(hit_vectors)
-    known = [(i, v) for i, v in enumerate(hit_vectors) if v is not None]
-    if known:
-        idx = [i for i, _ in known]
-        best = (np.stack([v for _, v in known]) @ mat.T).argmax(axis=1)
-        for i, b in zip(idx, best, strict=True):
-            out[i] = ids[int(b)]
-    return out
+    (items,) = rank_pools(
+        [pool], k=k, max_per_artist=max_per_artist, mix=weights.mix_weights, titles=catalog.labels
+    )
+    return Ranked(items=items, source=pool_source(hits, sequence))
 
 
 def _is_fresh(uploaded_at_ms: int | None, now_ms: int, w: FusionWeights) -> bool:
