@@ -475,6 +475,9 @@ def bench(
     profile_rate: Annotated[
         float, typer.Option(help="Ladder rate at which py-spy profiles worker 0.")
     ] = 1000.0,
+    scale_rate: Annotated[
+        float, typer.Option(help="Offered rate of the 1-vs-2-workers steps; 0 = none.")
+    ] = 1500.0,
 ) -> None:
     """Measure throughput, latency, cost per interaction, uploads and vector search."""
     from infra.bench.report import write_report
@@ -494,6 +497,7 @@ def bench(
         singles=singles,
         bare=bare,
         profile_rate=profile_rate,
+        scale_rate=scale_rate,
     )
     if quick:
         plan = BenchPlan(
@@ -505,6 +509,9 @@ def bench(
             singles=2,
             vectors=(10_000,),
             relay_records=10_000,
+            profile_rate=500,
+            scale_rate=800,
+            scale_s=8,
         )
     result = run_bench(settings, plan, out.resolve())
     typer.echo(write_report(result, report, plot=out.resolve() / "performance.png"))

@@ -118,7 +118,8 @@ def build_app(deps: Deps) -> faust.App:
     )
 
     async def send_delta(delta: CatalogDelta) -> None:
-        await deltas.send(value=delta)
+        # Keyed by the catalog's origin: this worker's feed skips what it applied itself.
+        await deltas.send(key=catalog.origin, value=delta)
 
     async def send_list(uid: str, rec: Recommendation) -> None:
         await recommendations.send(key=uid, value=rec)

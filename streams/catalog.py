@@ -23,6 +23,7 @@ import asyncio
 import heapq
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ class Catalog:
         self._seen: OrderedDict[str, None] = OrderedDict()  # applied delta ids, bounded
         self._dedupe = dedupe
         self._lists_at = -1e18
+        # Key of the deltas this catalog applies in place (its worker's own): the feed skips
+        # them undecoded. Per instance, so a restarted worker reads its old deltas again.
+        self.origin = uuid.uuid4().hex.encode()
         self._popular: list[TrackInfo] = []
         self._fresh: list[TrackInfo] = []
         self.applied = 0
@@ -198,9 +202,11 @@ class CatalogFeed:
             await self._check_caught_up(consumer, ends)
             while True:
                 batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                own = self.catalog.origin
                 for records in batch.values():
                     for r in records:
-                        self._apply(r.value)
+                        if r.key != own:  # our own deltas were applied when made
+                            self._apply(r.value)
                 if not self.caught_up.is_set():
                     await self._check_caught_up(consumer, ends)
         finally:

@@ -106,6 +106,7 @@ def write_report(result: dict[str, Any], path: Path, *, plot: Path) -> str:
     ]
     lines += _scale_out(steps)
     lines += _budget_section(steps, path.parent)
+    lines += _scale_section(result.get("scale"))
     lines += _sections(result)
     text = "\n".join(lines) + "\n" + _kept(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +184,35 @@ def _budget_section(steps: list[dict[str, Any]], docs: Path) -> list[str]:
     for stage, share in sorted(p["shares"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {stage} | {share:.1%} | {p['cpu_ms_per_interaction'][stage]} |")
     return [*lines, ""]
+
+
+def _scale_section(scale: dict[str, Any] | None) -> list[str]:
+    """One worker against two, each offered more than it can carry."""
+    if not scale:
+        return []
+    rows = []
+    for name, step in (("1 worker", scale["one"]), ("2 workers", scale["two"])):
+        w = _workers(step["cpu"])
+        rows.append(
+            f"| {name} | {step['offered_per_s']:.0f} | {step['answered_per_s']} "
+            f"| {w['cpu_pct']} | {w['cpu_ms_per_event']} "
+            f"| {step['cpu'].get('kafka', {}).get('cpu_pct')} "
+            f"| {step['cpu'].get('bench', {}).get('cpu_pct')} |"
+        )
+    return [
+        "## Workers that add up",
+        "",
+        "Capacity (answered/s while offered more than the workers carry), one worker, then a"
+        f" second joining the same group, in one run: **{scale['ratio']}x**. CPU is % of one"
+        " core (this machine has two, shared by every process of the stack and the bench's own"
+        " load generator).",
+        "",
+        "| workers | offered/s | answered/s | workers CPU% | worker CPU-ms/interaction "
+        "| broker CPU% | bench CPU% |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _sections(result: dict[str, Any]) -> list[str]:

@@ -67,6 +67,8 @@ class BenchPlan:
     clips: int = 0  # real clips uploaded (0 = all); fewer for a fast look at the hot path
     bare: bool = True  # measure the in-process upload ceiling
     profile_rate: float = 1000.0  # ladder step profiled with py-spy (or the highest rate)
+    scale_rate: float = 1500.0  # offered rate of the 1-vs-2-workers capacity steps (0 = none)
+    scale_s: float = 20.0
 
 
 def _sustainable(s: dict[str, Any]) -> bool:
@@ -265,6 +267,8 @@ async def _traffic(
                 profile_dir=out_dir / "profile" if rate == profiled else None,
             )
             report["ladder"].append(step)
+        if plan.scale_rate > 0 and stack.settings.workers == 1:
+            report["scale"] = await _scale(stack, reader, plan, work.batch)
         if plan.replay_path is not None:
             replay = ReplayWorkload(
                 _replay_events(plan.replay_path, int(plan.replay_rate * plan.replay_s) + 1)
@@ -288,6 +292,23 @@ async def _traffic(
         stop.set()
         await task
         await reader.stop()
+
+
+async def _scale(
+    stack: EmbeddedStack, reader: Reader, plan: BenchPlan, batches: Any
+) -> dict[str, Any]:
+    """Capacity of one worker, then of two (a second worker joins the same group): the
+    answered rate of a step offered more than either can carry, side by side in one run.
+    The second worker stays for the rest of the run's steps."""
+    one = await _step(stack, reader, rate=plan.scale_rate, seconds=plan.scale_s, batches=batches)
+    stack.start_worker(1)
+    await asyncio.get_running_loop().run_in_executor(None, stack.wait_workers_ready)
+    two = await _step(stack, reader, rate=plan.scale_rate, seconds=plan.scale_s, batches=batches)
+    ratio = two["answered_per_s"] / max(1e-9, one["answered_per_s"])
+    log.info(
+        "capacity: 1 worker %s/s, 2 workers %s/s", one["answered_per_s"], two["answered_per_s"]
+    )
+    return {"one": one, "two": two, "ratio": round(ratio, 3)}
 
 
 async def _group_join_s(s: Settings) -> float:

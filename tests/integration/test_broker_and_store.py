@@ -466,3 +466,40 @@ def test_the_embedded_broker_keeps_bounded_retention_and_one_replica() -> None:
     assert int(props["log.segment.bytes"]) <= s.kafka_retention_bytes
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_catalog_feed_skips_its_own_deltas_undecoded(broker: str, unique: str) -> None:
+    """A worker applies its deltas in place; its feed must not decode them again. Records
+    keyed with the catalog's origin are skipped (even one that would not decode); records of
+    other workers (and of this worker's earlier life, another origin) are applied."""
+    import asyncio
+
+    from streams.catalog import Catalog, CatalogFeed
+    from streams.state import CatalogDelta
+
+    topic = f"deltas-{unique}"
+    ensure_topics(broker, [topic], partitions=2, timeout_s=20)
+    catalog = Catalog(ttl_s=0.0)
+    other = CatalogDelta(delta_id="other", plays={"t-other": 1}).model_dump_json().encode()
+    own = CatalogDelta(delta_id="own", plays={"t-own": 1}).model_dump_json().encode()
+    producer = KafkaProducer(bootstrap_servers=broker, acks="all")
+    try:
+        producer.send(topic, key=b"another-worker", value=other)
+        producer.send(topic, key=catalog.origin, value=own)
+        producer.send(topic, key=catalog.origin, value=b"{not json")
+        producer.flush(timeout=20)
+    finally:
+        producer.close(timeout=5)
+
+    async def feed_until_caught_up() -> None:
+        feed = CatalogFeed(bootstrap=broker, topic=topic, catalog=catalog, fetch_max_wait_ms=100)
+        task = asyncio.create_task(feed.run())
+        try:
+            await asyncio.wait_for(feed.caught_up.wait(), timeout=60)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert feed.invalid == 0  # the undecodable own record was never parsed
+
+    asyncio.run(feed_until_caught_up())
+    assert catalog.plays == {"t-other": 1}
