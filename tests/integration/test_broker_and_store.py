@@ -20,7 +20,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from infra.topics import ensure_topics, partition_counts
 from schemas.settings import Settings
-from serving.milvus_store import VARCHAR_MAX_BYTES, FieldTooLong, MilvusError, TrackRow, TrackStore
+from serving.milvus_schema import VARCHAR_MAX_BYTES, FieldTooLong, MilvusError, TrackRow
+from serving.milvus_store import TrackStore
 from tests.integration.conftest import MilvusTarget
 
 DIM = 16
