@@ -2,7 +2,8 @@
 
 ``UserModel`` holds the newest artifact of a folder (``models.recsys.export_user``) and
 answers ``history`` (track ids, most recent last, empty strings = padding) with the top-N
-tracks by score, the history itself excluded, and the artifact's version. The string <->
+tracks by score, the history itself excluded, and the artifact's version (the selection is
+``models.top_n.recommend``, which production Triton's backend runs too). The string <->
 index mapping lives here, so clients need no vocabulary. Unknown track ids are ignored; a
 history with no known track gets an empty answer (the model knows nothing of the listener).
 
@@ -19,9 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from models.recsys.export_user import Artifact, latest_artifact, load_artifact
+from models.top_n import recommend
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +74,6 @@ class UserModel:
         self._index = {t: j + 1 for j, t in enumerate(art.vocab)}
         log.info("user model %s loaded from %s (%d items)", art.version, path, len(art.vocab))
 
-    def indices(self, history: Sequence[str]) -> list[int]:
-        """Known track ids of ``history`` as model indices (padding and unknown ids dropped)."""
-        return [i for t in history if t and (i := self._index.get(t)) is not None]
-
     def recommend(self, history: Sequence[str]) -> tuple[list[str], np.ndarray, str]:
         """(track ids, float32 scores, version) of the top-N next tracks after ``history``."""
         with self._lock:
@@ -82,22 +81,19 @@ class UserModel:
             art = self._artifact
             if art is None:
                 raise NoUserModel(f"no user model under {self.root} yet")
-            idx = self.indices(history)
-            if not idx:
-                return [], np.zeros(0, dtype=np.float32), art.version
-            length = int(art.card["L"])
-            seq = np.zeros((1, length), dtype=np.int64)
-            tail = idx[-length:]
-            seq[0, length - len(tail) :] = tail
-            with torch.inference_mode():
-                scores = art.module(torch.from_numpy(seq))[0].numpy().astype(np.float32)
-            scores = scores.copy()
-            seen = np.asarray(sorted(set(idx)), dtype=np.int64) - 1
-            scores[seen] = -np.inf
-            n = min(self.top_n, len(art.vocab) - len(seen))
-            if n <= 0:
-                return [], np.zeros(0, dtype=np.float32), art.version
-            top = np.argpartition(-scores, n - 1)[:n]
-            # Highest score first; ties by index for a deterministic answer.
-            top = top[np.lexsort((top, -scores[top]))]
-            return [art.vocab[j] for j in top], scores[top], art.version
+            module = art.module
+
+            def scores(seq: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+                with torch.inference_mode():
+                    out: npt.NDArray[np.float32] = module(torch.from_numpy(seq))[0].numpy()
+                return out
+
+            ids, top = recommend(
+                history,
+                index=self._index,
+                vocab=art.vocab,
+                length=int(art.card["L"]),
+                top_n=self.top_n,
+                score_fn=scores,
+            )
+            return ids, top, art.version
