@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch
 
 from models.recsys.export_user import Artifact, latest_artifact, load_artifact
 from models.top_n import recommend
+from models.versions import NewestVersion
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,26 @@ class NoUserModel(RuntimeError):
     """The folder holds no complete artifact yet."""
 
 
+@dataclass(frozen=True)
+class _Served:
+    """A loaded artifact and its string -> index mapping (index j + 1 is vocab[j]; 0 is
+    padding), built once per version rather than per call."""
+
+    artifact: Artifact
+    index: dict[str, int]
+
+    @classmethod
+    def load(cls, path: Path) -> _Served:
+        art = load_artifact(path)
+        log.info("user model %s: %d items", art.version, len(art.vocab))
+        return cls(artifact=art, index={t: j + 1 for j, t in enumerate(art.vocab)})
+
+    def scores(self, seq: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        with torch.inference_mode():
+            out: npt.NDArray[np.float32] = self.artifact.module(torch.from_numpy(seq))[0].numpy()
+        return out
+
+
 class UserModel:
     """Thread-safe, hot-reloading top-N recommender over one artifact folder."""
 
@@ -42,58 +63,40 @@ class UserModel:
         self.root = Path(root)
         self.top_n = top_n
         self.poll_s = poll_s
+        # One inference at a time: the TorchScript module is shared by the server's threads.
         self._lock = threading.Lock()
-        self._artifact: Artifact | None = None
-        self._index: dict[str, int] = {}
-        self._checked = -float("inf")
-        self._failed: set[Path] = set()
+        self._versions = NewestVersion(
+            root=self.root,
+            latest=latest_artifact,
+            load=_Served.load,
+            poll_s=poll_s,
+            what="user model",
+        )
+        self._served: _Served | None = None
 
     @property
     def version(self) -> str | None:
-        return self._artifact.version if self._artifact is not None else None
+        return self._served.artifact.version if self._served is not None else None
 
     def refresh(self, *, force: bool = False) -> None:
         """Swap in a newer artifact if one appeared (checked at most every ``poll_s``)."""
-        now = time.monotonic()
-        if not force and now - self._checked < self.poll_s:
-            return
-        self._checked = now
-        path = latest_artifact(self.root)
-        if path is None or path in self._failed:
-            return
-        if self._artifact is not None and path == self._artifact.path:
-            return
-        try:
-            art = load_artifact(path)
-        except Exception:  # a broken artifact must not take the served one down
-            log.exception("cannot load user model %s; keeping %s", path, self.version)
-            self._failed.add(path)
-            return
-        self._artifact = art
-        # Index j + 1 is vocab[j] (0 is padding).
-        self._index = {t: j + 1 for j, t in enumerate(art.vocab)}
-        log.info("user model %s loaded from %s (%d items)", art.version, path, len(art.vocab))
+        loaded = self._versions.current(force=force)
+        self._served = loaded[1] if loaded is not None else None
 
     def recommend(self, history: Sequence[str]) -> tuple[list[str], np.ndarray, str]:
         """(track ids, float32 scores, version) of the top-N next tracks after ``history``."""
         with self._lock:
             self.refresh()
-            art = self._artifact
-            if art is None:
+            served = self._served
+            if served is None:
                 raise NoUserModel(f"no user model under {self.root} yet")
-            module = art.module
-
-            def scores(seq: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-                with torch.inference_mode():
-                    out: npt.NDArray[np.float32] = module(torch.from_numpy(seq))[0].numpy()
-                return out
-
-            ids, top = recommend(
+            art = served.artifact
+            ids, scores = recommend(
                 history,
-                index=self._index,
+                index=served.index,
                 vocab=art.vocab,
                 length=int(art.card["L"]),
                 top_n=self.top_n,
-                score_fn=scores,
+                score_fn=served.scores,
             )
-            return ids, top, art.version
+            return ids, scores, art.version
