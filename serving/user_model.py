@@ -7,8 +7,9 @@ tracks by score, the history itself excluded, and the artifact's version (the se
 index mapping lives here, so clients need no vocabulary. Unknown track ids are ignored; a
 history with no known track gets an empty answer (the model knows nothing of the listener).
 
-Hot reload: at most every ``poll_s`` seconds a call looks for a newer complete version folder
-and swaps it in; a broken new version is logged and the current one kept.
+Hot reload (``models.versions.NewestVersion``, as for the fusion weights): at most every
+``poll_s`` seconds a call looks for a newer complete version folder and swaps it in; a broken
+new version is logged and the current one kept.
 """
 
 from __future__ import annotations
