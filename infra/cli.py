@@ -125,8 +125,8 @@ def _wait_for_stop() -> None:
 @app.command()
 def worker() -> None:
     """Run one Faust worker (settings from RESONATE_* variables; `up` starts these)."""
-    from infra.worker import run_worker
     from models.convert_musicnn import MUSICNN_CARD
+    from streams.runtime import run_worker
 
     _logging()
     run_worker(_settings(), MUSICNN_CARD)
@@ -358,8 +358,8 @@ def export_triton(
 @app.command()
 def topics() -> None:
     """Create the topics (as `up` does) on RESONATE_KAFKA_BOOTSTRAP; idempotent, then exit."""
-    from infra.topics import ensure_topics
     from serving.kafka_security import KafkaSecurity
+    from serving.kafka_topics import ensure_topics
 
     _logging()
     s = _settings()

@@ -37,10 +37,10 @@ from infra.procs import (
     wait_until,
     write_private_text,
 )
-from infra.topics import ensure_topics
 from infra.triton_proc import TritonProcess
 from schemas.settings import Settings
 from serving.kafka_security import KafkaSecurity
+from serving.kafka_topics import ensure_topics
 from streams.fetch import endpoints_from
 
 log = logging.getLogger(__name__)

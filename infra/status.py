@@ -6,7 +6,7 @@ then asks every component directly:
 
 * health: Kafka (admin metadata), Milvus (collections, rows), Triton (server and each
   model ready, versions served), every worker (``/metrics`` answers, ``ready`` gauge);
-* consumer lag per topic and partition (``infra.lag.LagReader``);
+* consumer lag per topic and partition (``streams.lag.LagReader``);
 * rates over ``window_s`` (two scrapes of every worker: events by outcome,
   recommendations, dead letters);
 * latency percentiles since the workers started, from their histograms, against the SLOs
@@ -31,12 +31,12 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from infra.lag import LagError, LagReader, PartitionLag
 from infra.slo import SLOS
 from schemas.settings import Settings
 from serving.kafka_security import PLAINTEXT, KafkaSecurity
 from serving.redact import redact_text
 from serving.tls import split_triton_url, triton_sync_tls
+from streams.lag import LagError, LagReader, PartitionLag
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

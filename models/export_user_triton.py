@@ -7,6 +7,7 @@ to ``musicnn`` by ``resonate export-triton --user-model-dir DIR``::
     <repo>/user_encoder_net/<N>/model.pt    # the artifact's TorchScript, as trained
     <repo>/user_encoder/config.pbtxt        # python backend (numpy only) + BLS to the net
     <repo>/user_encoder/<N>/model.py        # models/triton_user_model.py
+    <repo>/user_encoder/<N>/top_n.py        # models/top_n.py, which model.py imports
     <repo>/user_encoder/<N>/{vocab,card}.json
 
 Clients see exactly the embedded ``user_encoder`` (``history`` BYTES -> ``track_ids``,
@@ -34,6 +35,8 @@ from models.recsys.export_user import CARD_FILE, MODEL_FILE, VOCAB_FILE, latest_
 log = logging.getLogger(__name__)
 
 PYTHON_MODEL = Path(__file__).with_name("triton_user_model.py")
+# The top-N selection the embedded model shares; the backend imports it from beside itself.
+TOP_N = Path(__file__).with_name("top_n.py")
 
 
 def _versions(model_dir: Path) -> list[int]:
@@ -180,6 +183,7 @@ def export_user_encoder(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     shutil.copy2(PYTHON_MODEL, tmp / "model.py")
+    shutil.copy2(TOP_N, tmp / TOP_N.name)
     shutil.copy2(art / VOCAB_FILE, tmp / VOCAB_FILE)
     shutil.copy2(art / CARD_FILE, tmp / CARD_FILE)
     _publish(tmp, front_dir / str(number))

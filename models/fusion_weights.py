@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,10 +27,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from models.fusion_rule import MixWeights
-from models.versions import newest_version
+from models.versions import NewestVersion, newest_version
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +163,9 @@ def builtin() -> FusionArtifact:
 
 class WeightsSource:
     """The fusion weights to use now: the newest version under ``dir`` (checked at most every
-    ``poll_s`` seconds, swapped in without a restart), or the built-in artifact when ``dir``
-    is None. A version that fails to load is logged and skipped; the current one stays.
+    ``poll_s`` seconds, swapped in without a restart: ``models.versions.NewestVersion``), or
+    the built-in artifact when ``dir`` is None or holds no version that loads. A version that
+    fails to load is logged and skipped; the current one stays.
 
     Thread-safe; ``clock`` is injectable for tests.
     """
@@ -179,39 +179,13 @@ class WeightsSource:
     ) -> None:
         self.dir = dir
         self.poll_s = poll_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._current = builtin()
-        self._path: Path | None = None
-        self._checked = float("-inf")
-        self._failed: set[tuple[Path, float]] = set()
+        self._builtin = builtin()
+        self._versions = NewestVersion(
+            root=dir, latest=latest, load=load, poll_s=poll_s, what="fusion weights", clock=clock
+        )
 
     def current(self) -> tuple[FusionArtifact, str]:
         """(artifact, its version); looks for a newer version if ``poll_s`` has passed."""
-        with self._lock:
-            now = self._clock()
-            if self.dir is not None and now - self._checked >= self.poll_s:
-                self._checked = now
-                self._refresh(self.dir)
-            return self._current, self._current.version
-
-    def _refresh(self, root: Path) -> None:
-        path = latest(root)
-        if path is None or path == self._path:
-            return
-        try:
-            key = (path, (path / WEIGHTS_FILE).stat().st_mtime)
-        except OSError:
-            return
-        if key in self._failed:
-            return
-        try:
-            art = load(path)
-        except (OSError, ValueError, ValidationError) as exc:
-            self._failed.add(key)
-            log.warning(
-                "fusion weights %s not loaded (%s); keeping %s", path, exc, self._current.version
-            )
-            return
-        log.info("fusion weights: %s -> %s", self._current.version, art.version)
-        self._current, self._path = art, path
+        loaded = self._versions.current()
+        art = loaded[1] if loaded is not None else self._builtin
+        return art, art.version

@@ -4,54 +4,29 @@ This file is copied as ``<repo>/user_encoder/<N>/model.py`` by ``models.export_u
 must run inside the stock ``tritonserver`` image, whose Python backend has numpy but no
 torch. So the scores come from the TorchScript network served next to it by the libtorch
 backend (``user_encoder_net``, same version ``N``) through a BLS call, and only the
-string <-> index mapping and the top-N selection run here, in numpy, exactly as
-``serving.user_model.UserModel.recommend`` does:
+string <-> index mapping and the top-N selection run here, in numpy, through the same
+:func:`models.top_n.recommend` that ``serving.user_model.UserModel`` calls:
 
     history BYTES [L] (track ids, most recent last; "" = padding)
       -> track_ids BYTES [<=top_n], scores FP32 [<=top_n], version BYTES [1]
 
-:func:`recommend` is the pure core; unit tests call it with the TorchScript model as
-``score_fn`` and compare with ``UserModel`` on CPU.
+``top_n.py`` is copied next to this file at export, and imported relatively: Triton imports
+a backend as ``<version>.model``, so ``.top_n`` is the copy in the same version folder, and
+in this repository it is ``models.top_n``. Unit tests call ``recommend`` with the TorchScript
+model as ``score_fn`` and compare with ``UserModel`` on CPU.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-ScoreFn = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.float32]]
-
-
-def recommend(
-    history: Sequence[str],
-    *,
-    index: dict[str, int],
-    vocab: Sequence[str],
-    length: int,
-    top_n: int,
-    score_fn: ScoreFn,
-) -> tuple[list[str], npt.NDArray[np.float32]]:
-    """Top-N (track ids, scores) after ``history``; ``index[t]`` = j + 1 for ``vocab[j]``."""
-    idx = [i for t in history if t and (i := index.get(t)) is not None]
-    if not idx:
-        return [], np.zeros(0, dtype=np.float32)
-    seq = np.zeros((1, length), dtype=np.int64)
-    tail = idx[-length:]
-    seq[0, length - len(tail) :] = tail
-    scores = np.asarray(score_fn(seq), dtype=np.float32).reshape(-1).copy()
-    seen = np.asarray(sorted(set(idx)), dtype=np.int64) - 1
-    scores[seen] = -np.inf
-    n = min(top_n, len(vocab) - len(seen))
-    if n <= 0:
-        return [], np.zeros(0, dtype=np.float32)
-    top = np.argpartition(-scores, n - 1)[:n]
-    top = top[np.lexsort((top, -scores[top]))]  # best first; ties by index
-    return [vocab[j] for j in top], scores[top]
+# Relative on purpose: the same line finds the copy beside model.py inside tritonserver.
+from .top_n import recommend
 
 
 class TritonPythonModel:

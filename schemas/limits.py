@@ -1,6 +1,6 @@
 """Limits the store imposes on event fields, in one place: the event contract validates
 against them (schemas/events.py) and the Milvus schema declares them
-(serving/milvus_store.py), so what validates can always be stored.
+(serving/milvus_schema.py), so what validates can always be stored.
 
 Milvus VARCHAR ``max_length`` counts UTF-8 bytes, so the limits here are bytes too.
 

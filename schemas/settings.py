@@ -245,7 +245,8 @@ class Settings(BaseSettings):
     milvus_consistency: Literal["Bounded", "Session", "Strong", "Eventually"] = Field(
         "Bounded",
         description="Consistency of recommendation reads; Bounded = at most gracefulTime (5 s) "
-        "stale, plus read-your-writes after this process' own upserts (serving/milvus_store.py).",
+        "stale, plus read-your-writes after this process' own upserts "
+        "(serving/milvus_consistency.py).",
     )
 
     # --- query API and inspector page (serving/api) ---

@@ -1,29 +1,14 @@
 """Track vectors and metadata in Milvus: the store behind audio k-NN and cold start.
 
-``TrackStore`` wraps ``pymilvus.MilvusClient`` with the one schema Resonate uses, so the
-rest of the code never sees Milvus types or exceptions. The same class talks to the
-embedded Milvus Lite (FLAT / IVF_FLAT / AUTOINDEX only) and to a Milvus server (HNSW too);
-only ``uri`` and ``index_type`` change.
+``TrackStore`` wraps ``pymilvus.MilvusClient`` (connection, locking, error translation) with
+the writes and reads the pipeline and the query API make, so the rest of the code never sees
+Milvus types or exceptions. The same class talks to the embedded Milvus Lite and to a Milvus
+server; only ``uri`` and the index settings change. What it delegates:
 
-Visibility (the weakest consistency that is still correct): reads use ``consistency``
-("Bounded" by default) and no ``flush`` (which seals segments and is slow) is ever needed.
-
-* Recommendation reads (``search``, ``get``, ``recent``) tolerate seconds of staleness: a
-  track uploaded a moment ago reaches listeners through the fresh-upload candidates anyway,
-  and the next refresh sees it. "Bounded" guarantees at most ``common.gracefulTime`` (5 s by
-  default) of staleness without waiting for the server's time tick. Measured on the Milvus
-  2.3.5 standalone server (HNSW, 2 cores): a search takes ~200 ms with "Strong" (it waits for
-  the next time tick) and ~2-3 ms with "Bounded" ("Session" ~4 ms, "Eventually" ~2 ms).
-* Read-your-writes where it matters: with ``read_your_writes`` (default), a read issued by
-  this process within ``graceful_s`` of its own ``upsert`` is sent as "Session", whose
-  guarantee timestamp is that write's, so the just-written rows are found by the very next
-  search (it waits for that one write, ~200 ms on a server, only in that window). Together
-  the guarantee is max(own last write, now - gracefulTime): Bounded plus read-your-writes.
-* ``count()`` is exact ("Strong"); it is not on a hot path.
-
-Milvus Lite (one process, no time tick) shows every write to the very next read at any
-level. Lite also ignores VARCHAR ``max_length``, which a server enforces, so the limits are
-checked here before writing, in every mode (:class:`FieldTooLong`).
+* the collection's fields, limits, rows, errors, index and DDL: ``serving.milvus_schema``;
+* the consistency level of each read (Bounded plus read-your-writes):
+  ``serving.milvus_consistency``;
+* quoting ids into filter expressions: ``serving.milvus_expr``.
 """
 
 from __future__ import annotations
@@ -31,16 +16,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from schemas.limits import TITLE_MAX_BYTES, VARCHAR_MAX_BYTES, track_id_of, track_key
-from serving.milvus_expr import NOTHING, representable, track_ids_in, track_ids_not_in
+from schemas.limits import track_id_of
+from serving.milvus_consistency import DEFAULT_GRACEFUL_S, ReadLevels
+from serving.milvus_expr import NOTHING, track_ids_in, track_ids_not_in
+from serving.milvus_schema import (
+    HIT_FIELDS,
+    META_FIELDS,
+    Hit,
+    IndexSpec,
+    MilvusError,
+    MilvusUnavailable,
+    TrackRow,
+    ensure_collection,
+    hit_of,
+    row_of,
+    to_entity,
+)
 
 if TYPE_CHECKING:
     from schemas.settings import Settings
@@ -54,91 +52,6 @@ MAX_LIMIT = 16_384
 # An exclusion list longer than this is honoured by over-fetching instead of a filter
 # expression, to keep the expression (parsed on every search) small.
 _MAX_FILTER_IDS = 2_000
-CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
-# Milvus' default common.gracefulTime: how stale a "Bounded" read may be.
-DEFAULT_GRACEFUL_S = 5.0
-
-# VARCHAR limits of the schema (bytes of UTF-8, as the server counts them; schemas/limits.py,
-# which the event contract validates against); checked before every write because Milvus
-# Lite does not enforce them. Track ids are stored as their keys (schemas.limits.track_key).
-# Scalar index types by server: STL_SORT on Milvus 2.3, INVERTED on Lite 2.5 and Milvus >= 2.4.
-SCALAR_INDEX_TYPES = ("", "STL_SORT", "INVERTED")
-_TITLE_CHARS = TITLE_MAX_BYTES  # title is cut (on a character boundary) to fit
-
-_META_FIELDS = [
-    "track_id",
-    "artist_id",
-    "genre",
-    "release_date",
-    "uploaded_at",
-    "top_tags",
-    "model_version",
-    "title",
-]
-# Fields that filter expressions match on: their values must be representable literals.
-_MATCHED_FIELDS = ("track_id", "artist_id", "genre")
-_HIT_FIELDS = ["artist_id", "genre", "top_tags", "uploaded_at", "title"]
-
-
-class MilvusError(RuntimeError):
-    """A Milvus call failed (bad request, server-side error, schema mismatch)."""
-
-
-class MilvusUnavailable(MilvusError):
-    """Milvus cannot be reached (not started, crashed, network down, timed out)."""
-
-
-class FieldTooLong(ValueError):
-    """A row's text field exceeds the schema's VARCHAR ``max_length`` (nothing was written)."""
-
-
-@dataclass(frozen=True, eq=False)
-class TrackRow:
-    """One track as stored: its audio embedding and the metadata recommendations need.
-
-    ``eq=False`` because the embedding is an array (``==`` on arrays is element-wise).
-    """
-
-    track_id: str
-    embedding: npt.NDArray[np.float32] | Sequence[float]
-    artist_id: str
-    genre: str
-    release_date: str  # ISO date "YYYY-MM-DD" or "" when unknown
-    uploaded_at_ms: int  # unix milliseconds
-    top_tags: tuple[str, ...]
-    model_version: str
-    title: str = ""  # as uploaded; "" when the upload had none
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A search or recency result. ``score`` is the cosine similarity (higher is closer);
-    ``recent()`` results have ``score`` 0.0 since there is no query vector."""
-
-    track_id: str
-    score: float
-    artist_id: str
-    genre: str
-    top_tags: tuple[str, ...]
-    uploaded_at_ms: int
-    title: str = ""
-
-
-def _hit(r: Mapping[str, Any]) -> Hit:
-    ent = r.get("entity", r)
-    return Hit(
-        track_id=track_id_of(str(r.get("id", r.get("track_id")))),
-        score=float(r["distance"]),
-        artist_id=ent["artist_id"],
-        genre=ent["genre"],
-        top_tags=_split_tags(ent["top_tags"]),
-        uploaded_at_ms=int(ent["uploaded_at"]),
-        title=ent.get("title", ""),
-    )
-
-
-def _split_tags(value: str) -> tuple[str, ...]:
-    return tuple(t for t in value.split(",") if t)
 
 
 def _chunks(ids: Sequence[str], size: int = 1_000) -> Iterable[Sequence[str]]:
@@ -196,33 +109,48 @@ class TrackStore:
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
-        index_type = index_type.upper()
-        if index_type not in {"FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"}:
-            raise ValueError(f"unsupported index_type {index_type!r}")
-        if consistency not in CONSISTENCY_LEVELS:
-            raise ValueError(f"consistency must be one of {CONSISTENCY_LEVELS}: {consistency!r}")
-        if scalar_index.upper() not in SCALAR_INDEX_TYPES:
-            raise ValueError(f"scalar_index must be one of {SCALAR_INDEX_TYPES}: {scalar_index!r}")
         self.uri = uri
         self.collection = collection
         self.dim = dim
         self.timeout_s = timeout_s
-        self.index_type = index_type
-        self.metric = metric.upper()
-        self.nlist = nlist
-        self.nprobe = nprobe
-        self.hnsw_m = hnsw_m
-        self.hnsw_ef_construction = hnsw_ef_construction
-        self.hnsw_ef = hnsw_ef
-        self.consistency = consistency
-        self.read_your_writes = read_your_writes
-        self.graceful_s = graceful_s
-        self.scalar_index = scalar_index.upper()
+        self.index = IndexSpec(
+            index_type=index_type,
+            metric=metric,
+            nlist=nlist,
+            nprobe=nprobe,
+            hnsw_m=hnsw_m,
+            hnsw_ef_construction=hnsw_ef_construction,
+            hnsw_ef=hnsw_ef,
+            scalar_index=scalar_index,
+        )
+        self.reads = ReadLevels(
+            consistency=consistency, read_your_writes=read_your_writes, graceful_s=graceful_s
+        )
         self._token = token  # "user:password" when the server has authentication on
-        self._last_write = -float("inf")  # monotonic time of this store's last upsert/delete
-        self._last_delete = -float("inf")  # ... of its last delete (see _read_level)
         self._client: Any = None
         self._lock = threading.Lock()
+
+    # The settings it was built with, under the settings' names (the worker's and the API's
+    # stores are compared by them).
+    @property
+    def index_type(self) -> str:
+        return self.index.index_type
+
+    @property
+    def hnsw_m(self) -> int:
+        return self.index.hnsw_m
+
+    @property
+    def scalar_index(self) -> str:
+        return self.index.scalar_index
+
+    @property
+    def consistency(self) -> str:
+        return self.reads.consistency
+
+    @property
+    def graceful_s(self) -> float:
+        return self.reads.graceful_s
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -301,103 +229,21 @@ class TrackStore:
                 kind = MilvusUnavailable if _is_unavailable(exc) else MilvusError
                 raise kind(f"Milvus {what} on {self.collection!r} failed: {exc}") from exc
 
-    # --- schema ----------------------------------------------------------------------
-
-    def _index_params(self, client: Any) -> Any:
-        params = client.prepare_index_params()
-        extra: dict[str, Any] = {}
-        if self.index_type == "IVF_FLAT":
-            extra = {"nlist": self.nlist}
-        elif self.index_type == "HNSW":
-            extra = {"M": self.hnsw_m, "efConstruction": self.hnsw_ef_construction}
-        params.add_index(
-            field_name="embedding",
-            index_type=self.index_type,
-            metric_type=self.metric,
-            params=extra,
-        )
-        if self.scalar_index:
-            # The one range filter (recent(): uploaded_at >= t); track_id is the primary key.
-            params.add_index(field_name="uploaded_at", index_type=self.scalar_index)
-        return params
-
-    def _read_level(self) -> str:
-        """Consistency of the next read: ``consistency``, or "Session" right after a write.
-
-        Right after this store's own delete it is "Strong": measured on the Milvus 2.3
-        server, a "Session" read still returns rows this client just deleted (pymilvus
-        advances the session timestamp on inserts and upserts only). Deletes are rare
-        (tests, re-indexing), so the ~200 ms time-tick wait is paid seldom.
-        """
-        now = time.monotonic()
-        if self.read_your_writes and now - self._last_delete < self.graceful_s:
-            return "Strong"
-        if (
-            self.read_your_writes
-            and self.consistency in ("Bounded", "Eventually")
-            and now - self._last_write < self.graceful_s
-        ):
-            return "Session"
-        return self.consistency
-
-    def _search_params(self, k: int) -> dict[str, Any]:
-        params: dict[str, Any] = {"metric_type": self.metric}
-        if self.index_type == "IVF_FLAT":
-            params["params"] = {"nprobe": self.nprobe}
-        elif self.index_type == "HNSW":
-            params["params"] = {"ef": max(self.hnsw_ef, k)}  # HNSW needs ef >= k
-        return params
+    # --- collection ------------------------------------------------------------------
 
     def ensure_collection(self) -> None:
         """Create the collection with index if missing (idempotent), then load it."""
-        from pymilvus import DataType, MilvusClient
-
-        def run(client: Any) -> None:
-            if client.has_collection(self.collection, timeout=self.timeout_s):
-                self._check_dim(client)
-            else:
-                schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-                lim = VARCHAR_MAX_BYTES
-                schema.add_field(
-                    "track_id", DataType.VARCHAR, is_primary=True, max_length=lim["track_id"]
-                )
-                schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
-                schema.add_field("artist_id", DataType.VARCHAR, max_length=lim["artist_id"])
-                schema.add_field("genre", DataType.VARCHAR, max_length=lim["genre"])
-                schema.add_field("release_date", DataType.VARCHAR, max_length=lim["release_date"])
-                schema.add_field("uploaded_at", DataType.INT64)
-                schema.add_field("top_tags", DataType.VARCHAR, max_length=lim["top_tags"])
-                schema.add_field("model_version", DataType.VARCHAR, max_length=lim["model_version"])
-                schema.add_field("title", DataType.VARCHAR, max_length=_TITLE_CHARS)
-                log.info(
-                    "creating Milvus collection %r (dim %d, %s/%s)",
-                    self.collection,
-                    self.dim,
-                    self.index_type,
-                    self.metric,
-                )
-                client.create_collection(
-                    self.collection,
-                    schema=schema,
-                    index_params=self._index_params(client),
-                    consistency_level=self.consistency,
-                    timeout=self.timeout_s,
-                )
-            client.load_collection(self.collection, timeout=self.timeout_s)
-
-        self._call("ensure_collection", run)
-
-    def _check_dim(self, client: Any) -> None:
-        info = client.describe_collection(self.collection, timeout=self.timeout_s)
-        for f in info.get("fields", []):
-            if f.get("name") == "embedding":
-                dim = int(f.get("params", {}).get("dim", -1))
-                if dim != self.dim:
-                    raise MilvusError(
-                        f"collection {self.collection!r} stores dim {dim}, expected {self.dim}"
-                    )
-                return
-        raise MilvusError(f"collection {self.collection!r} has no 'embedding' field")
+        self._call(
+            "ensure_collection",
+            lambda c: ensure_collection(
+                c,
+                collection=self.collection,
+                dim=self.dim,
+                index=self.index,
+                consistency=self.consistency,
+                timeout_s=self.timeout_s,
+            ),
+        )
 
     def drop(self) -> None:
         """Drop the collection if it exists (tests, re-indexing)."""
@@ -407,41 +253,6 @@ class TrackStore:
         )
 
     # --- writes ----------------------------------------------------------------------
-
-    def _to_entity(self, row: TrackRow) -> dict[str, Any]:
-        vec = np.asarray(row.embedding, dtype=np.float32).reshape(-1)
-        if vec.shape[0] != self.dim:
-            raise ValueError(f"{row.track_id}: embedding has dim {vec.shape[0]}, not {self.dim}")
-        if not np.all(np.isfinite(vec)) or not np.any(vec):
-            # A zero or NaN vector has no cosine similarity and would poison search results.
-            raise ValueError(f"{row.track_id}: embedding is zero or not finite")
-        for tag in row.top_tags:
-            if "," in tag:
-                raise ValueError(f"{row.track_id}: tag {tag!r} contains a comma")
-        entity: dict[str, Any] = {
-            "track_id": track_key(row.track_id),
-            "embedding": vec.tolist(),
-            "artist_id": row.artist_id,
-            "genre": row.genre,
-            "release_date": row.release_date,
-            "uploaded_at": int(row.uploaded_at_ms),
-            "top_tags": ",".join(row.top_tags),
-            "model_version": row.model_version,
-            # max_length counts bytes: cut on a character boundary below it.
-            "title": row.title.encode()[:_TITLE_CHARS].decode(errors="ignore"),
-        }
-        for name in _MATCHED_FIELDS:
-            if not representable(entity[name]):
-                # No expression could ever match it again (serving/milvus_expr.py).
-                raise ValueError(f"track {row.track_id[:64]!r}: {name} holds a control character")
-        for name, limit in VARCHAR_MAX_BYTES.items():
-            size = len(entity[name].encode("utf-8"))
-            if size > limit:
-                raise FieldTooLong(
-                    f"track {row.track_id[:64]!r}: {name} is {size} bytes (UTF-8), over the "
-                    f"schema limit of {limit} (Milvus VARCHAR max_length); nothing was written"
-                )
-        return entity
 
     def upsert(self, rows: Sequence[TrackRow]) -> int:
         """Insert or replace rows by ``track_id``.
@@ -453,12 +264,12 @@ class TrackStore:
         if not rows:
             return 0
         # Last one wins inside a batch, as it would across batches.
-        entities = list({r.track_id: self._to_entity(r) for r in rows}.values())
+        entities = list({r.track_id: to_entity(r, dim=self.dim) for r in rows}.values())
         self._call(
             "upsert",
             lambda c: c.upsert(self.collection, entities, timeout=self.timeout_s),
         )
-        self._last_write = time.monotonic()
+        self.reads.wrote()
         return len(entities)
 
     def delete(self, track_ids: Collection[str]) -> None:
@@ -471,7 +282,7 @@ class TrackStore:
             if where == NOTHING:
                 continue  # unrepresentable ids are never stored
             self._call("delete", self._deleter(where))
-        self._last_write = self._last_delete = time.monotonic()
+        self.reads.deleted()
 
     def _deleter(self, where: str) -> Callable[[Any], Any]:
         def run(c: Any) -> Any:
@@ -487,10 +298,10 @@ class TrackStore:
                 c.query(
                     self.collection,
                     filter=where,
-                    output_fields=[*_META_FIELDS, "embedding"],
+                    output_fields=[*META_FIELDS, "embedding"],
                     limit=limit,
                     timeout=self.timeout_s,
-                    consistency_level=self._read_level(),
+                    consistency_level=self.reads.level(),
                 )
             )
 
@@ -506,21 +317,8 @@ class TrackStore:
             if where == NOTHING:
                 continue  # unrepresentable ids are never stored
             res += self._call("get", self._getter(where, limit=len(chunk)))
-        out: dict[str, TrackRow] = {}
-        for r in res:
-            tid = track_id_of(r["track_id"])
-            out[tid] = TrackRow(
-                track_id=tid,
-                embedding=np.asarray(r["embedding"], dtype=np.float32),
-                artist_id=r["artist_id"],
-                genre=r["genre"],
-                release_date=r["release_date"],
-                uploaded_at_ms=int(r["uploaded_at"]),
-                top_tags=_split_tags(r["top_tags"]),
-                model_version=r["model_version"],
-                title=r.get("title", ""),
-            )
-        return out
+        rows = (row_of(r) for r in res)
+        return {row.track_id: row for row in rows}
 
     def search(
         self,
@@ -580,10 +378,10 @@ class TrackStore:
                 data=data,
                 limit=min(k, MAX_LIMIT),
                 output_fields=[],
-                search_params=self._search_params(min(k, MAX_LIMIT)),
+                search_params=self.index.search_params(min(k, MAX_LIMIT)),
                 anns_field="embedding",
                 timeout=self.timeout_s,
-                consistency_level=self._read_level(),
+                consistency_level=self.reads.level(),
             ),
         )
         out = [
@@ -610,14 +408,14 @@ class TrackStore:
                 data=data,
                 filter=where,
                 limit=limit,
-                output_fields=_HIT_FIELDS,
-                search_params=self._search_params(limit),
+                output_fields=HIT_FIELDS,
+                search_params=self.index.search_params(limit),
                 anns_field="embedding",
                 timeout=self.timeout_s,
-                consistency_level=self._read_level(),
+                consistency_level=self.reads.level(),
             ),
         )
-        out = [[_hit(r) for r in hits] for hits in (res or [])]
+        out = [[hit_of(r) for r in hits] for hits in (res or [])]
         return out + [[] for _ in range(len(data) - len(out))]
 
     def recent(self, since_ms: int, limit: int) -> list[Hit]:
@@ -633,10 +431,10 @@ class TrackStore:
             lambda c: c.query(
                 self.collection,
                 filter=f"uploaded_at >= {int(since_ms)}",
-                output_fields=["track_id", *_HIT_FIELDS],
+                output_fields=["track_id", *HIT_FIELDS],
                 limit=MAX_LIMIT,
                 timeout=self.timeout_s,
-                consistency_level=self._read_level(),
+                consistency_level=self.reads.level(),
             ),
         )
         if len(res) >= MAX_LIMIT:
@@ -644,18 +442,7 @@ class TrackStore:
                 "recent(): more than %d uploads since %d; result truncated", MAX_LIMIT, since_ms
             )
         res.sort(key=lambda r: (-int(r["uploaded_at"]), r["track_id"]))
-        return [
-            Hit(
-                track_id=track_id_of(r["track_id"]),
-                score=0.0,
-                artist_id=r["artist_id"],
-                genre=r["genre"],
-                top_tags=_split_tags(r["top_tags"]),
-                uploaded_at_ms=int(r["uploaded_at"]),
-                title=r.get("title", ""),
-            )
-            for r in res[:limit]
-        ]
+        return [hit_of(r, score=0.0) for r in res[:limit]]
 
     def count(self) -> int:
         """Number of live rows (replaced and deleted rows are not counted)."""

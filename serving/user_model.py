@@ -2,26 +2,31 @@
 
 ``UserModel`` holds the newest artifact of a folder (``models.recsys.export_user``) and
 answers ``history`` (track ids, most recent last, empty strings = padding) with the top-N
-tracks by score, the history itself excluded, and the artifact's version. The string <->
+tracks by score, the history itself excluded, and the artifact's version (the selection is
+``models.top_n.recommend``, which production Triton's backend runs too). The string <->
 index mapping lives here, so clients need no vocabulary. Unknown track ids are ignored; a
 history with no known track gets an empty answer (the model knows nothing of the listener).
 
-Hot reload: at most every ``poll_s`` seconds a call looks for a newer complete version folder
-and swaps it in; a broken new version is logged and the current one kept.
+Hot reload (``models.versions.NewestVersion``, as for the fusion weights): at most every
+``poll_s`` seconds a call looks for a newer complete version folder and swaps it in; a broken
+new version is logged and the current one kept.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from models.recsys.export_user import Artifact, latest_artifact, load_artifact
+from models.top_n import recommend
+from models.versions import NewestVersion
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,26 @@ class NoUserModel(RuntimeError):
     """The folder holds no complete artifact yet."""
 
 
+@dataclass(frozen=True)
+class _Served:
+    """A loaded artifact and its string -> index mapping (index j + 1 is vocab[j]; 0 is
+    padding), built once per version rather than per call."""
+
+    artifact: Artifact
+    index: dict[str, int]
+
+    @classmethod
+    def load(cls, path: Path) -> _Served:
+        art = load_artifact(path)
+        log.info("user model %s: %d items", art.version, len(art.vocab))
+        return cls(artifact=art, index={t: j + 1 for j, t in enumerate(art.vocab)})
+
+    def scores(self, seq: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        with torch.inference_mode():
+            out: npt.NDArray[np.float32] = self.artifact.module(torch.from_numpy(seq))[0].numpy()
+        return out
+
+
 class UserModel:
     """Thread-safe, hot-reloading top-N recommender over one artifact folder."""
 
@@ -39,65 +64,40 @@ class UserModel:
         self.root = Path(root)
         self.top_n = top_n
         self.poll_s = poll_s
+        # One inference at a time: the TorchScript module is shared by the server's threads.
         self._lock = threading.Lock()
-        self._artifact: Artifact | None = None
-        self._index: dict[str, int] = {}
-        self._checked = -float("inf")
-        self._failed: set[Path] = set()
+        self._versions = NewestVersion(
+            root=self.root,
+            latest=latest_artifact,
+            load=_Served.load,
+            poll_s=poll_s,
+            what="user model",
+        )
+        self._served: _Served | None = None
 
     @property
     def version(self) -> str | None:
-        return self._artifact.version if self._artifact is not None else None
+        return self._served.artifact.version if self._served is not None else None
 
     def refresh(self, *, force: bool = False) -> None:
         """Swap in a newer artifact if one appeared (checked at most every ``poll_s``)."""
-        now = time.monotonic()
-        if not force and now - self._checked < self.poll_s:
-            return
-        self._checked = now
-        path = latest_artifact(self.root)
-        if path is None or path in self._failed:
-            return
-        if self._artifact is not None and path == self._artifact.path:
-            return
-        try:
-            art = load_artifact(path)
-        except Exception:  # a broken artifact must not take the served one down
-            log.exception("cannot load user model %s; keeping %s", path, self.version)
-            self._failed.add(path)
-            return
-        self._artifact = art
-        # Index j + 1 is vocab[j] (0 is padding).
-        self._index = {t: j + 1 for j, t in enumerate(art.vocab)}
-        log.info("user model %s loaded from %s (%d items)", art.version, path, len(art.vocab))
-
-    def indices(self, history: Sequence[str]) -> list[int]:
-        """Known track ids of ``history`` as model indices (padding and unknown ids dropped)."""
-        return [i for t in history if t and (i := self._index.get(t)) is not None]
+        loaded = self._versions.current(force=force)
+        self._served = loaded[1] if loaded is not None else None
 
     def recommend(self, history: Sequence[str]) -> tuple[list[str], np.ndarray, str]:
         """(track ids, float32 scores, version) of the top-N next tracks after ``history``."""
         with self._lock:
             self.refresh()
-            art = self._artifact
-            if art is None:
+            served = self._served
+            if served is None:
                 raise NoUserModel(f"no user model under {self.root} yet")
-            idx = self.indices(history)
-            if not idx:
-                return [], np.zeros(0, dtype=np.float32), art.version
-            length = int(art.card["L"])
-            seq = np.zeros((1, length), dtype=np.int64)
-            tail = idx[-length:]
-            seq[0, length - len(tail) :] = tail
-            with torch.inference_mode():
-                scores = art.module(torch.from_numpy(seq))[0].numpy().astype(np.float32)
-            scores = scores.copy()
-            seen = np.asarray(sorted(set(idx)), dtype=np.int64) - 1
-            scores[seen] = -np.inf
-            n = min(self.top_n, len(art.vocab) - len(seen))
-            if n <= 0:
-                return [], np.zeros(0, dtype=np.float32), art.version
-            top = np.argpartition(-scores, n - 1)[:n]
-            # Highest score first; ties by index for a deterministic answer.
-            top = top[np.lexsort((top, -scores[top]))]
-            return [art.vocab[j] for j in top], scores[top], art.version
+            art = served.artifact
+            ids, scores = recommend(
+                history,
+                index=served.index,
+                vocab=art.vocab,
+                length=int(art.card["L"]),
+                top_n=self.top_n,
+                score_fn=served.scores,
+            )
+            return ids, scores, art.version

@@ -35,7 +35,7 @@ import numpy as np
 
 from schemas.event_time import InputLimits, latency_s, upload_time_ms
 from schemas.events import TrackUpload
-from serving.milvus_store import TrackRow
+from serving.milvus_schema import TrackRow
 from streams.audio import (
     AudioInput,
     AudioRejected,

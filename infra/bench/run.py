@@ -202,7 +202,7 @@ def _rss_mb(pid: int | None) -> float | None:
 
 
 async def _relay(stack: EmbeddedStack, n: int) -> dict[str, Any]:
-    from infra.topics import ensure_topics
+    from serving.kafka_topics import ensure_topics
 
     s = stack.settings
     tag = uuid.uuid4().hex[:6]

@@ -16,7 +16,8 @@ from infra.demo import Bus
 from models.convert_musicnn import MUSICNN_CARD
 from schemas.events import TrackUpload
 from schemas.settings import Settings
-from serving.milvus_store import MilvusError, TrackStore
+from serving.milvus_schema import MilvusError
+from serving.milvus_store import TrackStore
 
 log = logging.getLogger(__name__)
 

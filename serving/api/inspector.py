@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from serving.api.pipeline import PipelineStats
 from serving.api.problems import ProblemError
 from serving.api.routes import Rt
-from serving.milvus_store import Hit, TrackRow
+from serving.milvus_schema import Hit, TrackRow
 
 STATIC = Path(__file__).parent / "static"
 _SIGNALS = (

@@ -27,7 +27,7 @@ from serving.api.models import (
 )
 from serving.api.problems import PROBLEM_JSON, ProblemError
 from serving.api.runtime import Runtime
-from serving.milvus_store import Hit, TrackRow
+from serving.milvus_schema import Hit, TrackRow
 from serving.track_filter import TrackFilter
 
 _KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="Needed by writes.")

@@ -24,7 +24,8 @@ from serving.api.feed import FeedState, KafkaFeed
 from serving.api.metrics import ApiMetrics
 from serving.api.pipeline import PipelinePanel
 from serving.api.problems import ProblemError
-from serving.milvus_store import Hit, MilvusError, MilvusUnavailable, TrackRow, TrackStore
+from serving.milvus_schema import Hit, MilvusError, MilvusUnavailable, TrackRow
+from serving.milvus_store import TrackStore
 from serving.triton_client import AudioEncoderClient, TritonError
 
 log = logging.getLogger(__name__)

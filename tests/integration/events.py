@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 from infra.demo import Bus
 from schemas.events import Interaction, Recommendation, TrackUpload
 from schemas.settings import Settings
-from serving.milvus_store import MilvusError, TrackRow, TrackStore
+from serving.milvus_schema import MilvusError, TrackRow
+from serving.milvus_store import TrackStore
 
 T = TypeVar("T")
 

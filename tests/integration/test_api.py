@@ -26,7 +26,8 @@ import requests
 
 from infra.demo import Bus
 from infra.stack import EmbeddedStack
-from serving.milvus_store import TrackRow, TrackStore
+from serving.milvus_schema import TrackRow
+from serving.milvus_store import TrackStore
 from serving.track_filter import TrackFilter
 from tests.integration.events import clip_uri, play, upload, wait_stored
 

@@ -18,9 +18,10 @@ import numpy.typing as npt
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from infra.topics import ensure_topics, partition_counts
 from schemas.settings import Settings
-from serving.milvus_store import VARCHAR_MAX_BYTES, FieldTooLong, MilvusError, TrackRow, TrackStore
+from serving.kafka_topics import ensure_topics, partition_counts
+from serving.milvus_schema import VARCHAR_MAX_BYTES, FieldTooLong, MilvusError, TrackRow
+from serving.milvus_store import TrackStore
 from tests.integration.conftest import MilvusTarget
 
 DIM = 16
@@ -326,7 +327,7 @@ def test_lag_reader_reports_committed_vs_end_offsets(broker: str, unique: str) -
     from kafka.admin import KafkaAdminClient
     from kafka.structs import OffsetAndMetadata
 
-    from infra.lag import LagCollector, LagReader
+    from streams.lag import LagCollector, LagReader
     from streams.metrics import Metrics
 
     topic, idle, group = f"lag-{unique}", f"idle-{unique}", f"group-{unique}"

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from infra.demo import Bus
-from infra.lag import LagReader
 from infra.procs import StartupError, log_tail
 from infra.prometheus_proc import PrometheusServer
 from infra.stack import PROJECT_ROOT, EmbeddedStack, settings_env
 from schemas.settings import Settings
+from streams.lag import LagReader
 from tests.integration.events import answers, clip_uri, play, poll, upload, wait_stored
 
 CLIPS = [

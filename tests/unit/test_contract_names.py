@@ -54,11 +54,11 @@ def test_the_worker_and_the_api_build_the_same_milvus_store() -> None:
     index settings; both now go through TrackStore.from_settings."""
     from pydantic import SecretStr
 
-    from infra.worker import make_deps as worker_deps
     from models.convert_musicnn import MUSICNN_CARD
     from schemas.settings import Settings
     from serving.api.server import make_deps as api_deps
     from streams.metrics import Metrics
+    from streams.runtime import make_deps as worker_deps
 
     s = Settings(
         kafka_bootstrap="127.0.0.1:1",

@@ -9,6 +9,8 @@ on a GPU host), on CPU, and compared with PyTorch and with ``serving.user_model`
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +48,7 @@ def test_repository_layout_configs_and_versions(tmp_path: Path) -> None:
     assert files == [
         "user_encoder/1/card.json",
         "user_encoder/1/model.py",
+        "user_encoder/1/top_n.py",
         "user_encoder/1/vocab.json",
         "user_encoder/config.pbtxt",
         "user_encoder_net/1/model.pt",
@@ -104,3 +107,22 @@ def test_served_answers_match_pytorch_and_the_embedded_model(tmp_path: Path) -> 
     assert (
         recommend(["nope"], index=index, vocab=vocab, length=8, top_n=5, score_fn=scores)[0] == []
     )
+
+
+def test_the_exported_backend_imports_as_tritonserver_does(tmp_path: Path) -> None:
+    """tritonserver's Python backend puts the model and version folders on sys.path and
+    imports ``<version>.model``; the backend must find its top-N beside it, with neither
+    this package nor torch (the stock image has numpy only)."""
+    arts, repo = tmp_path / "arts", tmp_path / "repo"
+    export_artifact(_model(0), VOCAB, arts, dataset="unit", version="sasrec-1")
+    front, version = export_user_encoder(arts, repo, top_n=5)
+    probe = (
+        "import importlib, sys\n"
+        f"sys.path += [{str(front / str(version))!r}, {str(front)!r}]\n"
+        f"m = importlib.import_module('{version}.model')\n"
+        "print(m.recommend.__module__, sorted({'torch', 'models'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == [f"{version}.top_n", "[]"], out.stderr

@@ -66,7 +66,7 @@ def test_aiokafka_metadata_refresh_used_by_the_group_less_reader() -> None:
 
 
 def test_the_worker_installs_the_corrections_through_the_seam_only() -> None:
-    worker = (ROOT / "infra" / "worker.py").read_text()
+    worker = (ROOT / "streams" / "runtime.py").read_text()
     assert "install_corrections(" in worker and "guard_deliveries" not in worker
     for path in (ROOT / "infra").rglob("*.py"):
         text = path.read_text()

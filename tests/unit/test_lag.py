@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.lag import LagCollector, LagError, LagReader, PartitionLag
+from streams.lag import LagCollector, LagError, LagReader, PartitionLag
 from streams.metrics import Metrics
 
 

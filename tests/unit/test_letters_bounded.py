@@ -187,7 +187,7 @@ async def test_resonate_dlq_lists_cut_and_spooled_letters_and_refuses_to_republi
 
 
 def test_the_record_limit_is_the_smallest_topic_limit_and_refuses_what_cannot_fit() -> None:
-    from infra.topics import TopicError, record_limit
+    from serving.kafka_topics import TopicError, record_limit
 
     assert record_limit(1_000_000, {}, floor=80_000) == 1_000_000
     assert record_limit(1_000_000, {"a.dlq": 1_048_588, "b.retry": 200_000}, floor=80_000) == (

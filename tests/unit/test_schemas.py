@@ -147,7 +147,7 @@ def test_upload_fields_fit_the_store_or_fail_with_a_reason(
 
 
 def test_upload_fields_at_their_limits_are_valid() -> None:
-    from serving.milvus_store import VARCHAR_MAX_BYTES
+    from serving.milvus_schema import VARCHAR_MAX_BYTES
 
     ev = TrackUpload.model_validate_json(
         json.dumps(

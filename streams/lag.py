@@ -2,7 +2,7 @@
 
 :class:`LagReader` asks the broker (kafka-python's admin client, blocking, with timeouts)
 for the group's committed offsets and the partitions' end offsets; :class:`LagCollector`
-runs it every ``interval_s`` in a daemon thread of a worker and sets
+runs it every ``interval_s`` in a daemon thread of a worker (``streams.runtime``) and sets
 ``resonate_consumer_lag_messages`` and ``resonate_consumer_lag_seconds``. ``resonate status``
 uses the same reader.
 
@@ -29,7 +29,6 @@ import kafka.errors as kerrors
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient, OffsetSpec
 
-from infra.procs import Service
 from serving.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.metrics import Metrics
 
@@ -55,7 +54,7 @@ class PartitionLag:
         return max(0, self.end - max(self.committed, 0))
 
 
-class LagReader(Service):
+class LagReader:
     """Committed vs end offsets of ``group_id``; a context manager around the admin client."""
 
     def __init__(
@@ -94,6 +93,12 @@ class LagReader(Service):
         if self._admin is not None:
             self._admin.close()
             self._admin = None
+
+    def __enter__(self) -> LagReader:
+        return self.start()  # a failed start leaves nothing open to stop
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def read(self) -> list[PartitionLag]:
         """One snapshot, sorted by topic and partition."""
@@ -255,7 +260,7 @@ def start_lag_collector(
     stall_after_s: float = 45.0,
     security: KafkaSecurity = PLAINTEXT,
 ) -> LagCollector:
-    """Build and start a collector (what ``infra.worker`` calls)."""
+    """Build and start a collector (what ``streams.runtime`` calls)."""
     reader = LagReader(
         bootstrap=bootstrap,
         group_id=group_id,

@@ -1,4 +1,9 @@
-"""One Faust worker process: metrics endpoint, real clients, the streams app."""
+"""The production worker process: real clients built from settings, the record limit the
+topics allow, the metrics endpoint, the lag collector, then the Faust app until SIGTERM.
+
+What ``resonate worker`` (``infra/cli.py``) runs, and so what every worker of the embedded
+stack and of a deployment runs; the launchers only choose the settings.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,10 @@ import logging
 
 import faust
 
-from infra.lag import start_lag_collector
-from infra.topics import message_limits, record_limit
 from models.spec import EncoderCard
 from schemas.settings import Settings
 from serving.kafka_security import KafkaSecurity
+from serving.kafka_topics import message_limits, record_limit
 from serving.milvus_store import TrackStore
 from serving.triton_client import AudioEncoderClient
 from serving.user_encoder_client import UserEncoderClient
@@ -19,6 +23,7 @@ from streams.catalog import Catalog, CatalogFeed
 from streams.clients import Deps
 from streams.deadletter import LETTER_OVERHEAD
 from streams.framework import install_corrections
+from streams.lag import start_lag_collector
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)

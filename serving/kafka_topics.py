@@ -1,4 +1,6 @@
-"""Create the pipeline's topics up front, on the embedded broker or a production cluster alike.
+"""The Kafka admin calls on the pipeline's topics: create them up front (on the embedded
+broker or a production cluster alike), read their partition counts and message limits, and
+the record limit a worker derives from those (``streams.runtime``).
 
 Faust can auto-create topics, but it then picks its own partition count and auto-creation
 is often disabled on production clusters; creating them explicitly with the configured
