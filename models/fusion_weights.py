@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.fusion_rule import MixWeights
 from models.versions import NewestVersion, newest_version
@@ -72,6 +72,23 @@ class Mix(BaseModel):
     provenance: Provenance
 
 
+class Taste(BaseModel):
+    """How a listener's recent events become a taste vector, and what counts as a fresh
+    upload: the ranking's parameters besides the mix. Set by hand, not chosen on validation
+    (the offline protocol has no upload times and ranks by the artist stand-in for audio)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    recency_decay: float = Field(0.85, gt=0.0, le=1.0)
+    """Weight of the n-th most recent event is ``recency_decay ** n``."""
+    like_boost: float = Field(2.0, ge=0.0)
+    """A like counts this many plays in the taste vector."""
+    skip_weight: float = Field(0.5, ge=0.0)
+    """How hard skipped audio pushes the taste vector away."""
+    fresh_window_ms: int = Field(24 * 3600 * 1000, gt=0)
+    """An upload is fresh for this long."""
+
+
 class FusionArtifact(BaseModel):
     """The content of ``weights.json``."""
 
@@ -84,6 +101,9 @@ class FusionArtifact(BaseModel):
     """Mix without a sequence model (its ``sequence`` weight is 0)."""
     sequence: Mix
     """Mix with the served sequence model."""
+    taste: Taste = Taste.model_validate({})
+    """The taste parameters served with both mixes (artifacts before 2026-12-03 carry none:
+    these defaults, which were the code's constants then)."""
 
 
 def git_commit(cwd: Path | None = None) -> str:

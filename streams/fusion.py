@@ -23,11 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.fusion_rule import MixWeights
-from models.fusion_weights import builtin
+from models.fusion_weights import Taste, builtin
 from schemas.events import InteractionType
 from streams.state import HistoryItem
 
 _BASE = builtin().base.weights
+_TASTE = builtin().taste
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,17 @@ class FusionWeights:
     popularity: float = _BASE.popularity  # plays net of skips, across all listeners
     fresh: float = _BASE.fresh  # bonus for a track uploaded recently (item cold start)
     sequence: float = _BASE.sequence  # the served sequence model's score (0: not served)
-    recency_decay: float = 0.85  # weight of the n-th most recent event is decay**n
-    like_boost: float = 2.0  # a like counts this many plays in the user vector
-    skip_weight: float = 0.5  # how hard skipped audio pushes the user vector away
-    fresh_window_ms: int = 24 * 3600 * 1000  # "recent" upload window
+    # The taste parameters (models.fusion_weights.Taste), from the same artifact:
+    recency_decay: float = _TASTE.recency_decay  # weight of the n-th most recent event: decay**n
+    like_boost: float = _TASTE.like_boost  # a like counts this many plays in the user vector
+    skip_weight: float = _TASTE.skip_weight  # how hard skipped audio pushes the vector away
+    fresh_window_ms: int = _TASTE.fresh_window_ms  # "recent" upload window
 
     @classmethod
-    def from_mix(cls, mix: MixWeights, **taste: float) -> FusionWeights:
-        """Weights with an artifact's mix (``models.fusion_weights``); ``taste`` overrides the
-        user-vector fields (``recency_decay`` ...)."""
-        return cls(**mix.model_dump(), **taste)  # type: ignore[arg-type]
+    def from_mix(cls, mix: MixWeights, taste: Taste | None = None) -> FusionWeights:
+        """Weights of an artifact (``models.fusion_weights``): one of its mixes and its taste
+        parameters (the built-in artifact's when not given)."""
+        return cls(**mix.model_dump(), **(taste or _TASTE).model_dump())
 
     def mix(self) -> MixWeights:
         """The signal weights alone (what ``models.fusion_rule.fuse`` takes)."""
@@ -71,8 +73,8 @@ class FusionWeights:
 # The mixes are the committed fusion-weights artifact (models/artifacts/fusion/, provenance
 # inside): the validation choices of the offline "hybrid" / "hybrid-sasrec" (docs/results.md,
 # "Served configuration") with a small popularity weight for listeners with no history yet.
-DEFAULT_WEIGHTS = FusionWeights.from_mix(builtin().base.weights)
-SEQUENCE_WEIGHTS = FusionWeights.from_mix(builtin().sequence.weights)
+DEFAULT_WEIGHTS = FusionWeights.from_mix(builtin().base.weights, builtin().taste)
+SEQUENCE_WEIGHTS = FusionWeights.from_mix(builtin().sequence.weights, builtin().taste)
 
 
 def _unit(v: np.ndarray) -> np.ndarray | None:

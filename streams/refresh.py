@@ -52,14 +52,15 @@ class Refresher:
         self._mixes: tuple[str, FusionWeights, FusionWeights] | None = None
 
     def mixes(self) -> tuple[str, FusionWeights, FusionWeights]:
-        """(artifact version, mix without / with a sequence model), from the artifact in force
-        (a newer version is picked up without a restart)."""
+        """(artifact version, weights without / with a sequence model): the artifact in force,
+        its two mixes and its taste parameters (a newer version is picked up without a
+        restart, and its version names every list ranked with it)."""
         art, version = self.weights.current()
         if self._mixes is None or self._mixes[0] != version:
             self._mixes = (
                 version,
-                FusionWeights.from_mix(art.base.weights),
-                FusionWeights.from_mix(art.sequence.weights),
+                FusionWeights.from_mix(art.base.weights, art.taste),
+                FusionWeights.from_mix(art.sequence.weights, art.taste),
             )
             self.deps.metrics.fusion_weights.clear()
             self.deps.metrics.fusion_weights.labels(version=version).set(1)

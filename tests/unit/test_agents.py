@@ -293,11 +293,15 @@ def test_refresher_ranks_with_the_weights_artifact_in_force(tmp_path: Any) -> No
     shutil.copytree(folder / builtin().version, newer)
     text = (newer / "weights.json").read_text()
     (newer / "weights.json").write_text(
-        text.replace(f'"{builtin().version}"', '"fusion-99990101000000"')
+        text.replace(f'"{builtin().version}"', '"fusion-99990101000000"').replace(
+            '"recency_decay": 0.85', '"recency_decay": 0.7'
+        )
     )
     now[0] = 5.0  # past the poll interval: the newer version is picked up, no restart
-    version, _, _ = r.mixes()
+    version, base, with_seq = r.mixes()
     assert version == "fusion-99990101000000"
+    # the taste parameters travel in the artifact with the mixes
+    assert base.recency_decay == with_seq.recency_decay == 0.7
     gauge = deps.metrics.registry.get_sample_value
     assert gauge("resonate_fusion_weights_info", {"version": version}) == 1.0
     assert gauge("resonate_fusion_weights_info", {"version": builtin().version}) is None

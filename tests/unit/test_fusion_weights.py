@@ -144,3 +144,19 @@ def test_served_keeps_a_chosen_popularity_above_the_floor() -> None:
 def test_report_without_hybrid_runs_is_refused() -> None:
     with pytest.raises(ValueError):
         artifact_from_report(_report([], "sasrec"), version="v")
+
+
+def test_an_artifact_without_taste_parameters_serves_the_old_constants() -> None:
+    """Artifacts written before the taste parameters joined them still load, with the
+    values that were code constants then; the built-in one names them itself."""
+    from models.fusion_weights import BUILTIN_DIR, FusionArtifact, Taste, builtin
+
+    old = FusionArtifact.model_validate_json(
+        (BUILTIN_DIR / "fusion-20261122074629" / "weights.json").read_text()
+    )
+    assert "taste" not in (BUILTIN_DIR / "fusion-20261122074629" / "weights.json").read_text()
+    assert old.taste == Taste(
+        recency_decay=0.85, like_boost=2.0, skip_weight=0.5, fresh_window_ms=86_400_000
+    )
+    assert '"taste"' in (BUILTIN_DIR / builtin().version / "weights.json").read_text()
+    assert DEFAULT_WEIGHTS.recency_decay == builtin().taste.recency_decay
