@@ -45,6 +45,14 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.batch_step_seconds = Histogram(
+            "resonate_batch_step_seconds",
+            "Wall time of each step of an interaction batch (fold, sequences, audio, rank, "
+            "emit), and of the whole batch: where a list's latency goes.",
+            ["step"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.table_size = Gauge(
             "resonate_table_entries",
             "Entries in a Faust table held by this worker.",

@@ -102,6 +102,7 @@ class Pipeline:
     async def interactions(self, events: Sequence[Any]) -> None:
         """Fold a batch of interactions; refresh each listener it touched, once."""
         m = self.m
+        started = time.perf_counter()
         batch: list[Incoming] = []
         failed: list[Failed] = []
         for e in events:
@@ -140,7 +141,9 @@ class Pipeline:
         m.fold_batch.observe(len(events))
         if folded.delta is not None:
             await self.publish(folded.delta)
+        m.batch_step_seconds.labels(step="fold").observe(time.perf_counter() - started)
         await self.refresher.refresh(folded.listeners, self._send_list)
+        m.batch_step_seconds.labels(step="batch").observe(time.perf_counter() - started)
         m.table_size.labels(table="user-state").set(len(self.users))
         m.table_size.labels(table="track-stats").set(len(self.catalog.plays))
 

@@ -74,9 +74,15 @@ class Refresher:
         if not touched:
             return
         s, m = self.deps.settings, self.deps.metrics
+        step = m.batch_step_seconds
         states = [t.state for t in touched]
+        t0 = time.perf_counter()
         sequences = await self._sequences(states)
+        t1 = time.perf_counter()
         hits = await self._audio_hits(states)
+        t2 = time.perf_counter()
+        step.labels(step="sequences").observe(t1 - t0)
+        step.labels(step="audio").observe(t2 - t1)
         now_ms = int(time.time() * 1000)
         version, base, with_seq = self.mixes()
         popular, fresh = self.catalog.lists(
@@ -108,12 +114,14 @@ class Refresher:
                 log.exception("candidates failed for user %s", uid)
                 continue
             groups[bool(seq)].append((t, pool, pool_source(found, seq), served))
+        t3 = time.perf_counter()
         ranked: dict[int, tuple[Touched, list[RecommendedItem], str, str]] = {}
         for with_sequence, group in groups.items():
             lists = self._rank(group, with_seq if with_sequence else base)
             for (t, _, source, served), items in zip(group, lists, strict=True):
                 if items is not None:
                     ranked[id(t)] = (t, items, source, served)
+        t4 = time.perf_counter()
         for t in touched:  # emitted in the batch's order
             if (done := ranked.get(id(t))) is None:
                 continue
@@ -121,6 +129,9 @@ class Refresher:
             await send(t.state.user_id, self._message(t, items, version, served))
             m.recommendations.labels(source=source).inc()
             self._observe_latency(t)
+        step.labels(step="candidates").observe(t3 - t2)
+        step.labels(step="rank").observe(t4 - t3)
+        step.labels(step="emit").observe(time.perf_counter() - t4)
 
     def _rank(
         self, group: Sequence[tuple[Touched, Pool, str, str]], weights: FusionWeights

@@ -91,3 +91,36 @@ def records_between(a: Mapping[str, int], b: Mapping[str, int], events: int) -> 
         "total": total,
         "per_interaction": round(total / max(1, events), 3),
     }
+
+
+def batch_steps(texts: list[str]) -> dict[str, tuple[float, float]]:
+    """(sum of seconds, count) per step of ``resonate_batch_step_seconds``, over the
+    workers' /metrics texts."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, tuple[float, float]] = {}
+    for text in texts:
+        for fam in text_string_to_metric_families(text):
+            if fam.name != "resonate_batch_step_seconds":
+                continue
+            for smp in fam.samples:
+                step = smp.labels.get("step", "")
+                total, count = out.get(step, (0.0, 0.0))
+                if smp.name.endswith("_sum"):
+                    out[step] = (total + smp.value, count)
+                elif smp.name.endswith("_count"):
+                    out[step] = (total, count + smp.value)
+    return out
+
+
+def batch_steps_between(
+    a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]]
+) -> dict[str, dict[str, float]]:
+    """Mean wall ms per batch of each step, and batches, between two readings."""
+    out: dict[str, dict[str, float]] = {}
+    for step, (total, count) in b.items():
+        t0, c0 = a.get(step, (0.0, 0.0))
+        n = count - c0
+        if n > 0:
+            out[step] = {"batches": n, "mean_ms": round(1000 * (total - t0) / n, 1)}
+    return out

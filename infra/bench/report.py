@@ -104,6 +104,7 @@ def write_report(result: dict[str, Any], path: Path, *, plot: Path) -> str:
         else "No step was sustainable.",
         "",
     ]
+    lines += _batch_section(steps)
     lines += _scale_out(steps)
     lines += _budget_section(steps, path.parent)
     lines += _scale_section(result.get("scale"))
@@ -155,6 +156,29 @@ def _scale_out(steps: list[dict[str, Any]]) -> list[str]:
         workers = max(1, math.ceil(rate * w_ms / 700))
         parts = 2 ** math.ceil(math.log2(2 * workers))
         lines.append(f"| {rate:,} | {workers} | {parts} | {math.ceil(rate * b_ms / 700)} |")
+    return [*lines, ""]
+
+
+_BATCH_STEPS = ("fold", "sequences", "audio", "candidates", "rank", "emit", "batch")
+
+
+def _batch_section(steps: list[dict[str, Any]]) -> list[str]:
+    """Mean wall time of each step of an interaction batch, per ladder step (from the
+    workers' ``resonate_batch_step_seconds``)."""
+    if not any(s.get("batch_steps") for s in steps):
+        return []
+    lines = [
+        "Where a batch's wall time goes (mean ms per batch, all workers;"
+        " `resonate_batch_step_seconds`):",
+        "",
+        "| offered/s | batches | " + " | ".join(_BATCH_STEPS) + " |",
+        "|---|---|" + "---|" * len(_BATCH_STEPS),
+    ]
+    for s in steps:
+        b = s.get("batch_steps", {})
+        cells = [str(b.get(k, {}).get("mean_ms", "")) for k in _BATCH_STEPS]
+        n = b.get("batch", {}).get("batches", 0)
+        lines.append(f"| {s['offered_per_s']:.0f} | {n:.0f} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 

@@ -28,6 +28,8 @@ from infra.bench.load import (
 )
 from infra.bench.measure import (
     CpuSample,
+    batch_steps,
+    batch_steps_between,
     broker_records,
     cpu_between,
     cpu_sample,
@@ -106,6 +108,7 @@ async def _step(
     security = KafkaSecurity.from_settings(s)
     rec0 = await broker_records(s.kafka_bootstrap, s.topic_prefix, security=security)
     cpu0 = cpu_sample(stack.pids())
+    steps0 = batch_steps(_metrics_texts(stack))
     mark = _Mark(at=0.0, cpu=cpu0, lat=len(reader.latencies_ms))
 
     def tick(elapsed: float) -> None:
@@ -139,12 +142,25 @@ async def _step(
     out: dict[str, Any] = res.summary()
     out["cpu"] = cpu_between(cpu0, cpu1, res.sent)
     out["records"] = records_between(rec0, rec1, res.sent)
+    out["batch_steps"] = batch_steps_between(steps0, batch_steps(_metrics_texts(stack)))
     out["sustainable"] = _sustainable(out)
     out["settled_before_s"] = settled_s
     if profiling is not None:
         out["profile"] = _budget(await profiling, out, sent=res.sent, answered=res.answered)
     log.info("step %s/s: %s", rate, {k: v for k, v in out.items() if k != "cpu"})
     return out
+
+
+def _metrics_texts(stack: EmbeddedStack) -> list[str]:
+    """Every running worker's /metrics (the batch step timings are read from them)."""
+    texts = []
+    for w in stack.workers:
+        if w.proc is not None:
+            try:
+                texts.append(w.metrics_text())
+            except OSError as exc:  # a worker between restarts: its steps are missed
+                log.warning("worker-%d metrics unreadable: %s", w.index, exc)
+    return texts
 
 
 def _profile_later(stack: EmbeddedStack, seconds: float, out_dir: Path) -> asyncio.Task[Any]:
