@@ -459,7 +459,7 @@ def bench(
         "100,200,500,1000,1500"
     ),
     step_s: Annotated[float, typer.Option(help="Seconds per ladder step.")] = 30.0,
-    soak_rate: Annotated[float, typer.Option(help="Interactions/s of the soak.")] = 200.0,
+    soak_rate: Annotated[float, typer.Option(help="Interactions/s of the soak.")] = 500.0,
     soak_s: Annotated[float, typer.Option(help="Soak length (s); 0 = no soak.")] = 1800.0,
     replay: Annotated[
         Path | None, typer.Option(help="30Music slice to replay; default the first under data_dir.")

@@ -197,11 +197,12 @@ async def open_loop(
     await producer.start()
     res = StepResult(offered_per_s=rate, seconds=seconds, sent=0, answered=0, lists=0)
     a0, l0, lat0 = reader.answered, reader.lists, len(reader.latencies_ms)
-    tick, t_start, due = 0.01, time.monotonic(), 0.0
+    tick, t_start = 0.01, time.monotonic()
     try:
         while (elapsed := time.monotonic() - t_start) < seconds:
-            due += rate * tick
-            n, due = int(due), due - int(due)
+            # What is due by now, not per tick: a tick that overruns (the send loop, a late
+            # wake-up) is caught up in the next one, so the offered rate is the rate sent.
+            n = max(0, int(rate * elapsed) - res.sent)
             now = time.time()
             for user, track, kind in next_batch(n):
                 eid = uuid.uuid4().hex
@@ -220,7 +221,7 @@ async def open_loop(
             res.backlog.append((elapsed, res.sent - (reader.answered - a0)))
             if on_tick is not None:
                 on_tick(elapsed)
-            await asyncio.sleep(max(0.0, t_start + elapsed + tick - time.monotonic()))
+            await asyncio.sleep(tick)
         await producer.flush()
         deadline = time.monotonic() + drain_s
         while reader.answered - a0 < res.sent and time.monotonic() < deadline:

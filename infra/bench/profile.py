@@ -51,6 +51,9 @@ STAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             + r"(send|publish_message|_send_now|as_future_message) \(.*faust/(topics|channels)\.py",
         ),
         ("metrics", r"/prometheus_client/"),
+        # The event loops' own wake-ups (the worker's and Faust's consumer thread's): CPU
+        # spent in epoll_wait and cross-thread wake-ups, not idle time (py-spy skips that).
+        ("event loop", _Q + r"(select|_write_to_self|_read_from_self|call_soon_threadsafe) \("),
     )
 )
 STAGES: tuple[str, ...] = (*dict.fromkeys(s for s, _ in STAGE_RULES), "framework")

@@ -256,14 +256,16 @@ def _sections(result: dict[str, Any]) -> list[str]:
         out += [
             "## Replay of a real log (30Music, time-compressed)",
             "",
-            f"`{rp['path']}` at {rp['offered_per_s']:.0f}/s: p50/p95/p99 {rp['p50_ms']}/"
+            f"`{rp['path']}` at {rp['offered_per_s']:.0f}/s ({rp.get('workers', 1)} worker(s)):"
+            f" p50/p95/p99 {rp['p50_ms']}/"
             f"{rp['p95_ms']}/{rp['p99_ms']} ms, answered {rp['answered_frac']:.1%},"
             f" records/interaction {rp['records']['per_interaction']}.",
             "",
         ]
     if soak := result.get("soak"):
         out += [
-            f"## Soak: {soak['offered_per_s']:.0f}/s for {len(soak['minutes'])} min",
+            f"## Soak: {soak['offered_per_s']:.0f}/s for {len(soak['minutes'])} min,"
+            f" {soak.get('workers', 1)} worker(s)",
             "",
             "| minute | p99 ms | broker CPU% | broker CPU-ms/interaction | worker CPU% "
             "| broker RSS MB |",

@@ -56,7 +56,7 @@ class BenchPlan:
 
     rates: tuple[float, ...] = (100, 200, 500, 1000, 1500)
     step_s: float = 30.0
-    soak_rate: float = 200.0
+    soak_rate: float = 500.0
     soak_s: float = 1800.0
     replay_rate: float = 500.0
     replay_s: float = 30.0
@@ -145,6 +145,7 @@ async def _step(
     out["batch_steps"] = batch_steps_between(steps0, batch_steps(_metrics_texts(stack)))
     out["sustainable"] = _sustainable(out)
     out["settled_before_s"] = settled_s
+    out["workers"] = sum(1 for w in stack.workers if w.proc is not None)
     if profiling is not None:
         out["profile"] = _budget(await profiling, out, sent=res.sent, answered=res.answered)
     log.info("step %s/s: %s", rate, {k: v for k, v in out.items() if k != "cpu"})
