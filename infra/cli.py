@@ -310,6 +310,34 @@ def eval_audio(
         out.write_text(json.dumps(result, indent=2))
 
 
+@app.command("skip-panel")
+def skip_panel(
+    out: Annotated[Path | None, typer.Option(help="Write the figures as JSON here.")] = None,
+    audio_dir: Annotated[
+        Path | None, typer.Option(help="Clips with manifest.csv; default <data_dir>/audio.")
+    ] = None,
+    embeddings: Annotated[
+        Path | None, typer.Option(help="Reuse (or write) the clips' MusiCNN vectors, .npz.")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Listeners per (liked, disliked) style pair.")] = 5,
+) -> None:
+    """SIMULATED listeners on the real clips: disliked style's share of lists after skips."""
+    import json
+
+    from infra.skip_panel import clip_vectors, markdown, run_panel
+    from models.audio_eval import read_manifest
+
+    _logging()
+    settings = _settings()
+    where = audio_dir or settings.data_dir / "audio"
+    vectors = clip_vectors(where, settings.weights_path, embeddings)
+    result = run_panel(vectors, read_manifest(where), seeds=seeds)
+    typer.echo(markdown(result))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+
+
 @app.command("convert-musicnn")
 def convert_musicnn(
     out: Annotated[Path | None, typer.Option(help="Where to write the weights.")] = None,

@@ -23,6 +23,13 @@ weakest candidate that happened to be fetched. Offline, the min over a full cata
 for every signal but popularity (whose minimum count is small), so for those signals the two
 scalings coincide there; the sequence signal is where they differ, and the relative probability
 is what the agent already used online.
+
+A **skip** lowers what follows it (:func:`penalise`): each candidate's score loses
+``SkipPenalty.audio`` times its *audio skip evidence* (:func:`audio_skip_evidence`: how much it
+sounds like a recently skipped track) and ``SkipPenalty.artist`` times its *artist skip
+evidence* (the recency weight of the newest skip of a track by its artist). The penalty is
+subtracted after the mix, not folded into a signal: a skip is evidence against an item, and the
+signals are non-negative evidence for it.
 """
 
 from __future__ import annotations
@@ -52,6 +59,58 @@ class MixWeights(BaseModel):
         if signal not in SIGNALS:
             raise KeyError(signal)
         return float(getattr(self, signal))
+
+
+class SkipPenalty(BaseModel):
+    """How much a unit of skip evidence lowers a fused score (0, 0: skips change no score)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    audio: float = Field(0.0, ge=0.0)
+    """Score removed per unit of audio skip evidence."""
+    artist: float = Field(0.0, ge=0.0)
+    """Score removed per unit of artist skip evidence."""
+    floor: float = Field(0.0, ge=0.0, lt=1.0)
+    """Cosine to a skipped track at or below which a candidate gets no audio evidence."""
+
+
+NO_SKIP_PENALTY = SkipPenalty.model_validate({})
+
+
+def audio_skip_evidence(
+    candidates: np.ndarray, skipped: np.ndarray, recency: np.ndarray, floor: float
+) -> np.ndarray:
+    """Per candidate (rows of ``candidates``), the strongest of the skipped tracks' (rows of
+    ``skipped``) evidence against it: ``recency`` times the cosine
+    rescaled from ``[floor, 1]`` to ``[0, 1]`` (at or below ``floor``: 0).
+
+    Why a floor: unrelated tracks are far from orthogonal in an audio embedding (MusiCNN
+    cosines between styles are ~0.3-0.7), so the raw cosine would penalise almost everything
+    a little; above the floor, only what sounds like the skip loses score."""
+    c = _unit_rows(candidates)
+    if c.size == 0 or len(skipped) == 0:
+        return np.zeros(len(c))
+    cos = c @ _unit_rows(skipped).T
+    ev = np.clip((cos - floor) / (1.0 - floor), 0.0, 1.0) * np.asarray(recency, dtype=np.float64)
+    out: np.ndarray = ev.max(axis=1)
+    return out
+
+
+def _unit_rows(m: np.ndarray) -> np.ndarray:
+    x = np.asarray(m, dtype=np.float64)
+    n = np.linalg.norm(x, axis=-1, keepdims=True) if x.size else np.ones(x.shape[:-1] + (1,))
+    out: np.ndarray = x / np.where(n > 0, n, 1.0)
+    return out
+
+
+def penalise(
+    total: np.ndarray, audio: np.ndarray, artist: np.ndarray, penalty: SkipPenalty
+) -> np.ndarray:
+    """Fused scores lowered by the skip evidence (same shapes; evidence in [0, 1])."""
+    if penalty.audio == 0.0 and penalty.artist == 0.0:
+        return total  # today's rule, the same floats
+    out: np.ndarray = total - (penalty.audio * audio + penalty.artist * artist)
+    return out
 
 
 def scale_by_max(values: np.ndarray) -> np.ndarray:

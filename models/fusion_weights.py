@@ -87,6 +87,15 @@ class Taste(BaseModel):
     """How hard skipped audio pushes the taste vector away."""
     fresh_window_ms: int = Field(24 * 3600 * 1000, gt=0)
     """An upload is fresh for this long."""
+    # The skip penalty (models.fusion_rule.SkipPenalty). Defaults 0: an artifact written
+    # before these existed serves the rule of its day; the built-in one sets them from the
+    # simulated skip panel (docs/results.md, "Skips that teach").
+    skip_audio_penalty: float = Field(0.0, ge=0.0)
+    """Score removed per unit of audio skip evidence (sounds like a recent skip)."""
+    skip_artist_penalty: float = Field(0.0, ge=0.0)
+    """Score removed per unit of artist skip evidence (by the artist of a recent skip)."""
+    skip_audio_floor: float = Field(0.0, ge=0.0, lt=1.0)
+    """Cosine to a skipped track at or below which it says nothing about a candidate."""
 
 
 class FusionArtifact(BaseModel):

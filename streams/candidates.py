@@ -17,10 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from models.fusion_rule import audio_skip_evidence
 from schemas.event_time import is_fresh
-from schemas.events import RecommendedItem
+from schemas.events import InteractionType, RecommendedItem
 from streams.catalog import Catalog, TrackInfo
-from streams.fusion import DEFAULT_WEIGHTS, FusionWeights, collab_scores, user_vector
+from streams.fusion import (
+    DEFAULT_WEIGHTS,
+    FusionWeights,
+    collab_scores,
+    recency_weights,
+    user_vector,
+)
 from streams.rank import Pool, PoolBuilder, rank_pools
 from streams.state import HeardMatcher, UserState
 
@@ -240,7 +247,66 @@ def gather_pool(
         b.add(t.track_id, t.artist_id, _POP, t.popularity)
     for t in fresh:
         b.add(t.track_id, t.artist_id, _FRESH, 1.0, fresh=True)
+    skip_evidence(state, pool, cache=cache, artists=artists, weights=weights)
     return pool
+
+
+def standing_skips(state: UserState, decay: float) -> dict[str, float]:
+    """Skipped track -> recency weight of its newest skip (as ``recency_weights`` weighs the
+    events), for the skips the listener has not taken back: a track played or liked after
+    its skip no longer speaks against what sounds like it."""
+    recent = list(state.recent)
+    out: dict[str, float] = {}
+    kept: set[str] = set()
+    weights = recency_weights(len(recent), decay).tolist()
+    for h, wt in zip(reversed(recent), reversed(weights), strict=True):
+        if h.type is not InteractionType.SKIP:
+            kept.add(h.track_id)
+        elif h.track_id not in kept and h.track_id not in out:
+            out[h.track_id] = wt
+    return out
+
+
+def skip_evidence(
+    state: UserState,
+    pool: Pool,
+    *,
+    cache: VectorCache,
+    artists: Mapping[str, str],
+    weights: FusionWeights,
+) -> None:
+    """Fill ``pool.skip_audio`` / ``skip_artist``: how much the listener's standing skips speak
+    against each candidate (``models.fusion_rule``). Left empty (no cost) when the listener
+    skipped nothing lately or the penalty is off."""
+    w = weights
+    if not pool.ids or (w.skip_audio_penalty == 0.0 and w.skip_artist_penalty == 0.0):
+        return
+    skips = standing_skips(state, w.recency_decay)
+    if not skips:
+        return
+    if w.skip_audio_penalty > 0.0 and (skipped := cache.embeddings(skips)):
+        # Every candidate with audio, hit or not: a co-played or popular track that sounds
+        # like the skip is as unwelcome as an audio neighbour.
+        vecs = {n: v for n, t in enumerate(pool.ids) if (v := cache.vector(t)) is not None}
+        if vecs:
+            ev = audio_skip_evidence(
+                np.stack(list(vecs.values())),
+                np.stack(list(skipped.values())),
+                np.array([skips[t] for t in skipped]),
+                w.skip_audio_floor,
+            )
+            pool.skip_audio = [0.0] * len(pool.ids)
+            for n, e in zip(vecs, ev.tolist(), strict=True):
+                pool.skip_audio[n] = e
+    if w.skip_artist_penalty > 0.0:
+        by_artist: dict[str, float] = {}
+        for t, wt in skips.items():
+            row = cache.row(t)
+            a = (row.artist_id if row is not None else None) or artists.get(t)
+            if a:
+                by_artist[a] = max(wt, by_artist.get(a, 0.0))
+        if by_artist:
+            pool.skip_artist = [by_artist.get(a, 0.0) if a else 0.0 for a in pool.artists]
 
 
 def pool_source(hits: Sequence[Any], sequence: Sequence[Any]) -> str:
@@ -278,7 +344,12 @@ def rank_listener(
         sequence=sequence,
     )
     (items,) = rank_pools(
-        [pool], k=k, max_per_artist=max_per_artist, mix=weights.mix_weights, titles=catalog.labels
+        [pool],
+        k=k,
+        max_per_artist=max_per_artist,
+        mix=weights.mix_weights,
+        titles=catalog.labels,
+        skip=weights.skip_penalty,
     )
     return Ranked(items=items, source=pool_source(hits, sequence))
 

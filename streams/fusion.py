@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.fusion_rule import MixWeights
+from models.fusion_rule import MixWeights, SkipPenalty
 from models.fusion_weights import Taste, builtin
 from schemas.events import InteractionType
 from streams.state import HistoryItem
@@ -46,6 +46,9 @@ class FusionWeights:
     like_boost: float = _TASTE.like_boost  # a like counts this many plays in the user vector
     skip_weight: float = _TASTE.skip_weight  # how hard skipped audio pushes the vector away
     fresh_window_ms: int = _TASTE.fresh_window_ms  # "recent" upload window
+    skip_audio_penalty: float = _TASTE.skip_audio_penalty  # sounds like a recent skip
+    skip_artist_penalty: float = _TASTE.skip_artist_penalty  # by a recently skipped artist
+    skip_audio_floor: float = _TASTE.skip_audio_floor  # cosine below which a skip says nothing
 
     @classmethod
     def from_mix(cls, mix: MixWeights, taste: Taste | None = None) -> FusionWeights:
@@ -68,6 +71,11 @@ class FusionWeights:
         """:meth:`mix`, made once per weights (a validated model per ranking would cost
         more than the ranking it feeds)."""
         return _mix_of(self)
+
+    @property
+    def skip_penalty(self) -> SkipPenalty:
+        """The skip penalty's parameters (``models.fusion_rule.penalise``), made once."""
+        return _skip_of(self)
 
 
 # The mixes are the committed fusion-weights artifact (models/artifacts/fusion/, provenance
@@ -156,3 +164,10 @@ def track_label(title: str, artist: str) -> str:
 def _mix_of(w: FusionWeights) -> MixWeights:
     # A validated model per call would cost more than the ranking it feeds.
     return w.mix()
+
+
+@functools.lru_cache(maxsize=64)
+def _skip_of(w: FusionWeights) -> SkipPenalty:
+    return SkipPenalty(
+        audio=w.skip_audio_penalty, artist=w.skip_artist_penalty, floor=w.skip_audio_floor
+    )

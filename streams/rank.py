@@ -6,7 +6,9 @@ said for it. :func:`rank_pools` then stacks the pools into one ``listeners x can
 matrix per signal (zero-padded: zero is "no evidence", and padding changes no row's
 maximum), scores them all with the fusion rule the offline hybrid ranks with
 (``models.fusion_rule``: each signal scaled by its row maximum, then mixed), orders each row
-by score (ties on track id, so lists are deterministic), applies the per-artist cap and
+by score (ties on track id, so lists are deterministic), lowers the scores of what
+the listener's recent skips speak against (``Pool.skip_audio`` / ``skip_artist``, a matrix each
+like the signals, applied by ``models.fusion_rule.penalise``), applies the per-artist cap and
 writes a reason for each item emitted, only for those.
 """
 
@@ -17,7 +19,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.fusion_rule import SIGNALS, MixWeights, scale_signals, weighted_parts
+from models.fusion_rule import (
+    NO_SKIP_PENALTY,
+    SIGNALS,
+    MixWeights,
+    SkipPenalty,
+    penalise,
+    scale_signals,
+    weighted_parts,
+)
 from schemas.events import RecommendedItem
 from streams.fusion import DEFAULT_WEIGHTS, FusionWeights
 
@@ -48,6 +58,9 @@ class Pool:
     ``similar_to`` names the played track an audio candidate sounds like; where it is not
     given, it is worked out for the items emitted only, from ``hit_vectors`` (entry ->
     audio vector) and ``played`` (ids and vectors of the listener's played tracks).
+
+    ``skip_audio`` / ``skip_artist``: per entry, the evidence of the listener's recent skips
+    against it (``models.fusion_rule``); empty when the listener skipped nothing lately.
     """
 
     ids: list[str]
@@ -58,6 +71,8 @@ class Pool:
     coplayed_with: dict[int, str] = field(default_factory=dict)
     hit_vectors: dict[int, np.ndarray] = field(default_factory=dict)
     played: tuple[list[str], np.ndarray] | None = None
+    skip_audio: list[float] = field(default_factory=list)
+    skip_artist: list[float] = field(default_factory=list)
 
 
 class PoolBuilder:
@@ -128,6 +143,7 @@ def rank_pools(
     max_per_artist: int,
     mix: MixWeights,
     titles: Mapping[str, str] | None = None,
+    skip: SkipPenalty = NO_SKIP_PENALTY,
 ) -> list[list[RecommendedItem]]:
     """Top-``k`` of every pool, scored in one pass; one list per pool, in order."""
     widths = [len(p.ids) for p in pools]
@@ -146,6 +162,7 @@ def rank_pools(
     for col in columns[1:]:
         total = total + col
     stacked = np.stack(columns)
+    total = _penalised(pools, widths, total, skip)
     names = sorted({t for p in pools for t in p.ids})
     order_of = {t: n for n, t in enumerate(names)}
     by_name = np.full((len(pools), width), len(names))
@@ -158,6 +175,21 @@ def rank_pools(
         _emit(p, order[i, : widths[i]].tolist(), total[i], stacked[:, i], k, max_per_artist, titles)
         for i, p in enumerate(pools)
     ]
+
+
+def _penalised(
+    pools: Sequence[Pool], widths: list[int], total: np.ndarray, skip: SkipPenalty
+) -> np.ndarray:
+    """``total`` lowered by the pools' skip evidence (untouched when no pool has any)."""
+    if not any(p.skip_audio or p.skip_artist for p in pools):
+        return total
+    audio, artist = np.zeros_like(total), np.zeros_like(total)
+    for i, p in enumerate(pools):
+        if p.skip_audio:
+            audio[i, : widths[i]] = p.skip_audio
+        if p.skip_artist:
+            artist[i, : widths[i]] = p.skip_artist
+    return penalise(total, audio, artist, skip)
 
 
 def _emit(
@@ -245,6 +277,11 @@ def rank(
     for c in candidates:
         builder.add_candidate(c)
     (items,) = rank_pools(
-        [builder.pool], k=k, max_per_artist=max_per_artist, mix=w.mix_weights, titles=titles
+        [builder.pool],
+        k=k,
+        max_per_artist=max_per_artist,
+        mix=w.mix_weights,
+        titles=titles,
+        skip=w.skip_penalty,
     )
     return items

@@ -144,6 +144,7 @@ class Refresher:
             "max_per_artist": s.max_per_artist,
             "mix": weights.mix_weights,
             "titles": self.catalog.labels,
+            "skip": weights.skip_penalty,
         }
         pools = [pool for _, pool, _, _ in group]
         try:
