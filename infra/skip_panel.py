@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +146,7 @@ def run_panel(vectors: Mapping[str, np.ndarray], clips: Sequence[Clip], seeds: i
     pairs = [(a, b) for a in styles for b in styles if a != b]
     out: dict[str, Any] = {}
     for name, (audio, artist, floor) in VARIANTS.items():
-        w = replace(
-            DEFAULT_WEIGHTS,
+        w = DEFAULT_WEIGHTS.replace(
             skip_audio_penalty=audio,
             skip_artist_penalty=artist,
             skip_audio_floor=floor,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,46 +31,72 @@ _BASE = builtin().base.weights
 _TASTE = builtin().taste
 
 
-@dataclass(frozen=True)
 class FusionWeights:
-    """How the signals are mixed (each scaled by its maximum first) and how the listener's
-    taste vector is built. The mix defaults are the built-in artifact's ``base`` mix."""
+    """What the ranking reads of a fusion-weights artifact: one of its mixes (how the scaled
+    signals are summed, ``MixWeights``) and its taste parameters (how the listener's history
+    becomes a taste vector, what counts as fresh, what a skip costs: ``Taste``).
 
-    audio: float = _BASE.audio  # similarity of the track's audio to the listener's taste
-    collab: float = _BASE.collab  # co-played with the listener's recent tracks
-    popularity: float = _BASE.popularity  # plays net of skips, across all listeners
-    fresh: float = _BASE.fresh  # bonus for a track uploaded recently (item cold start)
-    sequence: float = _BASE.sequence  # the served sequence model's score (0: not served)
-    # The taste parameters (models.fusion_weights.Taste), from the same artifact:
-    recency_decay: float = _TASTE.recency_decay  # weight of the n-th most recent event: decay**n
-    like_boost: float = _TASTE.like_boost  # a like counts this many plays in the user vector
-    skip_weight: float = _TASTE.skip_weight  # how hard skipped audio pushes the vector away
-    fresh_window_ms: int = _TASTE.fresh_window_ms  # "recent" upload window
-    skip_audio_penalty: float = _TASTE.skip_audio_penalty  # sounds like a recent skip
-    skip_artist_penalty: float = _TASTE.skip_artist_penalty  # by a recently skipped artist
-    skip_audio_floor: float = _TASTE.skip_audio_floor  # cosine below which a skip says nothing
+    It wraps the two artifact models, not a copy of their fields: ``w.audio`` reads the mix,
+    ``w.recency_decay`` the taste. Keyword fields given to the constructor override the
+    wrapped models' (``FusionWeights(audio=0.6)``: the built-in mix with another audio weight).
+    Frozen and hashable, so what is derived from it is made once per weights.
+    """
+
+    __slots__ = ("mix_weights", "taste")
+    mix_weights: MixWeights
+    taste: Taste
+
+    def __init__(
+        self, *, mix_weights: MixWeights = _BASE, taste: Taste = _TASTE, **fields: float
+    ) -> None:
+        mix_f = {k: v for k, v in fields.items() if k in MixWeights.model_fields}
+        taste_f = {k: v for k, v in fields.items() if k in Taste.model_fields}
+        if unknown := set(fields) - set(mix_f) - set(taste_f):
+            raise TypeError(f"unknown fusion weights {sorted(unknown)}")
+        if mix_f:
+            mix_weights = MixWeights.model_validate({**mix_weights.model_dump(), **mix_f})
+        if taste_f:
+            taste = Taste.model_validate({**taste.model_dump(), **taste_f})
+        object.__setattr__(self, "mix_weights", mix_weights)
+        object.__setattr__(self, "taste", taste)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not attributes: a signal's weight or a taste field.
+        if name in MixWeights.model_fields:
+            return getattr(self.mix_weights, name)
+        if name in Taste.model_fields:
+            return getattr(self.taste, name)
+        raise AttributeError(f"FusionWeights has no {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("FusionWeights is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, FusionWeights)
+            and self.mix_weights == other.mix_weights
+            and self.taste == other.taste
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.mix_weights, self.taste))
+
+    def __repr__(self) -> str:
+        return f"FusionWeights(mix_weights={self.mix_weights!r}, taste={self.taste!r})"
 
     @classmethod
     def from_mix(cls, mix: MixWeights, taste: Taste | None = None) -> FusionWeights:
         """Weights of an artifact (``models.fusion_weights``): one of its mixes and its taste
         parameters (the built-in artifact's when not given)."""
-        return cls(**mix.model_dump(), **(taste or _TASTE).model_dump())
+        return cls(mix_weights=mix, taste=taste or _TASTE)
+
+    def replace(self, **fields: float) -> FusionWeights:
+        """These weights with some fields changed (by name, mix or taste)."""
+        return FusionWeights(mix_weights=self.mix_weights, taste=self.taste, **fields)
 
     def mix(self) -> MixWeights:
         """The signal weights alone (what ``models.fusion_rule.fuse`` takes)."""
-        return MixWeights(
-            audio=self.audio,
-            collab=self.collab,
-            popularity=self.popularity,
-            fresh=self.fresh,
-            sequence=self.sequence,
-        )
-
-    @property
-    def mix_weights(self) -> MixWeights:
-        """:meth:`mix`, made once per weights (a validated model per ranking would cost
-        more than the ranking it feeds)."""
-        return _mix_of(self)
+        return self.mix_weights
 
     @property
     def skip_penalty(self) -> SkipPenalty:
@@ -158,12 +184,6 @@ def track_label(title: str, artist: str) -> str:
     if not title:
         return ""
     return f"{title} by {artist}" if artist else title
-
-
-@functools.lru_cache(maxsize=64)
-def _mix_of(w: FusionWeights) -> MixWeights:
-    # A validated model per call would cost more than the ranking it feeds.
-    return w.mix()
 
 
 @functools.lru_cache(maxsize=64)

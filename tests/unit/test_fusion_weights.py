@@ -160,3 +160,26 @@ def test_an_artifact_without_taste_parameters_serves_the_old_constants() -> None
     )
     assert '"taste"' in (BUILTIN_DIR / builtin().version / "weights.json").read_text()
     assert DEFAULT_WEIGHTS.recency_decay == builtin().taste.recency_decay
+
+
+def test_fusion_weights_wrap_the_artifact_models() -> None:
+    """The ranking's weights are the artifact's MixWeights and Taste, wrapped, not copied:
+    a field override validates like the artifact would, and equal weights hash alike."""
+    import pytest
+
+    from models.fusion_weights import builtin
+
+    w = FusionWeights(audio=0.6, recency_decay=0.5)
+    assert w.mix_weights.audio == w.audio == 0.6
+    assert w.collab == builtin().base.weights.collab  # the rest: the built-in mix
+    assert w.taste.recency_decay == 0.5 and w.like_boost == builtin().taste.like_boost
+    assert w == FusionWeights(recency_decay=0.5, audio=0.6) and hash(w) == hash(
+        FusionWeights(recency_decay=0.5, audio=0.6)
+    )
+    assert w.replace(audio=0.1).audio == 0.1 and w.audio == 0.6
+    with pytest.raises(TypeError):
+        FusionWeights(loudness=1.0)
+    with pytest.raises(ValueError):  # the artifact's own bounds
+        FusionWeights(audio=-1.0)
+    with pytest.raises(AttributeError):
+        w.audio = 0.2  # type: ignore[misc]

@@ -6,7 +6,6 @@ Only the clips the scenario needs are embedded with MusiCNN (in-process, once pe
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ OTHERS = [
     for t in ("Inevitable", "Through_Space", "Nebula")
     for k in (0, 1)
 ] + ["fretsonfire-songs-sectoid__Feelings__0", "fretsonfire-songs-sectoid__Metal_madness__0"]
-TODAY = replace(DEFAULT_WEIGHTS, skip_audio_penalty=0.0, skip_artist_penalty=0.0)
+TODAY = DEFAULT_WEIGHTS.replace(skip_audio_penalty=0.0, skip_artist_penalty=0.0)
 
 
 @pytest.fixture(scope="module")
