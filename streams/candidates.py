@@ -149,11 +149,13 @@ def audio_candidates(k: int) -> int:
     return max(3 * k, 30)
 
 
-def search_limit(k: int, state: UserState) -> int:
+def search_limit(k: int, state: UserState, cache: VectorCache) -> int:
     """Hits to ask for: room for the per-artist cap and re-ranking, plus the listener's
-    recent tracks, which are dropped afterwards (each listener excludes other tracks, so
-    one batched search cannot filter them)."""
-    return audio_candidates(k) + len(state.recent)
+    recent tracks that have a vector, which are dropped afterwards (each listener excludes
+    other tracks, so one batched search cannot filter them). A recent track without audio
+    can never be a hit, so it takes no room: every hit costs the client a parsed object."""
+    with_audio = sum(1 for t in {h.track_id for h in state.recent} if cache.row(t) is not None)
+    return audio_candidates(k) + with_audio
 
 
 def taste_vectors(

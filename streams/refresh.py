@@ -217,7 +217,9 @@ class Refresher:
             if not vectors:
                 return {}
             by_user = {st.user_id: st for st in states if st.user_id in vectors}
-            limit = max(search_limit(self.deps.settings.top_k, st) for st in by_user.values())
+            limit = max(
+                search_limit(self.deps.settings.top_k, st, self.cache) for st in by_user.values()
+            )
             t0 = time.perf_counter()
             results = await loop.run_in_executor(
                 self.clients.milvus_pool,

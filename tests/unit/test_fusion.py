@@ -98,3 +98,16 @@ def test_audio_hits_take_artist_and_upload_time_from_the_cache() -> None:
     cache.put("c", CachedTrack(embedding=v, artist_id=None, uploaded_at_ms=None))
     found = [("a", 0.9), ("b", 0.8), ("c", 0.7), ("never-seen", 0.6)]
     assert audio_hits(found, cache) == [AudioHit("a", 0.9, "band", 5), AudioHit("c", 0.7, "", 0)]
+
+
+def test_search_asks_room_only_for_recent_tracks_that_can_be_hits() -> None:
+    """Recent tracks are dropped from the hits after the batched search; only those with a
+    vector can come back, so only they widen the search (each hit costs a parsed object)."""
+    from streams.candidates import CachedTrack, VectorCache, audio_candidates, search_limit
+    from streams.state import UserState
+
+    cache = VectorCache()
+    cache.put("a", CachedTrack(embedding=E["a"], artist_id=None, uploaded_at_ms=None))
+    cache.put("silent", None)  # known to have no audio
+    st = UserState(user_id="u", recent=(h("a"), h("a", at=1), h("silent", at=2), h("x", at=3)))
+    assert search_limit(10, st, cache) == audio_candidates(10) + 1
