@@ -221,20 +221,8 @@ def gather_pool(
         played = cache.embeddings(h.track_id for h in state.positives())
         if played:
             pool.played = (list(played), np.stack(list(played.values())))
-    # The newest events carry the weight (0.85^20 = 0.04): co-plays of the last 20 events and
-    # each track's strongest neighbours keep the cost flat as the catalog learns.
-    window = recent[-COLLAB_HISTORY:]
-    coplays = {h.track_id: catalog.coplays_of(h.track_id, COLLAB_NEIGHBOURS) for h in window}
-    collab = collab_scores(window, coplays, weights)
-    # Co-plays of 50 recent tracks reach ~1,000 tracks; only the strongest can make a top-k
-    # list, so only they become candidates (ranking cost stays flat as co-plays accumulate).
+    _add_coplayed(b, recent, catalog, weights)
     artists = catalog.artists
-    for tid, (score, via) in heapq.nlargest(
-        COLLAB_CANDIDATES, collab.items(), key=lambda kv: kv[1][0]
-    ):
-        n = b.add(tid, artists.get(tid), _COLLAB, score)
-        if n is not None:
-            pool.coplayed_with.setdefault(n, via)
     if sequence:
         best = max(sc for _, sc in sequence)
         for tid, sc in sequence:
@@ -251,6 +239,27 @@ def gather_pool(
         b.add(t.track_id, t.artist_id, _FRESH, 1.0, fresh=True)
     skip_evidence(state, pool, cache=cache, artists=artists, weights=weights)
     return pool
+
+
+def _add_coplayed(
+    b: PoolBuilder, recent: list[Any], catalog: Catalog, weights: FusionWeights
+) -> None:
+    """The tracks most co-played with the listener's recent ones, with the track each came
+    through (the collab reason)."""
+    # The newest events carry the weight (0.85^20 = 0.04): co-plays of the last 20 events and
+    # each track's strongest neighbours keep the cost flat as the catalog learns.
+    window = recent[-COLLAB_HISTORY:]
+    coplays = {h.track_id: catalog.coplays_of(h.track_id, COLLAB_NEIGHBOURS) for h in window}
+    collab = collab_scores(window, coplays, weights)
+    # Co-plays of 50 recent tracks reach ~1,000 tracks; only the strongest can make a top-k
+    # list, so only they become candidates (ranking cost stays flat as co-plays accumulate).
+    artists = catalog.artists
+    for tid, (score, via) in heapq.nlargest(
+        COLLAB_CANDIDATES, collab.items(), key=lambda kv: kv[1][0]
+    ):
+        n = b.add(tid, artists.get(tid), _COLLAB, score)
+        if n is not None:
+            b.pool.coplayed_with.setdefault(n, via)
 
 
 def standing_skips(state: UserState, decay: float) -> dict[str, float]:

@@ -91,29 +91,7 @@ class Refresher:
             now_ms=now_ms,
             fresh_window_ms=base.fresh_window_ms,
         )
-        # Listeners ranked with the sequence model's mix, and those without: one pass each.
-        groups: dict[bool, list[tuple[Touched, Pool, str, str]]] = {False: [], True: []}
-        for t in touched:
-            uid = t.state.user_id
-            seq, served = sequences.get(uid, ([], ""))
-            found = hits.get(uid, [])
-            try:
-                pool = gather_pool(
-                    t.state,
-                    found,
-                    cache=self.cache,
-                    catalog=self.catalog,
-                    popular=popular,
-                    fresh=fresh,
-                    now_ms=now_ms,
-                    weights=with_seq if seq else base,
-                    sequence=seq,
-                )
-            except Exception:  # one listener's failure must not stop everyone's lists
-                m.events.labels(topic="refresh", outcome="error").inc()
-                log.exception("candidates failed for user %s", uid)
-                continue
-            groups[bool(seq)].append((t, pool, pool_source(found, seq), served))
+        groups = self._pools(touched, sequences, hits, popular, fresh, now_ms, base, with_seq)
         t3 = time.perf_counter()
         ranked: dict[int, tuple[Touched, list[RecommendedItem], str, str]] = {}
         for with_sequence, group in groups.items():
@@ -132,6 +110,43 @@ class Refresher:
         step.labels(step="candidates").observe(t3 - t2)
         step.labels(step="rank").observe(t4 - t3)
         step.labels(step="emit").observe(time.perf_counter() - t4)
+
+    def _pools(
+        self,
+        touched: Sequence[Touched],
+        sequences: dict[str, tuple[list[tuple[str, float]], str]],
+        hits: dict[str, list[Any]],
+        popular: Sequence[Any],
+        fresh: Sequence[Any],
+        now_ms: int,
+        base: FusionWeights,
+        with_seq: FusionWeights,
+    ) -> dict[bool, list[tuple[Touched, Pool, str, str]]]:
+        """Each listener's pool, grouped by mix (with the sequence model's or without: one
+        ranking pass each); a listener whose candidates fail is counted and left out."""
+        groups: dict[bool, list[tuple[Touched, Pool, str, str]]] = {False: [], True: []}
+        for t in touched:
+            uid = t.state.user_id
+            seq, served = sequences.get(uid, ([], ""))
+            found = hits.get(uid, [])
+            try:
+                pool = gather_pool(
+                    t.state,
+                    found,
+                    cache=self.cache,
+                    catalog=self.catalog,
+                    popular=popular,
+                    fresh=fresh,
+                    now_ms=now_ms,
+                    weights=with_seq if seq else base,
+                    sequence=seq,
+                )
+            except Exception:  # one listener's failure must not stop everyone's lists
+                self.deps.metrics.events.labels(topic="refresh", outcome="error").inc()
+                log.exception("candidates failed for user %s", uid)
+                continue
+            groups[bool(seq)].append((t, pool, pool_source(found, seq), served))
+        return groups
 
     def _rank(
         self, group: Sequence[tuple[Touched, Pool, str, str]], weights: FusionWeights
