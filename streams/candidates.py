@@ -218,9 +218,7 @@ def gather_pool(
         if n is not None and (v := cache.vector(h.track_id)) is not None:
             pool.hit_vectors.setdefault(n, v)
     if pool.hit_vectors:
-        played = cache.embeddings(h.track_id for h in state.positives())
-        if played:
-            pool.played = (list(played), np.stack(list(played.values())))
+        pool.played = lambda: _played(state, cache)
     _add_coplayed(b, recent, catalog, weights)
     artists = catalog.artists
     if sequence:
@@ -318,6 +316,13 @@ def skip_evidence(
                 by_artist[a] = max(wt, by_artist.get(a, 0.0))
         if by_artist:
             pool.skip_artist = [by_artist.get(a, 0.0) if a else 0.0 for a in pool.artists]
+
+
+def _played(state: UserState, cache: VectorCache) -> tuple[list[str], np.ndarray] | None:
+    """Ids and vectors of the listener's played tracks with audio (for "sounds like X"):
+    asked for by the ranking only when a list carries an audio item."""
+    played = cache.embeddings(h.track_id for h in state.positives())
+    return (list(played), np.stack(list(played.values()))) if played else None
 
 
 def pool_source(hits: Sequence[Any], sequence: Sequence[Any]) -> str:

@@ -14,7 +14,7 @@ writes a reason for each item emitted, only for those.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,7 +57,8 @@ class Pool:
 
     ``similar_to`` names the played track an audio candidate sounds like; where it is not
     given, it is worked out for the items emitted only, from ``hit_vectors`` (entry ->
-    audio vector) and ``played`` (ids and vectors of the listener's played tracks).
+    audio vector) and ``played`` (ids and vectors of the listener's played tracks; a function,
+    called only when an emitted item's best signal is audio).
 
     ``skip_audio`` / ``skip_artist``: per entry, the evidence of the listener's recent skips
     against it (``models.fusion_rule``); empty when the listener skipped nothing lately.
@@ -70,7 +71,7 @@ class Pool:
     similar_to: dict[int, str] = field(default_factory=dict)
     coplayed_with: dict[int, str] = field(default_factory=dict)
     hit_vectors: dict[int, np.ndarray] = field(default_factory=dict)
-    played: tuple[list[str], np.ndarray] | None = None
+    played: Callable[[], tuple[list[str], np.ndarray] | None] | None = None
     skip_audio: list[float] = field(default_factory=list)
     skip_artist: list[float] = field(default_factory=list)
 
@@ -233,8 +234,9 @@ def _similar(p: Pool, entries: list[int]) -> dict[int, str]:
     """The played track each audio item sounds most like (given, or one matrix product)."""
     out = {n: p.similar_to[n] for n in entries if n in p.similar_to}
     todo = [n for n in entries if n not in out and n in p.hit_vectors]
-    if todo and p.played is not None:
-        ids, mat = p.played
+    played = p.played() if todo and p.played is not None else None
+    if todo and played is not None:
+        ids, mat = played
         best = (np.stack([p.hit_vectors[n] for n in todo]) @ mat.T).argmax(axis=1).tolist()
         out.update({n: ids[b] for n, b in zip(todo, best, strict=True)})
     return out
