@@ -1,6 +1,6 @@
 """The batch ranking ranks as the per-listener ranking did: lists recorded from it
 (``tests/fixtures/rank_golden.json``, two seeded scenarios of ``rank_scenario``) come out
-the same, item for item, score for score, reason for reason; and one batch ranks each
+the same, item for item, reason for reason, score for score (to 1e-5); and one batch ranks each
 listener as a batch of one would."""
 
 from __future__ import annotations
@@ -50,7 +50,14 @@ def test_lists_are_the_recorded_ones(seed: int) -> None:
         )
         want = GOLDEN[f"{seed}/{st.user_id}"]
         assert r.source == want["source"]
-        assert [[i.track_id, i.score, i.reason] for i in r.items] == want["items"], st.user_id
+        assert [[i.track_id, i.reason] for i in r.items] == [
+            [t, why] for t, _, why in want["items"]
+        ], st.user_id
+        # Scores to 1e-5: the scenario's cosines are float32 matrix products, whose last bits
+        # depend on the CPU's BLAS kernels (the fixture was recorded on another machine).
+        assert [i.score for i in r.items] == pytest.approx(
+            [sc for _, sc, _ in want["items"]], abs=1e-5
+        ), st.user_id
 
 
 def test_one_pass_over_a_batch_ranks_each_listener_as_alone() -> None:
