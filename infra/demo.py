@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from schemas.events import Interaction, InteractionType, Recommendation, TrackUpload
+from schemas.events import Interaction, InteractionType, ListKind, Recommendation, TrackUpload
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -330,7 +330,8 @@ def _collect(bus: Bus, pending: dict[str, float], *, timeout_s: float) -> list[R
     got: list[Recommendation] = []
     want = set(pending)
     for rec in bus.recommendations(timeout_s):
-        if rec.source_event_id in want:
+        # The table shows the `new` lists; a `mix` list answers the same events.
+        if rec.kind is ListKind.NEW and rec.source_event_id in want:
             got.append(rec)
             want.discard(rec.source_event_id)
         if not want:

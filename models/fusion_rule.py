@@ -9,7 +9,9 @@ A recommendation mixes per-candidate *signals*, each a non-negative amount of ev
 * ``popularity`` -- plays net of skips (offline: training counts);
 * ``fresh`` -- 1 for a recent upload, else 0 (no upload times offline);
 * ``sequence`` -- the sequence model's probability relative to its top pick,
-  ``exp(logit - max logit)`` (:func:`relative_probability`).
+  ``exp(logit - max logit)`` (:func:`relative_probability`);
+* ``familiar`` -- only in a list that may bring favourites back: how much and how lately the
+  listener played a track of their recent window (:func:`familiarity`).
 
 Each signal is **scaled by its maximum** over the candidates (:func:`scale_by_max`) and the
 scaled signals are summed with the weights of a :class:`MixWeights` (:func:`fuse`).
@@ -34,13 +36,14 @@ signals are non-negative evidence for it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-SIGNALS: tuple[str, ...] = ("audio", "collab", "popularity", "fresh", "sequence")
-"""Signal names, in the order their weighted parts are summed."""
+SIGNALS: tuple[str, ...] = ("audio", "collab", "popularity", "fresh", "sequence", "familiar")
+"""Signal names, in the order their weighted parts are summed (``familiar`` last: in a list
+of new tracks it is 0 everywhere and changes neither sums nor reasons)."""
 
 
 class MixWeights(BaseModel):
@@ -53,6 +56,7 @@ class MixWeights(BaseModel):
     popularity: float = Field(0.0, ge=0.0)
     fresh: float = Field(0.0, ge=0.0)
     sequence: float = Field(0.0, ge=0.0)
+    familiar: float = Field(0.0, ge=0.0)
 
     def weight(self, signal: str) -> float:
         """The weight of one signal of ``SIGNALS``."""
@@ -75,6 +79,32 @@ class SkipPenalty(BaseModel):
 
 
 NO_SKIP_PENALTY = SkipPenalty.model_validate({})
+
+
+def familiarity(
+    window: Sequence[tuple[Hashable, bool]], *, decay: float, cooldown: int
+) -> dict[Hashable, float]:
+    """Tracks of a listener's recent ``window`` (events oldest first, ``(track, positive)``:
+    a play or like is positive, a skip is not) that may come back, with their evidence.
+
+    A track's evidence is the sum of the recency weights of its plays (the newest event
+    weighs 1, the one before ``decay``, ...: the taste vector's weights). A track may not
+    come back while it is in the cool-down (among the last ``cooldown`` events) or while its
+    newest event in the window is a skip ("never right after a skip"). The live lists and the
+    offline counterpart both call this, on the same window length."""
+    out: dict[Hashable, float] = {}
+    blocked: set[Hashable] = set()
+    for age, (track, positive) in enumerate(reversed(window)):
+        if age < cooldown:
+            blocked.add(track)
+        if track in blocked:
+            continue
+        if not positive:
+            if track not in out:  # newest event of the track is a skip
+                blocked.add(track)
+            continue
+        out[track] = out.get(track, 0.0) + decay**age
+    return out
 
 
 def audio_skip_evidence(

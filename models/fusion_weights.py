@@ -96,6 +96,13 @@ class Taste(BaseModel):
     """Score removed per unit of artist skip evidence (by the artist of a recent skip)."""
     skip_audio_floor: float = Field(0.0, ge=0.0, lt=1.0)
     """Cosine to a skipped track at or below which it says nothing about a candidate."""
+    # Favourites back (the `mix` kind of list, models.fusion_rule.familiarity). No list
+    # brought a heard track back before these, so the defaults are the chosen values
+    # (docs/results.md, "Lists that bring favourites back"), not an older rule.
+    familiar_weight: float = Field(4.0, ge=0.0)
+    """Weight of the familiar signal in a `mix` list (0 in a `new` list)."""
+    familiar_cooldown: int = Field(3, ge=0)
+    """A heard track may come back once this many events followed its last play."""
 
 
 class FusionArtifact(BaseModel):

@@ -138,10 +138,27 @@ class RecommendedItem(_Event):
     reason: str = Field(description="Short explanation shown to the listener.")
 
 
+class ListKind(StrEnum):
+    """Which kind of list a recommendation is (a listener gets one of each kind the
+    platform serves, ``Settings.list_kinds``)."""
+
+    NEW = "new"
+    """Tracks the listener has not heard ("new for you")."""
+    MIX = "mix"
+    """New tracks and favourites back from the listener's recent listening, after a
+    cool-down and never right after a skip."""
+
+
 class Recommendation(_Event):
     """A refreshed top-K list for one listener (topic ``recommendations``)."""
 
     user_id: str = Field(description="Listener id; the Kafka message key.")
+    kind: ListKind = Field(
+        default=ListKind.NEW,
+        description="Kind of list: `new` (unheard tracks only; what every list was before "
+        "this field) or `mix` (favourites may come back). A consumer that wants one kind "
+        "keeps the latest list of that kind per listener.",
+    )
     generated_at: datetime = Field(description="When the list was computed (UTC).")
     source_event_id: str | None = Field(
         default=None, description="The interaction that triggered this refresh, if any."

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.events import ListKind
+
 
 class Settings(BaseSettings):
     """Every knob of the pipeline, with the embedded-stack defaults."""
@@ -122,6 +124,13 @@ class Settings(BaseSettings):
     top_k: int = Field(10, description="Items per emitted recommendation list.")
     seq_len: int = Field(50, description="Recent events kept per user (L in DMM-HyRec).")
     max_per_artist: int = Field(2, description="Diversity rule: at most this many per artist.")
+    list_kinds: tuple[ListKind, ...] = Field(
+        (ListKind.NEW, ListKind.MIX),
+        min_length=1,
+        description="Kinds of list refreshed per listener (schemas.events.ListKind); each is "
+        "its own record on the recommendations topic, so each kind costs a ranking pass and "
+        "a record.",
+    )
     session_gap_s: float = Field(
         1800.0, description="Plays further apart than this are not co-played (seconds)."
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from models.fusion_rule import audio_skip_evidence
+from models.fusion_rule import audio_skip_evidence, familiarity
 from schemas.event_time import is_fresh
 from schemas.events import InteractionType, RecommendedItem
 from streams.catalog import Catalog, TrackInfo
@@ -183,7 +183,7 @@ class _Excluded:
         return track_id in self.recent or track_id in self.heard
 
 
-_AUDIO, _COLLAB, _POP, _FRESH, _SEQ = range(5)  # models.fusion_rule.SIGNALS order
+_AUDIO, _COLLAB, _POP, _FRESH, _SEQ, _FAMILIAR = range(6)  # models.fusion_rule.SIGNALS order
 
 
 def gather_pool(
@@ -237,6 +237,43 @@ def gather_pool(
         b.add(t.track_id, t.artist_id, _FRESH, 1.0, fresh=True)
     skip_evidence(state, pool, cache=cache, artists=artists, weights=weights)
     return pool
+
+
+def familiar_pool(
+    state: UserState, pool: Pool, *, artists: Mapping[str, str], weights: FusionWeights
+) -> Pool:
+    """The listener's `mix` pool: ``pool`` (what the sources proposed, nothing heard) and the
+    favourites of the recent window that may come back (``models.fusion_rule.familiarity``:
+    after the cool-down, never right after a skip), each with its familiar signal only.
+
+    Their other signals stay 0: the sources propose unheard tracks only (the sequence model
+    excludes the history it is given), and the offline counterpart scores them the same way.
+    ``pool`` is not changed; its entries keep their numbers, so its reasons still apply."""
+    fam = familiarity(
+        [(h.track_id, h.type is not InteractionType.SKIP) for h in state.recent],
+        decay=weights.recency_decay,
+        cooldown=weights.familiar_cooldown,
+    )
+    known = set(pool.ids)
+    extra = [str(t) for t in fam if t not in known]
+    if not extra:
+        return pool
+    n, pad = len(pool.ids), [0.0] * len(extra)
+    out = Pool(
+        ids=[*pool.ids, *extra],
+        artists=[*pool.artists, *(artists.get(t) for t in extra)],
+        signals=[[*col, *pad] for col in pool.signals],
+        fresh=[*pool.fresh, *(False for _ in extra)],
+        similar_to=pool.similar_to,
+        coplayed_with=pool.coplayed_with,
+        hit_vectors=pool.hit_vectors,
+        played=pool.played,
+        # A favourite's own recent plays outweigh a skip of another track: no penalty.
+        skip_audio=[*pool.skip_audio, *pad] if pool.skip_audio else [],
+        skip_artist=[*pool.skip_artist, *pad] if pool.skip_artist else [],
+    )
+    out.signals[_FAMILIAR][n:] = [fam[t] for t in extra]
+    return out
 
 
 def _add_coplayed(

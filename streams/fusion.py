@@ -24,7 +24,7 @@ import numpy as np
 
 from models.fusion_rule import MixWeights, SkipPenalty
 from models.fusion_weights import Taste, builtin
-from schemas.events import InteractionType
+from schemas.events import InteractionType, ListKind
 from streams.state import HistoryItem
 
 _BASE = builtin().base.weights
@@ -97,6 +97,11 @@ class FusionWeights:
     def mix(self) -> MixWeights:
         """The signal weights alone (what ``models.fusion_rule.fuse`` takes)."""
         return self.mix_weights
+
+    def for_kind(self, kind: ListKind) -> FusionWeights:
+        """The weights a list of ``kind`` ranks with: a `mix` list weighs the familiar
+        signal by ``familiar_weight``; a `new` list has no familiar candidates."""
+        return _for_kind(self, kind)
 
     @property
     def skip_penalty(self) -> SkipPenalty:
@@ -184,6 +189,12 @@ def track_label(title: str, artist: str) -> str:
     if not title:
         return ""
     return f"{title} by {artist}" if artist else title
+
+
+@functools.lru_cache(maxsize=64)
+def _for_kind(w: FusionWeights, kind: ListKind) -> FusionWeights:
+    # Made once per weights and kind: every batch asks.
+    return w.replace(familiar=w.taste.familiar_weight) if kind is ListKind.MIX else w
 
 
 @functools.lru_cache(maxsize=64)

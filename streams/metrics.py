@@ -83,8 +83,8 @@ class Metrics:
         )
         self.recommendations = Counter(
             "resonate_recommendations_total",
-            "Recommendation lists emitted, by how the user vector was made.",
-            ["source"],
+            "Recommendation lists emitted, by how the user vector was made and kind of list.",
+            ["source", "kind"],
             registry=r,
         )
 

@@ -31,7 +31,7 @@ from models.fusion_rule import (
 from schemas.events import RecommendedItem
 from streams.fusion import DEFAULT_WEIGHTS, FusionWeights
 
-_AUDIO, _COLLAB, _POP, _FRESH, _SEQ = (SIGNALS.index(s) for s in SIGNALS)
+_AUDIO, _COLLAB, _POP, _FRESH, _SEQ, _FAMILIAR = (SIGNALS.index(s) for s in SIGNALS)
 
 
 @dataclass(frozen=True)
@@ -156,8 +156,9 @@ def rank_pools(
         if widths[i]:
             raw[:, i, : widths[i]] = p.signals
     parts = weighted_parts(scale_signals(dict(zip(SIGNALS, raw, strict=True))), mix)
-    # Summed in SIGNALS order (sequence last: without a sequence model it is 0 and changes
-    # neither sums nor reasons), the same float additions as summing each item's parts.
+    # Summed in SIGNALS order (sequence and familiar last: without a sequence model, or in
+    # a list of new tracks, they are 0 and change neither sums nor reasons), the same float
+    # additions as summing each item's parts.
     columns = list(parts.values())
     total = columns[0]
     for col in columns[1:]:
@@ -262,6 +263,8 @@ def _reason(
         return "new upload that matches your taste"
     if best == _SEQ:
         return "fits what you have been playing"
+    if best == _FAMILIAR:
+        return "back in your rotation"
     return "popular on Resonate right now"
 
 

@@ -17,11 +17,12 @@ from typing import Any
 
 from models.fusion_weights import WeightsSource
 from schemas.event_time import InputLimits, latency_s
-from schemas.events import Recommendation, RecommendedItem
+from schemas.events import ListKind, Recommendation, RecommendedItem
 from streams.candidates import (
     VectorCache,
     audio_candidates,
     audio_hits,
+    familiar_pool,
     gather_pool,
     pool_source,
     search_limit,
@@ -93,23 +94,42 @@ class Refresher:
         )
         groups = self._pools(touched, sequences, hits, popular, fresh, now_ms, base, with_seq)
         t3 = time.perf_counter()
-        ranked: dict[int, tuple[Touched, list[RecommendedItem], str, str]] = {}
+        ranked: dict[tuple[int, ListKind], tuple[list[RecommendedItem], str, str]] = {}
         for with_sequence, group in groups.items():
-            lists = self._rank(group, with_seq if with_sequence else base)
-            for (t, _, source, served), items in zip(group, lists, strict=True):
-                if items is not None:
-                    ranked[id(t)] = (t, items, source, served)
+            for kind, lists in self._rank_kinds(group, with_seq if with_sequence else base):
+                for (t, _, source, served), items in zip(group, lists, strict=True):
+                    if items is not None:
+                        ranked[id(t), kind] = (items, source, served)
         t4 = time.perf_counter()
-        for t in touched:  # emitted in the batch's order
-            if (done := ranked.get(id(t))) is None:
-                continue
-            _, items, source, served = done
-            await send(t.state.user_id, self._message(t, items, version, served))
-            m.recommendations.labels(source=source).inc()
-            self._observe_latency(t)
+        for t in touched:  # emitted in the batch's order, the kinds in the settings' order
+            for kind in s.list_kinds:
+                if (done := ranked.get((id(t), kind))) is None:
+                    continue
+                items, source, served = done
+                await send(t.state.user_id, self._message(t, kind, items, version, served))
+                m.recommendations.labels(source=source, kind=kind).inc()
+            if any((id(t), kind) in ranked for kind in s.list_kinds):
+                self._observe_latency(t)
         step.labels(step="candidates").observe(t3 - t2)
         step.labels(step="rank").observe(t4 - t3)
         step.labels(step="emit").observe(time.perf_counter() - t4)
+
+    def _rank_kinds(
+        self, group: Sequence[tuple[Touched, Pool, str, str]], weights: FusionWeights
+    ) -> list[tuple[ListKind, list[list[RecommendedItem] | None]]]:
+        """The group's lists of every kind served: a `new` list ranks the pools as they
+        are, a `mix` list ranks them with the listener's favourites added."""
+        out = []
+        for kind in self.deps.settings.list_kinds:
+            g = group
+            if kind is ListKind.MIX:
+                artists = self.catalog.artists
+                g = [
+                    (t, familiar_pool(t.state, pool, artists=artists, weights=weights), src, sv)
+                    for t, pool, src, sv in group
+                ]
+            out.append((kind, self._rank(g, weights.for_kind(kind))))
+        return out
 
     def _pools(
         self,
@@ -187,13 +207,14 @@ class Refresher:
                 self.deps.metrics.event_to_recommendation.observe(lat)
 
     def _message(
-        self, t: Touched, items: list[RecommendedItem], weights: str, served: str
+        self, t: Touched, kind: ListKind, items: list[RecommendedItem], weights: str, served: str
     ) -> Recommendation:
         # Every artifact behind the list: the pipeline, the audio encoder (its card), the
         # fusion weights, the sequence model.
         base = f"{self.deps.settings.model_version}+{self.deps.card.version}+{weights}"
         return Recommendation(
             user_id=t.state.user_id,
+            kind=kind,
             generated_at=datetime.now(UTC),
             source_event_id=t.events[-1].event_id,
             event_ids=[e.event_id for e in t.events],

@@ -46,7 +46,7 @@ class Observation:
     """An observed event and the list it met."""
 
     index: int  # position in ``plan.events``
-    ranked: tuple[str, ...] | None  # the last list before it; None = the listener had none
+    lists: dict[str, tuple[str, ...]]  # kind -> the last list of that kind before it
     stale: bool  # the listener's previous event was still unanswered when this one was sent
     waited_s: float
 
@@ -56,6 +56,7 @@ class ListStats:
     """What the reader saw on the recommendations topic."""
 
     lists: int = 0
+    by_kind: Counter[str] = field(default_factory=Counter)
     lists_test: int = 0
     with_upload_test: int = 0
     shown_uploads: Counter[str] = field(default_factory=Counter)
@@ -63,8 +64,9 @@ class ListStats:
 
 
 class ListReader:
-    """Follows the recommendations topic (no group, from its end): each listener's last list,
-    the event ids answered so far, and counts of lists and model versions."""
+    """Follows the recommendations topic (no group, from its end): each listener's last list
+    of each kind, the event ids answered so far (by a list of every kind served), and
+    counts of lists and model versions."""
 
     def __init__(
         self,
@@ -73,13 +75,16 @@ class ListReader:
         topic: str,
         fetch_max_wait_ms: int,
         uploads: Collection[str],
+        kinds: Collection[str],
         security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap, self.topic, self.wait_ms = bootstrap, topic, fetch_max_wait_ms
         self.security = security
         self.uploads = set(uploads)
-        self.last: dict[str, tuple[str, ...]] = {}
-        self.answered: set[str] = set()
+        self.kinds = frozenset(kinds)
+        self.last: dict[str, dict[str, tuple[str, ...]]] = {}  # user -> kind -> list
+        self.answered: set[str] = set()  # answered by a list of every kind
+        self._partly: dict[str, set[str]] = {}  # event id -> kinds that answered it so far
         self.stats = ListStats()
         self.test_period = False  # set by the driver once the first test-period event is sent
         self.changed = asyncio.Condition()
@@ -93,10 +98,17 @@ class ListReader:
     def _take(self, raw: bytes) -> None:
         rec = json.loads(raw)
         items = tuple(str(i["track_id"]) for i in rec.get("items", []))
-        self.last[rec["user_id"]] = items
-        self.answered.update(rec.get("event_ids") or [rec.get("source_event_id")])
+        kind = str(rec.get("kind", "new"))  # a list before kinds existed was a `new` one
+        self.last.setdefault(rec["user_id"], {})[kind] = items
+        for eid in rec.get("event_ids") or [rec.get("source_event_id")]:
+            got = self._partly.setdefault(eid, set())
+            got.add(kind)
+            if got >= self.kinds:
+                self.answered.add(eid)
+                del self._partly[eid]
         st = self.stats
         st.lists += 1
+        st.by_kind[kind] += 1
         st.versions[str(rec.get("model_version", ""))] += 1
         if self.test_period:
             st.lists_test += 1
@@ -220,7 +232,7 @@ async def _observe(
         ok = await reader.wait_answered([prev], timeout_s)
     return Observation(
         index=index,
-        ranked=reader.last.get(user),
+        lists=dict(reader.last.get(user, {})),
         stale=not ok,
         waited_s=time.monotonic() - t0,
     )

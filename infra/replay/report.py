@@ -17,6 +17,8 @@ _LABELS = {
     "offline-excl": "offline, heard tracks excluded",
     "offline-excl-noaudio": "offline, heard excluded, no content",
     "offline-excl-noaudio-pools": "offline, heard excluded, no content, agent's pools",
+    "offline-mix-noaudio": "offline `mix`, no content",
+    "offline-mix-noaudio-pools": "offline `mix`, no content, agent's pools",
 }
 
 _SUMMARY = ("offline", "offline-excl", "offline-excl-noaudio")
@@ -51,7 +53,57 @@ def table(report: dict[str, Any]) -> str:
         rows.append(
             f"| live / {_LABELS[name]} | " + " | ".join(_ratio(rat[m]) for m in METRICS) + " |"
         )
-    return head + "\n".join(rows) + "\n"
+    return head + "\n".join(rows) + "\n" + kinds_table(report)
+
+
+def kinds_table(report: dict[str, Any]) -> str:
+    """Every kind of list beside its own counterparts (reports before kinds: nothing)."""
+    kinds = report.get("kinds") or {}
+    if not kinds:
+        return ""
+    rows = [
+        "\n| kind | figure | " + " | ".join(METRICS) + " |",
+        "|---" * (len(METRICS) + 2) + "|",
+    ]
+    for kind, k in kinds.items():
+        rows.append(f"| `{kind}` | **live** | " + " | ".join(_fig(k["live"][m]) for m in METRICS))
+        for name in k["counterparts"]:
+            off = report["offline"][name]
+            rows.append(
+                f"| `{kind}` | {_LABELS[name]} | " + " | ".join(_fig(off[m]) for m in METRICS)
+            )
+            rat = k["ratio"][name]
+            rows.append(
+                f"| `{kind}` | live / that | " + " | ".join(_ratio(rat[m]) for m in METRICS)
+            )
+    return "\n".join(r if r.endswith("|") else r + " |" for r in rows) + "\n"
+
+
+def kinds_summary(reports: Sequence[dict[str, Any]]) -> str:
+    """HR@20 of each kind of list per slice and pooled: live, its counterparts, the ratios
+    (the pooled ratio is the ratio of the pooled means, without a CI)."""
+    rows = [
+        "| slice | kind | listeners | live HR@20 | offline, same config | live / that "
+        "| offline, agent's pools | live / that |",
+        "|---" * 8 + "|",
+    ]
+    kinds = [k for k in reports[0].get("kinds", {})] if reports else []
+    for kind in kinds:
+        for r in reports:
+            k = r["kinds"][kind]
+            cells = [r["slice"], f"`{kind}`", str(k["live"]["HR@20"]["listeners"])]
+            cells.append(_fig(k["live"]["HR@20"]))
+            for name in k["counterparts"]:
+                cells += [_fig(r["offline"][name]["HR@20"]), _ratio(k["ratio"][name]["HR@20"])]
+            rows.append("| " + " | ".join(cells) + " |")
+        if len(reports) > 1:
+            live = pooled([r["kinds"][kind]["live"]["HR@20"] for r in reports])
+            cells = ["pooled", f"`{kind}`", str(live["listeners"]), _fig(live)]
+            for name in reports[0]["kinds"][kind]["counterparts"]:
+                off = pooled([r["offline"][name]["HR@20"] for r in reports])
+                cells += [_fig(off), f"{live['mean'] / off['mean']:.2f}"]
+            rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def cold_start_line(report: dict[str, Any]) -> str:
@@ -119,4 +171,6 @@ def markdown(report: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     # python -m infra.replay.report live-0.json live-1.json ...: the per-slice summary table
-    print(summary([json.loads(Path(p).read_text()) for p in sys.argv[1:]]))
+    reports = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
+    print(summary(reports))
+    print(kinds_summary(reports))

@@ -23,7 +23,9 @@ from typing import Any
 
 from infra.replay.drive import DriveResult, ListReader, drive
 from infra.replay.plan import ReplayPlan, plan_30music
+from models.recsys.counterpart import KIND_COUNTERPARTS, VARIANTS
 from models.recsys.prequential import METRICS, Scored, ratio_ci, score
+from schemas.events import ListKind
 from schemas.settings import Settings
 from serving.kafka_security import KafkaSecurity
 
@@ -124,6 +126,7 @@ async def _replay(settings: Settings, plan: ReplayPlan, opts: ReplayOptions) -> 
         topic=s.topic(s.recommendations_topic),
         fetch_max_wait_ms=s.fetch_max_wait_ms,
         uploads=plan.uploads,
+        kinds=[str(k) for k in s.list_kinds],
         security=KafkaSecurity.from_settings(s),
     )
     await reader.start()
@@ -145,20 +148,24 @@ async def _replay(settings: Settings, plan: ReplayPlan, opts: ReplayOptions) -> 
         await reader.stop()
 
 
-def live_scored(plan: ReplayPlan, result: DriveResult) -> Scored:
-    """The live figures: each scored event against the list it met."""
+def live_scored(plan: ReplayPlan, result: DriveResult, kind: ListKind = ListKind.NEW) -> Scored:
+    """The live figures of one kind of list: each scored event against the list of that
+    kind it met."""
     pairs = []
     for ob in result.observations:
         ev = plan.events[ob.index]
         if ev.case is not None:
-            pairs.append((ev.user, ob.ranked, ev.track))
+            pairs.append((ev.user, ob.lists.get(kind), ev.track))
     return score(pairs)
 
 
 def cold_start(plan: ReplayPlan, result: DriveResult) -> dict[str, Any]:
-    """New-track exposure: lists showing an uploaded track, and plays of them that were hits."""
+    """New-track exposure: lists showing an uploaded track, and plays of them that were hits
+    (in the `new` list: an uploaded track is new to everyone)."""
     plays = [ob for ob in result.observations if plan.events[ob.index].track in plan.uploads]
-    hits = sum(1 for ob in plays if ob.ranked and plan.events[ob.index].track in ob.ranked)
+    hits = sum(
+        1 for ob in plays if plan.events[ob.index].track in ob.lists.get(ListKind.NEW, ())
+    )
     st = result.stats
     return {
         "uploaded_tracks": len(plan.uploads),
@@ -203,14 +210,21 @@ def run_replay(settings: Settings, opts: ReplayOptions, out: Path) -> dict[str, 
     assert artifact is not None  # ensure_user_model checked
     fusion, fusion_version = WeightsSource(dir=settings.fusion_weights_dir).current()
     sequence = ArtifactRec(artifact)
-    offline = counterpart(plan.data, fusion.sequence.weights, sequence, seed=opts.seed)
+    offline = counterpart(
+        plan.data,
+        fusion.sequence.weights,
+        sequence,
+        taste=fusion.taste,
+        window=settings.seq_len,
+        seed=opts.seed,
+    )
     out_dir = out.resolve().parent
     s = _stack_settings(settings, model_root, out_dir / f"replay-{plan.name}")
     s = s.model_copy(update={"workers": opts.workers})
     with EmbeddedStack(settings=s) as stack:
         uploads = _upload(stack.settings, plan)
         result = asyncio.run(_replay(stack.settings, plan, opts))
-    live = live_scored(plan, result)
+    live = {kind: live_scored(plan, result, kind) for kind in s.list_kinds}
     report = _report(plan, opts, live, offline, result)
     report["uploads"] = uploads
     report["artifacts"] = {
@@ -238,17 +252,34 @@ def _naming(result: DriveResult, fusion: str, sequence: str) -> dict[str, Any]:
     }
 
 
+def _ratios(live: Scored, offline: dict[str, Scored], names: Any, seed: int) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        per = {m: ratio_ci(live, offline[name], m, seed=seed) for m in METRICS}
+        out[name] = {m: {"ratio": r, "low": lo, "high": hi} for m, (r, lo, hi) in per.items()}
+    return out
+
+
 def _report(
     plan: ReplayPlan,
     opts: ReplayOptions,
-    live: Scored,
+    live: dict[ListKind, Scored],
     offline: dict[str, Scored],
     result: DriveResult,
 ) -> dict[str, Any]:
+    """The report; ``live``, ``ratio`` and ``per_event.live`` are the `new` list's (as in
+    reports written before kinds existed), ``kinds`` holds every kind beside its counterparts."""
     scored = [ob for ob in result.observations if plan.events[ob.index].case is not None]
-    ratios = {
-        name: {m: ratio_ci(live, off, m, seed=opts.seed) for m in METRICS}
-        for name, off in offline.items()
+    new = live.get(ListKind.NEW) or next(iter(live.values()))
+    plain = [n for n, v in VARIANTS.items() if not v.familiar]
+    kinds = {
+        str(kind): {
+            "live": {m: f.model_dump() for m, f in sc.summary.items()},
+            "counterparts": list(KIND_COUNTERPARTS[kind]),
+            "ratio": _ratios(sc, offline, KIND_COUNTERPARTS[kind], opts.seed),
+            "scored_without_list": sum(kind not in ob.lists for ob in scored),
+        }
+        for kind, sc in live.items()
     }
     return {
         "slice": plan.name,
@@ -258,30 +289,33 @@ def _report(
             "events": len(plan.events),
             "listeners": len({e.user for e in plan.events}),
             "test_period_events": sum(e.test_period for e in plan.events),
-            "scored_events": live.events,
-            "scored_listeners": len(set(live.listeners)),
+            "scored_events": new.events,
+            "scored_listeners": len(set(new.listeners)),
         },
         "drive": {
             "sent": result.sent,
             "answered": result.answered,
             "seconds": result.seconds,
             "lists": result.stats.lists,
-            "scored_without_list": sum(ob.ranked is None for ob in scored),
+            "scored_without_list": sum(ListKind.NEW not in ob.lists for ob in scored),
+            "lists_by_kind": dict(result.stats.by_kind),
             "scored_stale": sum(ob.stale for ob in scored),
             "mean_wait_s": round(sum(ob.waited_s for ob in scored) / max(1, len(scored)), 4),
         },
-        "live": {m: f.model_dump() for m, f in live.summary.items()},
+        "live": {m: f.model_dump() for m, f in new.summary.items()},
         "offline": {
             name: {m: f.model_dump() for m, f in sc.summary.items()} for name, sc in offline.items()
         },
-        "ratio": {
-            name: {m: {"ratio": r, "low": lo, "high": hi} for m, (r, lo, hi) in per.items()}
-            for name, per in ratios.items()
-        },
+        "ratio": _ratios(new, offline, plain, opts.seed),
+        "kinds": kinds,
         "cold_start": cold_start(plan, result),
         # Per event (time order), so slices can be pooled and compared listener by listener.
         "per_event": {
             name: {"listeners": sc.listeners, **sc.per_event}
-            for name, sc in {"live": live, **offline}.items()
+            for name, sc in {
+                "live": new,
+                **{f"live-{k}": v for k, v in live.items()},
+                **offline,
+            }.items()
         },
     }

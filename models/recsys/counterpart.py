@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.fusion_rule import MixWeights
+from models.fusion_rule import MixWeights, familiarity, scale_by_max
+from models.fusion_weights import Taste
 from models.recsys.baselines import ItemKNN, PopRank, Recommender
 from models.recsys.contentknn import ContentKNN
 from models.recsys.data import Dataset
@@ -39,6 +40,7 @@ from models.recsys.export_user import load_artifact
 from models.recsys.hybrid import HybridRec, signal_of
 from models.recsys.metrics import mask_history, top_k
 from models.recsys.prequential import Scored, score
+from schemas.events import ListKind
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,9 @@ class Variant:
     drop: tuple[str, ...] = ()
     pools: bool = False
     """Rank only what the agent's sources propose (:data:`POOLS`), not the whole catalogue."""
+    familiar: bool = False
+    """A `mix` list: the favourites of the recent window come back as the agent brings
+    them (:func:`familiar_scores`), on top of the heard tracks' exclusion."""
     note: str = ""
 
 
@@ -79,7 +84,30 @@ VARIANTS: dict[str, Variant] = {
         pools=True,
         note="as above, ranking only each source's top candidates, as the agent does",
     ),
+    "offline-mix-noaudio": Variant(
+        exclude_history=True,
+        drop=("audio",),
+        familiar=True,
+        note="the `mix` list: as offline-excl-noaudio, and favourites of the recent window "
+        "come back after the cool-down, scored by the familiar signal",
+    ),
+    "offline-mix-noaudio-pools": Variant(
+        exclude_history=True,
+        drop=("audio",),
+        pools=True,
+        familiar=True,
+        note="the `mix` list from each source's top candidates, as the agent ranks it",
+    ),
 }
+"""The protocols reported; ``offline-excl-noaudio*`` are the `new` list's counterparts, and
+``offline-mix-noaudio*`` the `mix` list's (:data:`KIND_COUNTERPARTS`)."""
+
+KIND_COUNTERPARTS: dict[ListKind, tuple[str, ...]] = {
+    ListKind.NEW: ("offline-excl-noaudio", "offline-excl-noaudio-pools"),
+    ListKind.MIX: ("offline-mix-noaudio", "offline-mix-noaudio-pools"),
+}
+"""Each kind of list and the offline variants that are its counterpart (the same
+configuration: 30Music tracks have no audio live)."""
 
 
 class ArtifactRec:
@@ -138,8 +166,33 @@ def served_hybrid(data: Dataset, mix: MixWeights, sequence: Recommender | None) 
     return hybrid
 
 
+def familiar_scores(
+    histories: Sequence[Sequence[int]], n_items: int, *, taste: Taste, window: int
+) -> np.ndarray:
+    """The familiar signal [B, n_items], scaled by its row maximum, of each history's last
+    ``window`` events (the agent's recent window): ``models.fusion_rule.familiarity``, the
+    function the live `mix` list calls. 30Music has plays only, so every event is positive."""
+    out = np.zeros((len(histories), n_items))
+    for b, hist in enumerate(histories):
+        fam = familiarity(
+            [(int(i), True) for i in hist[-window:]],
+            decay=taste.recency_decay,
+            cooldown=taste.familiar_cooldown,
+        )
+        for i, v in fam.items():
+            out[b, int(i)] = v  # type: ignore[call-overload]
+    return scale_by_max(out)
+
+
 def ranked_lists(
-    hybrid: HybridRec, data: Dataset, variant: Variant, *, seed: int = 0, batch: int = 256
+    hybrid: HybridRec,
+    data: Dataset,
+    variant: Variant,
+    *,
+    taste: Taste,
+    window: int,
+    seed: int = 0,
+    batch: int = 256,
 ) -> list[list[str]]:
     """Top-``LIST_LEN`` track ids per test case under ``variant``."""
     keep = tuple(
@@ -157,6 +210,11 @@ def ranked_lists(
             scores = _in_pools(hybrid, parts, hist, scores, variant.drop)
         if variant.exclude_history:
             scores = mask_history(scores, hist)
+        if variant.familiar:
+            # A favourite's score is its familiar part alone: the agent's sources propose
+            # unheard tracks only, so no other signal speaks for it live.
+            fam = familiar_scores(hist, scores.shape[1], taste=taste, window=window)
+            scores = np.where(fam > 0, taste.familiar_weight * fam, scores)
         for b, row in enumerate(top_k(scores, LIST_LEN, rng)):
             # An excluded track (-inf) is never shown, even when the catalogue is tiny.
             out.append([data.item_ids[int(i)] for i in row if np.isfinite(scores[b, int(i)])])
@@ -189,14 +247,21 @@ def _in_pools(
 
 
 def counterpart(
-    data: Dataset, mix: MixWeights, sequence: Recommender | None, *, seed: int = 0
+    data: Dataset,
+    mix: MixWeights,
+    sequence: Recommender | None,
+    *,
+    taste: Taste,
+    window: int,
+    seed: int = 0,
 ) -> dict[str, Scored]:
-    """Every variant of :data:`VARIANTS` scored prequentially on ``data.test``."""
+    """Every variant of :data:`VARIANTS` scored prequentially on ``data.test``; ``taste``
+    and ``window`` (the agent's ``seq_len``) as served, for the `mix` variants."""
     hybrid = served_hybrid(data, mix, sequence)
     listeners = [data.user_ids[c.user] for c in data.test]
     targets = [data.item_ids[c.target] for c in data.test]
     out: dict[str, Scored] = {}
     for name, variant in VARIANTS.items():
-        lists = ranked_lists(hybrid, data, variant, seed=seed)
+        lists = ranked_lists(hybrid, data, variant, taste=taste, window=window, seed=seed)
         out[name] = score(list(zip(listeners, lists, targets, strict=True)))
     return out

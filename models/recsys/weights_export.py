@@ -82,7 +82,11 @@ def _mix(report: dict[str, Any], key: str) -> Mix | None:
     if not runs:
         return None
     chosen = MixWeights(
-        **{s: round(sum(r["weights"][s] for _, r in runs) / len(runs), 6) for s in SIGNALS}
+        **{
+            # A signal the runs did not mix (familiar: added after them) counts 0.
+            s: round(sum(r["weights"].get(s, 0.0) for _, r in runs) / len(runs), 6)
+            for s in SIGNALS
+        }
     )
     weights, adjustment = served(chosen, POLICIES[key])
     value = sum(r["best_valid_ndcg10"] for _, r in runs) / len(runs)

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from schemas.event_time import InputLimits, event_time_verdict
-from schemas.events import Interaction, Recommendation, TrackUpload
+from schemas.events import Interaction, ListKind, Recommendation, TrackUpload
 from schemas.settings import Settings
 from serving.api.metrics import ApiMetrics
 from serving.api.models import HistoryEntry
@@ -37,7 +37,7 @@ def _wall_ms() -> int:
 
 @dataclass
 class _Listener:
-    latest: Recommendation | None = None
+    latest: dict[ListKind, Recommendation] = field(default_factory=dict)
     history: deque[HistoryEntry] = field(default_factory=deque)
 
 
@@ -64,9 +64,10 @@ class FeedState:
     def listeners(self) -> list[str]:
         return sorted(self._users)
 
-    def latest(self, user_id: str) -> Recommendation | None:
+    def latest(self, user_id: str, kind: ListKind = ListKind.NEW) -> Recommendation | None:
+        """The listener's latest list of ``kind``."""
         u = self._users.get(user_id)
-        return u.latest if u else None
+        return u.latest.get(kind) if u else None
 
     def history(self, user_id: str) -> list[HistoryEntry] | None:
         """Newest first; None for a listener never seen."""
@@ -77,8 +78,9 @@ class FeedState:
         return track_id in self.uploads or track_id in self.played
 
     def apply_recommendation(self, rec: Recommendation) -> None:
-        """Per-user order is the topic's (keyed by user): the last one read is the latest."""
-        self._users.setdefault(rec.user_id, _Listener()).latest = rec
+        """Per-user order is the topic's (keyed by user): the last one of a kind read is the
+        latest of that kind."""
+        self._users.setdefault(rec.user_id, _Listener()).latest[rec.kind] = rec
         self.version += 1
 
     def apply_interaction(self, ev: Interaction) -> None:

@@ -17,6 +17,7 @@ from string import Template
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from schemas.events import ListKind, Recommendation
 from serving.api.pipeline import PipelineStats
 from serving.api.problems import ProblemError
 from serving.api.routes import Rt
@@ -29,6 +30,7 @@ _SIGNALS = (
     ("fits what you", "sequence"),
     ("new upload", "fresh"),
     ("popular", "popularity"),
+    ("back in your rotation", "familiar"),
 )
 _CHECK_S = 1.0  # how often a live stream notices a closed connection
 
@@ -70,26 +72,34 @@ def listener_fragment(rt: Rt, user_id: str) -> str:
         if hist
         else '<p class="muted">No plays or skips seen.</p>'
     )
-    rec = rt.state.latest(user_id)
-    if rec is None:
-        latest = '<p class="muted" id="no-list">No list emitted yet.</p>'
-    else:
-        items = "".join(
-            f"<tr><td>{i + 1}</td><td>{_track_link(it.track_id, titles.get(it.track_id, ''))}</td>"
-            f'<td class="num">{it.score:.3f}</td><td>{_e(it.reason)}</td>'
-            f'<td><span class="sig {signal_of(it.reason)}">{signal_of(it.reason)}</span></td></tr>'
-            for i, it in enumerate(rec.items)
-        )
-        latest = (
-            f'<table id="latest" data-source-event="{_e(rec.source_event_id or "")}">'
-            "<tr><th>#</th><th>track</th><th>score</th><th>reason</th><th>signal</th></tr>"
-            f"{items}</table>"
-            f'<p class="muted">{_e(rec.model_version)} · generated '
-            f"{_e(rec.generated_at.strftime('%H:%M:%S'))}</p>"
-        )
+    lists = "".join(
+        f"<section><h3>{title}</h3>{_list_table(rt.state.latest(user_id, kind), titles, kind)}"
+        "</section>"
+        for kind, title in ((ListKind.NEW, "Latest list: new for you"), (ListKind.MIX, "Mix"))
+    )
     return (
-        f'<h2>Listener {_e(user_id)}</h2><div class="cols"><section><h3>Latest list</h3>'
-        f"{latest}</section><section><h3>Recent plays and skips</h3>{history}</section></div>"
+        f'<h2>Listener {_e(user_id)}</h2><div class="cols">{lists}'
+        f"<section><h3>Recent plays and skips</h3>{history}</section></div>"
+    )
+
+
+def _list_table(rec: Recommendation | None, titles: dict[str, str], kind: ListKind) -> str:
+    """One list as a table (the `new` one keeps the id ``latest``, others ``latest-<kind>``)."""
+    tid = "latest" if kind is ListKind.NEW else f"latest-{kind}"
+    if rec is None:
+        return f'<p class="muted" id="no-{tid}">No {kind} list emitted yet.</p>'
+    items = "".join(
+        f"<tr><td>{i + 1}</td><td>{_track_link(it.track_id, titles.get(it.track_id, ''))}</td>"
+        f'<td class="num">{it.score:.3f}</td><td>{_e(it.reason)}</td>'
+        f'<td><span class="sig {signal_of(it.reason)}">{signal_of(it.reason)}</span></td></tr>'
+        for i, it in enumerate(rec.items)
+    )
+    return (
+        f'<table id="{tid}" data-source-event="{_e(rec.source_event_id or "")}">'
+        "<tr><th>#</th><th>track</th><th>score</th><th>reason</th><th>signal</th></tr>"
+        f"{items}</table>"
+        f'<p class="muted">{_e(rec.model_version)} · generated '
+        f"{_e(rec.generated_at.strftime('%H:%M:%S'))}</p>"
     )
 
 
@@ -201,11 +211,14 @@ async def events(user_id: str, request: Request, rt: Rt) -> StreamingResponse:
 
     def snapshot() -> str:
         rec = rt.state.latest(user_id)
+        mix = rt.state.latest(user_id, ListKind.MIX)  # arrives just after the `new` list
         hist = rt.state.history(user_id) or []
         return json.dumps(
             {
                 "source_event_id": rec.source_event_id if rec else None,
                 "generated_at": rec.generated_at.isoformat() if rec else None,
+                "mix_source_event_id": mix.source_event_id if mix else None,
+                "mix_generated_at": mix.generated_at.isoformat() if mix else None,
                 "history": len(hist) and hist[0].event_id,
             }
         )

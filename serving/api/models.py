@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.events import Id, InteractionType, RecommendedItem
+from schemas.events import Id, InteractionType, ListKind, RecommendedItem
 
 
 class _Body(BaseModel):
@@ -18,6 +18,7 @@ class RecommendationsOut(_Body):
     """The latest list the pipeline emitted for a listener (as on the topic, cut to k)."""
 
     user_id: str = Field(description="Listener id.")
+    kind: ListKind = Field(description="Kind of list (schemas.events.ListKind).")
     generated_at: datetime = Field(description="When the list was computed (UTC).")
     source_event_id: str | None = Field(description="The interaction that triggered it.")
     model_version: str = Field(description="Version of the models that produced it.")

@@ -12,7 +12,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from schemas.events import Interaction, InteractionType
+from schemas.events import Interaction, InteractionType, ListKind
 from serving.api.audio_query import embed_upload
 from serving.api.models import (
     HistoryOut,
@@ -61,14 +61,21 @@ def listeners(rt: Rt) -> ListenersOut:
 
 @router.get("/users/{user_id}/recommendations", tags=["listeners"])
 def recommendations(
-    user_id: str, rt: Rt, k: Annotated[int | None, Query(ge=1, le=1000)] = None
+    user_id: str,
+    rt: Rt,
+    k: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    kind: Annotated[
+        ListKind, Query(description="`new`: unheard tracks only; `mix`: favourites may return.")
+    ] = ListKind.NEW,
 ) -> RecommendationsOut:
-    """The latest list emitted for the listener (from the ``recommendations`` topic)."""
-    rec = rt.state.latest(user_id)
+    """The latest list of ``kind`` emitted for the listener (from the ``recommendations``
+    topic)."""
+    rec = rt.state.latest(user_id, kind)
     if rec is None:
-        raise ProblemError(404, f"no recommendations for listener {user_id!r} yet")
+        raise ProblemError(404, f"no {kind} recommendations for listener {user_id!r} yet")
     return RecommendationsOut(
         user_id=rec.user_id,
+        kind=rec.kind,
         generated_at=rec.generated_at,
         source_event_id=rec.source_event_id,
         model_version=rec.model_version,

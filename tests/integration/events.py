@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from infra.demo import Bus
-from schemas.events import Interaction, Recommendation, TrackUpload
+from schemas.events import Interaction, ListKind, Recommendation, TrackUpload
 from schemas.settings import Settings
 from serving.milvus_schema import MilvusError, TrackRow
 from serving.milvus_store import TrackStore
@@ -71,11 +71,15 @@ def play(bus: Bus, s: Settings, user: str, track: str, kind: str, at: datetime) 
     return ev.event_id
 
 
-def answers(bus: Bus, event_ids: set[str], timeout_s: float = 60) -> dict[str, Recommendation]:
-    """The list answering each of ``event_ids`` (a list answers every event folded into it,
-    ``Recommendation.event_ids``); fails naming the missing ones."""
+def answers(
+    bus: Bus, event_ids: set[str], timeout_s: float = 60, kind: ListKind = ListKind.NEW
+) -> dict[str, Recommendation]:
+    """The list of ``kind`` answering each of ``event_ids`` (a list answers every event
+    folded into it, ``Recommendation.event_ids``); fails naming the missing ones."""
     got: dict[str, Recommendation] = {}
     for rec in bus.recommendations(timeout_s):
+        if rec.kind is not kind:
+            continue
         for eid in event_ids.intersection(rec.event_ids):
             got[eid] = rec
         if len(got) == len(event_ids):
@@ -84,9 +88,11 @@ def answers(bus: Bus, event_ids: set[str], timeout_s: float = 60) -> dict[str, R
     raise AssertionError(f"no recommendation within {timeout_s} s for events {missing}")
 
 
-def answer(bus: Bus, event_id: str, timeout_s: float = 60) -> Recommendation:
-    """The recommendation triggered by one event."""
-    return answers(bus, {event_id}, timeout_s)[event_id]
+def answer(
+    bus: Bus, event_id: str, timeout_s: float = 60, kind: ListKind = ListKind.NEW
+) -> Recommendation:
+    """The recommendation of ``kind`` triggered by one event."""
+    return answers(bus, {event_id}, timeout_s, kind)[event_id]
 
 
 def wait_stored(s: Settings, ids: Sequence[str], *, timeout_s: float = 300) -> dict[str, TrackRow]:

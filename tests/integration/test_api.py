@@ -99,15 +99,19 @@ def problem(resp: requests.Response, status: int) -> dict[str, Any]:
     return body
 
 
-def wait_list(api: str, user: str, event_id: str, timeout_s: float = 60) -> dict[str, Any]:
-    """The listener's list once the API holds the one ``event_id`` triggered (via SSE)."""
+def wait_list(
+    api: str, user: str, event_id: str, timeout_s: float = 60, kind: str = "new"
+) -> dict[str, Any]:
+    """The listener's list of ``kind`` once the API holds the one ``event_id`` triggered
+    (via SSE)."""
     deadline = time.monotonic() + timeout_s
+    field = "source_event_id" if kind == "new" else f"{kind}_source_event_id"
     with requests.get(f"{api}/users/{user}/events", stream=True, timeout=(5, timeout_s)) as r:
         for line in r.iter_lines(decode_unicode=True):
-            if line.startswith("data:") and json.loads(line[5:])["source_event_id"] == event_id:
+            if line.startswith("data:") and json.loads(line[5:])[field] == event_id:
                 break
             assert time.monotonic() < deadline, f"no list for {event_id} in {timeout_s} s"
-    resp = requests.get(f"{api}/users/{user}/recommendations", timeout=10)
+    resp = requests.get(f"{api}/users/{user}/recommendations?kind={kind}", timeout=10)
     assert resp.status_code == 200, resp.text
     body: dict[str, Any] = resp.json()
     assert body["source_event_id"] == event_id
@@ -167,6 +171,22 @@ def test_latest_list_of_a_listener_with_k(
         ("play", f"{METAL}__0"),
     ]
     assert user in requests.get(f"{api}/users", timeout=5).json()["user_ids"]
+
+
+def test_a_mix_list_brings_a_favourite_back_after_the_cool_down(
+    stack: EmbeddedStack, bus: Bus, api: str, catalog: dict
+) -> None:
+    s, user, t0 = stack.settings, new_user(), datetime.now(UTC)
+    fav = f"{METAL}__0"
+    others = ["singularity-music__Nebula__0", f"{METAL}__1", "singularity-music__Aberrations__0"]
+    for n, track in enumerate([fav, fav, *others]):  # then 3 others: past the cool-down
+        eid = play(bus, s, user, track, "play", t0 + timedelta(seconds=n))
+    new = wait_list(api, user, eid)
+    mix = wait_list(api, user, eid, kind="mix")
+    assert new["kind"] == "new" and mix["kind"] == "mix"
+    assert fav not in [i["track_id"] for i in new["items"]]
+    assert {"track_id": fav, "reason": "back in your rotation"}.items() <= mix["items"][0].items()
+    problem(requests.get(f"{api}/users/{user}/recommendations?kind=old", timeout=5), 422)
 
 
 # --- tracks ----------------------------------------------------------------------------

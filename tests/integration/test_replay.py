@@ -19,7 +19,9 @@ from infra.replay.plan import plan_30music
 from infra.replay.run import ReplayOptions, _replay, _upload, cold_start, live_scored
 from infra.stack import EmbeddedStack
 from models.fusion_rule import MixWeights
+from models.fusion_weights import Taste
 from models.recsys.counterpart import counterpart
+from schemas.events import ListKind
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +63,13 @@ def test_replay_hits_the_obvious_next_track_and_pairs_with_offline(
     # b..e after a..d: the co-plays of the listener's last track name the next one
     assert live.summary["HR@20"].mean > 0.5, live.summary
     mix = MixWeights(audio=0.3, collab=0.2, popularity=0.05, fresh=0.05, sequence=0.45)
-    offline = counterpart(plan.data, mix, None)["offline-excl"]
+    offline = counterpart(plan.data, mix, None, taste=Taste(), window=50)["offline-excl"]
     assert offline.listeners == live.listeners  # the same events, listener by listener
     assert offline.summary["HR@20"].mean > 0.5
     cs = cold_start(plan, result)
     assert cs["plays_of_uploaded_tracks"] == 4
     assert cs["test_lists_with_upload"] > 0  # a fresh upload is shown
     assert all("fusion-" in v for v in result.stats.versions)  # weights named in every list
+    # Both kinds of list served, each event answered by one of each.
+    assert set(result.stats.by_kind) == {"new", "mix"}
+    assert live_scored(plan, result, ListKind.MIX).events == live.events

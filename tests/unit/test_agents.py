@@ -11,7 +11,7 @@ import faust
 import pytest
 
 from models.convert_musicnn import MUSICNN_CARD
-from schemas.events import Interaction, Recommendation
+from schemas.events import Interaction, ListKind, Recommendation
 from schemas.settings import Settings
 from streams.app import build_app
 from streams.clients import Deps
@@ -115,12 +115,14 @@ async def test_interactions_fold_answer_every_event_once_and_emit_one_delta_per_
     assert [h.track_id for h in state.recent] == ["t1", "t2", "t3"]
     assert (state.plays, state.skips) == (2, 1)
     lists = [v for t, _, v in sent if t == "unit-recommendations"]
-    answered = [e for r in lists for e in r.event_ids]
-    assert sorted(answered) == ["e1", "e2", "e3", "e4"]  # every event answered exactly once
+    assert {r.kind for r in lists} == set(ListKind)  # both kinds served by default
+    for kind in ListKind:  # every event answered exactly once by a list of each kind
+        answered = [e for r in lists if r.kind is kind for e in r.event_ids]
+        assert sorted(answered) == ["e1", "e2", "e3", "e4"], kind
     assert all(
         isinstance(r, Recommendation) and r.source_event_id == r.event_ids[-1] for r in lists
     )
-    u2 = next(r for r in lists if r.user_id == "u2")
+    u2 = next(r for r in lists if r.user_id == "u2" and r.kind is ListKind.NEW)
     assert u2.items and u2.items[0].track_id == "t2"  # co-played with t1 by u1, unheard
     deltas = [v for t, _, v in sent if t == "unit-track-deltas"]
     assert all(isinstance(d, CatalogDelta) for d in deltas) and len(deltas) <= 5
@@ -148,7 +150,7 @@ async def test_events_outside_the_time_window_are_rejected_counted_and_never_tim
                 break
             await asyncio.sleep(0.02)
     lists = [v for t, _, v in sent if t == "unit-recommendations"]
-    assert [e for r in lists for e in r.event_ids] == ["e1"]
+    assert [(r.kind, e) for r in lists for e in r.event_ids] == [(k, "e1") for k in ListKind]
     sample = metrics.registry.get_sample_value
     assert sample("resonate_events_total", {"topic": "interactions", "outcome": "rejected"}) == 2
     seconds = "resonate_event_to_recommendation_seconds"

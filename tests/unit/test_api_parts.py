@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas.event_time import InputLimits
-from schemas.events import Interaction, Recommendation, RecommendedItem
+from schemas.events import Interaction, ListKind, Recommendation, RecommendedItem
 from serving.api.feed import FeedState
 from serving.api.inspector import signal_of
 from serving.api.pipeline import PipelinePanel, quantile
@@ -44,6 +44,11 @@ def test_feed_keeps_latest_list_and_bounded_deduplicated_history() -> None:
     st.apply_recommendation(rec("u", "e2"))
     latest = st.latest("u")
     assert latest is not None and latest.source_event_id == "e2"
+    # A `mix` list of a later event is the latest mix; the latest `new` list stays.
+    st.apply_recommendation(rec("u", "e3").model_copy(update={"kind": ListKind.MIX}))
+    mix, new = st.latest("u", ListKind.MIX), st.latest("u")
+    assert mix is not None and mix.source_event_id == "e3"
+    assert new is not None and new.source_event_id == "e2"
     assert st.knows_track("a") and not st.knows_track("z")
     assert st.listeners() == ["u"]
 

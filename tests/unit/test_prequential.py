@@ -10,6 +10,7 @@ import pytest
 
 from infra.replay.plan import new_tracks, plan_30music
 from models.fusion_rule import MixWeights
+from models.fusion_weights import Taste
 from models.recsys.counterpart import VARIANTS, counterpart
 from models.recsys.prequential import event_metrics, ratio_ci, score
 
@@ -80,7 +81,7 @@ def test_counterpart_scores_the_same_events_and_excluding_heard_costs_replays(
 ) -> None:
     plan = plan_30music(_slice(tmp_path))
     mix = MixWeights(audio=0.3, collab=0.2, popularity=0.05, fresh=0.0, sequence=0.0)
-    out = counterpart(plan.data, mix, None)
+    out = counterpart(plan.data, mix, None, taste=Taste(familiar_cooldown=1), window=50)
     assert set(out) == set(VARIANTS)
     for sc in out.values():
         assert sc.events == len(plan.scored)
@@ -88,6 +89,14 @@ def test_counterpart_scores_the_same_events_and_excluding_heard_costs_replays(
     # with heard tracks excluded they never can be.
     assert out["offline"].summary["HR@20"].mean == pytest.approx(1.0)
     assert out["offline-excl"].summary["HR@20"].mean == 0.0
+    # The `mix` list brings them back: c and d were each played 2 events before.
+    assert out["offline-mix-noaudio"].summary["HR@20"].mean == pytest.approx(1.0)
+    # ... but not within the cool-down: 3 events, and neither has had it.
+    held = counterpart(plan.data, mix, None, taste=Taste(familiar_cooldown=3), window=50)
+    assert held["offline-mix-noaudio"].summary["HR@20"].mean == 0.0
+    # ... nor from beyond the agent's recent window.
+    far = counterpart(plan.data, mix, None, taste=Taste(familiar_cooldown=0), window=1)
+    assert far["offline-mix-noaudio"].summary["HR@20"].mean == 0.0
     assert np.isfinite(out["offline"].summary["MRR"].ci95)
 
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from schemas.events import (
     Interaction,
     InteractionType,
+    ListKind,
     Recommendation,
     RecommendedItem,
     TrackUpload,
@@ -86,6 +87,7 @@ def test_upload_and_recommendation_round_trip() -> None:
     wire = json.loads(rec.model_dump_json())
     assert set(wire) == {
         "user_id",
+        "kind",
         "generated_at",
         "source_event_id",
         "event_ids",
@@ -93,6 +95,10 @@ def test_upload_and_recommendation_round_trip() -> None:
         "items",
     }
     assert set(wire["items"][0]) == {"track_id", "score", "reason"}
+    # Added, nothing renamed: a list written before `kind` existed reads as a `new` list.
+    del wire["kind"]
+    assert Recommendation.model_validate(wire).kind is ListKind.NEW
+    assert rec.kind is ListKind.NEW
 
 
 def test_json_schemas_cover_the_three_topics_with_descriptions() -> None:
