@@ -66,6 +66,10 @@ class MilvusUnavailable(MilvusError):
     """Milvus cannot be reached (not started, crashed, network down, timed out)."""
 
 
+class SchemaMismatch(MilvusError):
+    """The collection was made with another schema (an older one, another dim)."""
+
+
 class FieldTooLong(ValueError):
     """A row's text field exceeds the schema's VARCHAR ``max_length`` (nothing was written)."""
 
@@ -226,13 +230,15 @@ def check_dim(client: Any, *, collection: str, dim: int, timeout_s: float) -> No
         if f.get("name") == "embedding":
             stored = int(f.get("params", {}).get("dim", -1))
             if stored != dim:
-                raise MilvusError(f"collection {collection!r} stores dim {stored}, expected {dim}")
+                raise SchemaMismatch(
+                    f"collection {collection!r} stores dim {stored}, expected {dim}"
+                )
             return
     raise MilvusError(f"collection {collection!r} has no 'embedding' field")
 
 
 def check_fields(client: Any, *, collection: str, timeout_s: float) -> None:
-    """Raise :class:`MilvusError` if ``collection`` lacks a field of the schema.
+    """Raise :class:`SchemaMismatch` if ``collection`` lacks a field of the schema.
 
     A collection made before a field was added (``audio_genre``: issue 20) would fail every
     write and every read that names the field, with a server error that does not say why;
@@ -243,7 +249,7 @@ def check_fields(client: Any, *, collection: str, timeout_s: float) -> None:
     have = {f.get("name") for f in info.get("fields", [])}
     missing = [f for f in META_FIELDS if f not in have]
     if missing:
-        raise MilvusError(
+        raise SchemaMismatch(
             f"collection {collection!r} predates the fields {', '.join(missing)}: drop it "
             "and ingest the uploads again (replay the track-uploads topic), or set "
             "RESONATE_MILVUS_COLLECTION to a new collection name"

@@ -129,3 +129,33 @@ def test_the_inspector_shows_the_genre_heard() -> None:
         audio_genre_confidence=0.625,
     )
     assert "genre from audio: jazz (0.62)" in track_fragment("t", row, [], {})
+
+
+async def test_a_collection_from_before_the_genre_fields_is_a_clear_503() -> None:
+    from models.convert_musicnn import MUSICNN_CARD
+    from schemas.settings import Settings
+    from serving.api.metrics import ApiMetrics
+    from serving.api.pipeline import PipelinePanel
+    from serving.api.runtime import ApiDeps, Runtime
+    from serving.milvus_schema import SchemaMismatch
+
+    class OldStore:
+        def exists(self) -> bool:
+            return True
+
+        def check_fields(self) -> None:
+            raise SchemaMismatch("collection 'tracks' predates the fields audio_genre")
+
+    deps = ApiDeps(
+        settings=Settings(kafka_bootstrap="localhost:1"),
+        card=MUSICNN_CARD,
+        store_factory=OldStore,  # type: ignore[arg-type]
+        encoder_factory=lambda: None,  # type: ignore[arg-type,return-value]
+        producer_factory=lambda: None,  # type: ignore[arg-type,return-value]
+        panel=PipelinePanel(urls=[]),
+    )
+    rt = Runtime(deps=deps, metrics=ApiMetrics())
+    rt.store = OldStore()  # type: ignore[assignment]
+    with pytest.raises(ProblemError) as info:
+        await rt.search(np.ones(4), k=1, where="")
+    assert info.value.status == 503 and "predates the fields audio_genre" in info.value.detail
