@@ -310,6 +310,25 @@ def eval_audio(
         out.write_text(json.dumps(result, indent=2))
 
 
+@app.command("eval-genre")
+def eval_genre(
+    out: Annotated[Path | None, typer.Option(help="Write the figures as JSON here.")] = None,
+    audio_dir: Annotated[
+        Path | None, typer.Option(help="Clips with manifest.csv; default <data_dir>/audio.")
+    ] = None,
+) -> None:
+    """Genre from audio vs the clips' styles, and an HPSS front end on clip retrieval."""
+    from models.genre_eval import evaluate_genre, markdown
+
+    _logging()
+    settings = _settings()
+    result = evaluate_genre(audio_dir or settings.data_dir / "audio", settings.weights_path)
+    typer.echo(markdown(result))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+
+
 @app.command("skip-panel")
 def skip_panel(
     out: Annotated[Path | None, typer.Option(help="Write the figures as JSON here.")] = None,

@@ -67,7 +67,7 @@ def read_manifest(audio_dir: Path) -> list[Clip]:
         ]
 
 
-def _unit(m: np.ndarray) -> np.ndarray:
+def unit_rows(m: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(m, axis=1, keepdims=True)
     out: np.ndarray = m / np.where(n > 0, n, 1.0)
     return out
@@ -92,9 +92,9 @@ def represent(clips: Sequence[Clip], weights: Path) -> dict[str, np.ndarray]:
     mf = np.asarray(mfcc)
     mf = (mf - mf.mean(axis=0)) / np.where(mf.std(axis=0) > 0, mf.std(axis=0), 1.0)
     return {
-        "musicnn": _unit(np.asarray(emb)),
-        "musicnn-tags": _unit(np.asarray(tags)),
-        "mfcc": _unit(mf),
+        "musicnn": unit_rows(np.asarray(emb)),
+        "musicnn-tags": unit_rows(np.asarray(tags)),
+        "mfcc": unit_rows(mf),
     }
 
 
@@ -117,7 +117,7 @@ def _query_metrics(order: np.ndarray, relevant: np.ndarray) -> dict[str, float]:
 Ranker = Callable[[int, np.ndarray], np.ndarray]
 
 
-def _summary(per: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+def summarise(per: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return {
         k: {
             "mean": float(np.mean(v)),
@@ -131,7 +131,7 @@ def _summary(per: dict[str, list[float]]) -> dict[str, dict[str, float]]:
 def retrieval(clips: Sequence[Clip], rank: Ranker, task: str) -> dict[str, dict[str, float]]:
     """Mean and 95% CI over queries of ``task`` (``same-track`` or ``same-style``).
     ``rank(query, candidates)`` orders the candidate indices, best first."""
-    return _summary(per_query(clips, rank, task))
+    return summarise(per_query(clips, rank, task))
 
 
 def per_query(clips: Sequence[Clip], rank: Ranker, task: str) -> dict[str, list[float]]:
@@ -197,12 +197,12 @@ def evaluate_audio(audio_dir: Path, weights: Path) -> dict[str, Any]:
     out["paired"] = {}
     for task in ("same-track", "same-style"):
         per = {name: per_query(clips, cosine_ranker(v), task) for name, v in reps.items()}
-        res: dict[str, Any] = {name: _summary(p) for name, p in per.items()}
+        res: dict[str, Any] = {name: summarise(p) for name, p in per.items()}
         res["random"] = random_expectation(clips, task)
         out["tasks"][task] = res
         # Paired over the same queries: what MusiCNN adds over its own tags and over MFCCs.
         out["paired"][task] = {
-            f"musicnn - {other}": _summary(
+            f"musicnn - {other}": summarise(
                 {k: list(np.subtract(per["musicnn"][k], per[other][k])) for k in per["musicnn"]}
             )
             for other in ("musicnn-tags", "mfcc")

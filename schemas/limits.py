@@ -20,6 +20,7 @@ VARCHAR_MAX_BYTES = {
     "release_date": 32,
     "top_tags": 1024,
     "model_version": 128,
+    "audio_genre": 64,  # a label of models/genre.py's table, predicted from the audio
 }
 TITLE_MAX_BYTES = 512
 # Not stored in Milvus; bounded so one event cannot carry an arbitrarily long URI.

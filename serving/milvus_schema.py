@@ -42,10 +42,20 @@ META_FIELDS = [
     "top_tags",
     "model_version",
     "title",
+    "audio_genre",
+    "audio_genre_confidence",
 ]
 # Fields that filter expressions match on: their values must be representable literals.
-_MATCHED_FIELDS = ("track_id", "artist_id", "genre")
-HIT_FIELDS = ["artist_id", "genre", "top_tags", "uploaded_at", "title"]
+_MATCHED_FIELDS = ("track_id", "artist_id", "genre", "audio_genre")
+HIT_FIELDS = [
+    "artist_id",
+    "genre",
+    "top_tags",
+    "uploaded_at",
+    "title",
+    "audio_genre",
+    "audio_genre_confidence",
+]
 
 
 class MilvusError(RuntimeError):
@@ -54,6 +64,10 @@ class MilvusError(RuntimeError):
 
 class MilvusUnavailable(MilvusError):
     """Milvus cannot be reached (not started, crashed, network down, timed out)."""
+
+
+class SchemaMismatch(MilvusError):
+    """The collection was made with another schema (an older one, another dim)."""
 
 
 class FieldTooLong(ValueError):
@@ -76,6 +90,10 @@ class TrackRow:
     top_tags: tuple[str, ...]
     model_version: str
     title: str = ""  # as uploaded; "" when the upload had none
+    # Predicted from the audio's tags (models/genre.py); "" and 0.0 when unknown. Beside the
+    # platform's ``genre``, never in place of it.
+    audio_genre: str = ""
+    audio_genre_confidence: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,8 @@ class Hit:
     top_tags: tuple[str, ...]
     uploaded_at_ms: int
     title: str = ""
+    audio_genre: str = ""
+    audio_genre_confidence: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,9 +182,10 @@ def ensure_collection(
     timeout_s: float,
 ) -> None:
     """Create the collection with its indexes if missing (idempotent), then load it; an
-    existing one must store vectors of ``dim``."""
+    existing one must store vectors of ``dim`` and have every field of the schema."""
     if client.has_collection(collection, timeout=timeout_s):
         check_dim(client, collection=collection, dim=dim, timeout_s=timeout_s)
+        check_fields(client, collection=collection, timeout_s=timeout_s)
     else:
         log.info(
             "creating Milvus collection %r (dim %d, %s/%s)",
@@ -197,6 +218,8 @@ def _schema(dim: int) -> Any:
     schema.add_field("top_tags", DataType.VARCHAR, max_length=lim["top_tags"])
     schema.add_field("model_version", DataType.VARCHAR, max_length=lim["model_version"])
     schema.add_field("title", DataType.VARCHAR, max_length=_TITLE_CHARS)
+    schema.add_field("audio_genre", DataType.VARCHAR, max_length=lim["audio_genre"])
+    schema.add_field("audio_genre_confidence", DataType.FLOAT)
     return schema
 
 
@@ -207,9 +230,30 @@ def check_dim(client: Any, *, collection: str, dim: int, timeout_s: float) -> No
         if f.get("name") == "embedding":
             stored = int(f.get("params", {}).get("dim", -1))
             if stored != dim:
-                raise MilvusError(f"collection {collection!r} stores dim {stored}, expected {dim}")
+                raise SchemaMismatch(
+                    f"collection {collection!r} stores dim {stored}, expected {dim}"
+                )
             return
     raise MilvusError(f"collection {collection!r} has no 'embedding' field")
+
+
+def check_fields(client: Any, *, collection: str, timeout_s: float) -> None:
+    """Raise :class:`SchemaMismatch` if ``collection`` lacks a field of the schema.
+
+    A collection made before a field was added (``audio_genre``: issue 20) would fail every
+    write and every read that names the field, with a server error that does not say why;
+    this says why and what to do, once, at start. Not migrated in place: adding a field to
+    a live collection needs Milvus >= 2.6 and Milvus Lite cannot.
+    """
+    info = client.describe_collection(collection, timeout=timeout_s)
+    have = {f.get("name") for f in info.get("fields", [])}
+    missing = [f for f in META_FIELDS if f not in have]
+    if missing:
+        raise SchemaMismatch(
+            f"collection {collection!r} predates the fields {', '.join(missing)}: drop it "
+            "and ingest the uploads again (replay the track-uploads topic), or set "
+            "RESONATE_MILVUS_COLLECTION to a new collection name"
+        )
 
 
 # --- rows <-> entities -----------------------------------------------------------------
@@ -227,6 +271,8 @@ def to_entity(row: TrackRow, *, dim: int) -> dict[str, Any]:
     for tag in row.top_tags:
         if "," in tag:
             raise ValueError(f"{row.track_id}: tag {tag!r} contains a comma")
+    if not 0.0 <= row.audio_genre_confidence <= 1.0:  # NaN fails this too
+        raise ValueError(f"{row.track_id}: audio_genre_confidence is not in [0, 1]")
     entity: dict[str, Any] = {
         "track_id": track_key(row.track_id),
         "embedding": vec.tolist(),
@@ -238,6 +284,8 @@ def to_entity(row: TrackRow, *, dim: int) -> dict[str, Any]:
         "model_version": row.model_version,
         # max_length counts bytes: cut on a character boundary below it.
         "title": row.title.encode()[:_TITLE_CHARS].decode(errors="ignore"),
+        "audio_genre": row.audio_genre,
+        "audio_genre_confidence": float(row.audio_genre_confidence),
     }
     for name in _MATCHED_FIELDS:
         if not representable(entity[name]):
@@ -265,6 +313,8 @@ def row_of(r: Mapping[str, Any]) -> TrackRow:
         top_tags=split_tags(r["top_tags"]),
         model_version=r["model_version"],
         title=r.get("title", ""),
+        audio_genre=r.get("audio_genre", ""),
+        audio_genre_confidence=float(r.get("audio_genre_confidence", 0.0)),
     )
 
 
@@ -280,6 +330,8 @@ def hit_of(r: Mapping[str, Any], *, score: float | None = None) -> Hit:
         top_tags=split_tags(ent["top_tags"]),
         uploaded_at_ms=int(ent["uploaded_at"]),
         title=ent.get("title", ""),
+        audio_genre=ent.get("audio_genre", ""),
+        audio_genre_confidence=float(ent.get("audio_genre_confidence", 0.0)),
     )
 
 

@@ -34,6 +34,7 @@ from serving.milvus_schema import (
     MilvusError,
     MilvusUnavailable,
     TrackRow,
+    check_fields,
     ensure_collection,
     hit_of,
     row_of,
@@ -243,6 +244,13 @@ class TrackStore:
                 consistency=self.consistency,
                 timeout_s=self.timeout_s,
             ),
+        )
+
+    def check_fields(self) -> None:
+        """Raise ``SchemaMismatch`` if the existing collection lacks a field of the schema."""
+        self._call(
+            "check_fields",
+            lambda c: check_fields(c, collection=self.collection, timeout_s=self.timeout_s),
         )
 
     def drop(self) -> None:

@@ -16,6 +16,7 @@ class TrackFilter:
     exclude_artists: tuple[str, ...] = ()
     released_after: str | None = None  # ISO date, inclusive
     released_before: str | None = None  # ISO date, inclusive
+    audio_genre: str | None = None  # predicted from the audio (models/genre.py)
 
     def expression(self) -> str:
         """The Milvus boolean expression (values quoted by ``serving.milvus_expr``: no
@@ -25,6 +26,8 @@ class TrackFilter:
             parts.append(track_ids_not_in(self.exclude_ids))
         if self.genre is not None:
             parts.append(field_eq("genre", self.genre))
+        if self.audio_genre is not None:
+            parts.append(field_eq("audio_genre", self.audio_genre))
         if self.exclude_artists:
             parts.append(field_not_in("artist_id", self.exclude_artists))
         if self.released_after is not None or self.released_before is not None:

@@ -1,5 +1,8 @@
 """The upload path: decode (librosa) -> log-mel patches -> Triton -> Milvus -> catalog delta.
 
+Each stored track carries its genre predicted from the tags Triton returns beside the
+embedding (``models.genre``), next to the platform's own ``genre``, which is kept as given.
+
 One batch of uploads is decoded in parallel threads, embedded in ONE Triton call and
 upserted in ONE Milvus call; each track that became searchable is announced to every
 worker's catalog (artist, upload time) in one delta for the batch.
@@ -33,6 +36,7 @@ from datetime import datetime
 
 import numpy as np
 
+from models.genre import track_genre
 from schemas.event_time import InputLimits, latency_s, upload_time_ms
 from schemas.events import TrackUpload
 from serving.milvus_schema import TrackRow
@@ -80,6 +84,7 @@ def _rows(
         ev = it.event
         n = a.patches.shape[0]
         vec, top = pool_track(emb[at : at + n], tags[at : at + n], deps.card.tag_names)
+        predicted = track_genre(tags[at : at + n], deps.card.tag_names)
         at += n
         rows.append(
             TrackRow(
@@ -92,6 +97,8 @@ def _rows(
                 top_tags=top,
                 model_version=deps.card.version,
                 title=ev.title or "",
+                audio_genre=predicted.label,
+                audio_genre_confidence=predicted.confidence,
             )
         )
     return rows

@@ -1,4 +1,4 @@
-"""An uploaded audio file -> one track vector, with the same decoding rules as uploads
+"""An uploaded audio file -> one track vector and genre, with the same decoding rules as uploads
 (``models.audio_input.decode_file``: mono, resampled, the first ``max_audio_s`` seconds) and
 the same encoder (Triton). Size and duration are capped before anything is decoded."""
 
@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from starlette.datastructures import UploadFile  # FastAPI's is a subclass
 
 from models.audio_input import AudioRejected, AudioUnavailable, decode_file, pool_track
+from models.genre import GenrePrediction, track_genre
 from serving.api.problems import ProblemError
 from serving.api.runtime import Runtime
 from serving.triton_client import TritonError
@@ -20,6 +22,15 @@ from serving.triton_client import TritonError
 log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueryAudio:
+    """An uploaded file as the store sees a track: unit vector, top tags, predicted genre."""
+
+    vector: np.ndarray
+    top_tags: tuple[str, ...]
+    genre: GenrePrediction
 
 
 async def save_upload(file: UploadFile, *, max_bytes: int, folder: Path) -> Path:
@@ -63,8 +74,9 @@ def _prepare(path: Path, rt: Runtime) -> np.ndarray:
     return audio.patches
 
 
-async def embed_upload(file: UploadFile, rt: Runtime) -> tuple[np.ndarray, tuple[str, ...]]:
-    """The uploaded file's unit vector and top tags (problem 413/422/503 on failure)."""
+async def embed_upload(file: UploadFile, rt: Runtime) -> QueryAudio:
+    """The uploaded file's unit vector, top tags and genre, pooled as ingest pools a track
+    (problem 413/422/503 on failure)."""
     encoder = rt.require_encoder()
     loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory(prefix="resonate-api-") as tmp:
@@ -79,4 +91,6 @@ async def embed_upload(file: UploadFile, rt: Runtime) -> tuple[np.ndarray, tuple
         emb, tags = await encoder.embed(patches)
     except TritonError as exc:
         raise ProblemError(503, f"audio encoder failed: {exc}") from exc
-    return pool_track(emb, tags, rt.deps.card.tag_names)
+    names = rt.deps.card.tag_names
+    vec, top = pool_track(emb, tags, names)
+    return QueryAudio(vector=vec, top_tags=top, genre=track_genre(tags, names))

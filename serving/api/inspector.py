@@ -121,8 +121,14 @@ def track_fragment(
     neighbours = "".join(_hit_row(h, titles) for h in hits)
     title = row.title or titles.get(track_id, "")
     who = f" by {_e(row.artist_id)}" if row.artist_id else ""
+    heard = (
+        f'<p class="muted">genre from audio: {_e(row.audio_genre)} '
+        f"({row.audio_genre_confidence:.2f})</p>"
+        if row.audio_genre
+        else ""
+    )
     return (
-        f'<h2 id="track-title">{_e(title or track_id)}{who}</h2><p>{tags}</p>'
+        f'<h2 id="track-title">{_e(title or track_id)}{who}</h2><p>{tags}</p>{heard}'
         f'<table id="neighbours"><tr><th>sounds like</th><th>similarity</th><th>tags</th></tr>'
         f"{neighbours}</table>"
     )

@@ -47,6 +47,21 @@ class ListenersOut(_Body):
     user_ids: list[str] = Field(description="Sorted listener ids.")
 
 
+class GenreOut(_Body):
+    """A genre predicted from audio by MusiCNN's genre tags (models/genre.py)."""
+
+    label: str = Field(
+        description="rock, metal, pop, electronic, ambient, experimental, jazz, soul, blues, "
+        "folk, country or hip-hop; empty when no genre tag fires."
+    )
+    confidence: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="The label's share of all genres' scores: 1 = no other genre heard, "
+        "1/12 = all alike, 0 = unknown. How clearly one genre stands out, not a probability.",
+    )
+
+
 class TrackOut(_Body):
     """What Resonate knows about a track."""
 
@@ -56,6 +71,9 @@ class TrackOut(_Body):
     genre: str = Field(description="Genre given at upload; empty when unknown.")
     release_date: str = Field(description="YYYY-MM-DD; empty when unknown.")
     top_tags: list[str] = Field(description="MusiCNN's top tags for its audio, best first.")
+    audio_genre: GenreOut | None = Field(
+        description="Genre predicted from its audio (beside the given `genre`); null without audio."
+    )
     has_audio: bool = Field(
         description="Whether its audio is embedded (searchable by sound); tracks without "
         "audio are still recommended through co-plays and popularity."
@@ -72,6 +90,7 @@ class SimilarTrack(_Body):
     artist_id: str = Field(description="Artist id; empty when unknown.")
     genre: str = Field(description="Genre; empty when unknown.")
     top_tags: list[str] = Field(description="Top tags of its audio.")
+    audio_genre: GenreOut = Field(description="Genre predicted from its audio.")
 
 
 class SimilarOut(_Body):
@@ -80,6 +99,17 @@ class SimilarOut(_Body):
     query: str = Field(description="The track id, or the uploaded file's name.")
     top_tags: list[str] = Field(description="Top tags of the query audio.")
     items: list[SimilarTrack] = Field(description="At most k neighbours, best first.")
+
+
+class AudioSearchOut(SimilarOut):
+    """Nearest tracks to an uploaded file, its genre, and the tracks of that genre."""
+
+    genre: GenreOut = Field(description="Genre of the uploaded file, predicted from its audio.")
+    same_genre: list[SimilarTrack] = Field(
+        description="At most k tracks whose predicted genre is the file's, nearest by sound "
+        "first, within the release window (`released_after`/`released_before`) and the other "
+        "filters; empty when the file's genre is unknown."
+    )
 
 
 class SeedIn(_Body):

@@ -12,9 +12,12 @@ from fastapi.security import APIKeyHeader
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
+from models.genre import GENRES
 from schemas.events import Interaction, InteractionType, ListKind
 from serving.api.audio_query import embed_upload
 from serving.api.models import (
+    AudioSearchOut,
+    GenreOut,
     HistoryOut,
     ListenersOut,
     Problem,
@@ -92,6 +95,11 @@ def history(user_id: str, rt: Rt) -> HistoryOut:
     return HistoryOut(user_id=user_id, items=items)
 
 
+def _genre_out(label: str, confidence: float) -> GenreOut:
+    # Stored as FLOAT (float32): rounded so 0.75 does not come back as 0.7500000000001.
+    return GenreOut(label=label, confidence=round(min(max(confidence, 0.0), 1.0), 4))
+
+
 def _track_out(track_id: str, row: TrackRow | None, rt: Rt) -> TrackOut:
     up = rt.state.uploads.get(track_id)
     return TrackOut(
@@ -102,6 +110,7 @@ def _track_out(track_id: str, row: TrackRow | None, rt: Rt) -> TrackOut:
         release_date=(row.release_date if row else "")
         or (up.release_date.isoformat() if up and up.release_date else ""),
         top_tags=list(row.top_tags) if row else [],
+        audio_genre=_genre_out(row.audio_genre, row.audio_genre_confidence) if row else None,
         has_audio=row is not None,
         uploaded_at=datetime.fromtimestamp(row.uploaded_at_ms / 1000, UTC)
         if row
@@ -127,6 +136,7 @@ def _similar(hit: Hit) -> SimilarTrack:
         artist_id=hit.artist_id,
         genre=hit.genre,
         top_tags=list(hit.top_tags),
+        audio_genre=_genre_out(hit.audio_genre, hit.audio_genre_confidence),
     )
 
 
@@ -142,20 +152,28 @@ class Filters:
         ] = None,
         released_after: Annotated[date | None, Query(description="Released on/after.")] = None,
         released_before: Annotated[date | None, Query(description="Released on/before.")] = None,
+        audio_genre: Annotated[
+            str | None, Query(description="Only this genre as predicted from the audio.")
+        ] = None,
     ) -> None:
+        if audio_genre is not None and audio_genre not in GENRES:
+            raise ProblemError(422, f"audio_genre must be one of {', '.join(GENRES)}")
         self.k = k
         self.genre = genre
         self.exclude_artist = tuple(exclude_artist or ())
         self.released_after = released_after.isoformat() if released_after else None
         self.released_before = released_before.isoformat() if released_before else None
+        self.audio_genre = audio_genre
 
-    def where(self, exclude_ids: tuple[str, ...] = ()) -> str:
+    def where(self, exclude_ids: tuple[str, ...] = (), *, audio_genre: str | None = None) -> str:
+        """The expression of these filters; ``audio_genre`` replaces the requested one."""
         return TrackFilter(
             exclude_ids=exclude_ids,
             genre=self.genre,
             exclude_artists=self.exclude_artist,
             released_after=self.released_after,
             released_before=self.released_before,
+            audio_genre=audio_genre or self.audio_genre,
         ).expression()
 
 
@@ -174,13 +192,23 @@ async def similar(track_id: str, rt: Rt, f: Annotated[Filters, Depends()]) -> Si
 
 
 @router.post("/search/audio", tags=["tracks"], responses={413: _ERRORS[404]})
-async def search_audio(file: UploadFile, rt: Rt, f: Annotated[Filters, Depends()]) -> SimilarOut:
-    """Tracks that sound like an uploaded file (read-only: no key needed)."""
-    vec, tags = await embed_upload(file, rt)
-    where = f.where()
-    hits = await rt.search(vec, k=f.k, where=where)
-    return SimilarOut(
-        query=file.filename or "upload", top_tags=list(tags), items=[_similar(h) for h in hits]
+async def search_audio(
+    file: UploadFile, rt: Rt, f: Annotated[Filters, Depends()]
+) -> AudioSearchOut:
+    """Tracks that sound like an uploaded file; the file's genre predicted from its audio;
+    and the tracks of that genre released within `released_after`/`released_before`,
+    nearest by sound first (read-only: no key needed)."""
+    q = await embed_upload(file, rt)
+    hits = await rt.search(q.vector, k=f.k, where=f.where())
+    label = q.genre.label
+    # An unknown genre has no tracks "of" it: "" would match every track never labelled.
+    same = await rt.search(q.vector, k=f.k, where=f.where(audio_genre=label)) if label else []
+    return AudioSearchOut(
+        query=file.filename or "upload",
+        top_tags=list(q.top_tags),
+        items=[_similar(h) for h in hits],
+        genre=_genre_out(label, q.genre.confidence),
+        same_genre=[_similar(h) for h in same],
     )
 
 
@@ -211,9 +239,9 @@ async def _seed_tracks(
         file = form.get("file")
         if not isinstance(file, StarletteUpload):
             raise ProblemError(422, "multipart body needs a 'file' part")
-        vec, _ = await embed_upload(file, rt)
+        q = await embed_upload(file, rt)
         n = rt.settings.api_seed_tracks
-        hits = await rt.search(vec, k=n, where="")
+        hits = await rt.search(q.vector, k=n, where="")
         if not hits:
             raise ProblemError(409, "no tracks stored yet to seed from")
         return [h.track_id for h in hits], "audio"

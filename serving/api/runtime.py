@@ -24,7 +24,7 @@ from serving.api.feed import FeedState, KafkaFeed
 from serving.api.metrics import ApiMetrics
 from serving.api.pipeline import PipelinePanel
 from serving.api.problems import ProblemError
-from serving.milvus_schema import Hit, MilvusError, MilvusUnavailable, TrackRow
+from serving.milvus_schema import Hit, MilvusError, MilvusUnavailable, SchemaMismatch, TrackRow
 from serving.milvus_store import TrackStore
 from serving.triton_client import AudioEncoderClient, TritonError
 
@@ -142,6 +142,10 @@ class Runtime:
             if not self._collection_seen:
                 if not store.exists():
                     return empty
+                # The API only reads, so it never runs ensure_collection: check here that
+                # the collection is not from before a schema change, or every read would
+                # fail with a server error that does not say why.
+                store.check_fields()
                 self._collection_seen = True
             return fn(store)
 
@@ -149,6 +153,8 @@ class Runtime:
             return await loop.run_in_executor(self._pool, call)
         except MilvusUnavailable as exc:
             raise ProblemError(503, f"Milvus unavailable: {exc}") from exc
+        except SchemaMismatch as exc:
+            raise ProblemError(503, str(exc)) from exc
 
     def require_encoder(self) -> AudioEncoderClient:
         if self.encoder is None:

@@ -261,9 +261,27 @@ def test_search_by_audio_file(api: str, catalog: dict, data_dir: Path, tmp_path:
     assert body["items"][0]["track_id"] == f"{METAL}__1"
     assert body["items"][0]["score"] > 0.999  # same decoding and encoder as the upload
     assert body["items"][1]["track_id"] == f"{METAL}__0"
-    assert (
-        body["top_tags"] == requests.get(f"{api}/tracks/{METAL}__1", timeout=5).json()["top_tags"]
-    )
+    stored = requests.get(f"{api}/tracks/{METAL}__1", timeout=5).json()
+    assert body["top_tags"] == stored["top_tags"]
+    # The file's genre is the one ingest stored for the same audio: same tags, same rule.
+    label = body["genre"]["label"]
+    assert label in {"rock", "metal"} and label == stored["audio_genre"]["label"]
+    assert abs(body["genre"]["confidence"] - stored["audio_genre"]["confidence"]) < 1e-3
+    same = body["same_genre"]
+    assert same[0]["track_id"] == f"{METAL}__1"
+    assert all(t["audio_genre"]["label"] == label for t in same)
+    with clip.open("rb") as f:
+        later = requests.post(
+            f"{api}/search/audio?k=3&released_after=2010-01-01",
+            files={"file": (clip.name, f)},
+            timeout=60,
+        ).json()
+    assert later["genre"]["label"] == label
+    assert not any(t["track_id"].startswith(ROCK_ARTIST) for t in later["same_genre"])
+    near = requests.get(f"{api}/tracks/{METAL}__0/similar?audio_genre={label}", timeout=10)
+    assert near.status_code == 200, near.text
+    assert all(t["audio_genre"]["label"] == label for t in near.json()["items"])
+    problem(requests.get(f"{api}/tracks/{METAL}__0/similar?audio_genre=Metal", timeout=5), 422)
     big = tmp_path / "big.wav"
     big.write_bytes(b"\0" * (MAX_UPLOAD + 1))
     with big.open("rb") as f:

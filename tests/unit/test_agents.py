@@ -255,6 +255,8 @@ async def test_upload_agent_batches_embeds_and_stores(
     row = next(r for r in store.rows if r.track_id == "t0")
     assert abs(float(np.linalg.norm(row.embedding)) - 1.0) < 1e-5
     assert row.top_tags[0] == MUSICNN_CARD.tag_names[3]
+    # Tag 3 is "indie", which models/genre.py folds into rock; no other genre tag fires.
+    assert (row.audio_genre, row.audio_genre_confidence) == ("rock", 1.0)
     assert row.artist_id == "a" and row.uploaded_at_ms > 0
     assert sum(encoder.calls) == 3 * 2  # 7 s at 16 kHz = 2 patches per track
     text = metrics.registry.get_sample_value(

@@ -42,6 +42,19 @@ def test_unrepresentable_values_match_nothing_or_are_left_out() -> None:
     assert f.expression() == 'genre == "rock"'
 
 
+def test_the_audio_genre_filters_beside_the_platform_genre_and_the_window() -> None:
+    f = TrackFilter(
+        genre="Rock", audio_genre="rock", released_after="2020-01-01", released_before=None
+    )
+    assert f.expression() == (
+        'genre == "Rock" and audio_genre == "rock" and release_date != "" '
+        'and release_date >= "2020-01-01"'
+    )
+    assert TrackFilter(audio_genre="").expression() == 'audio_genre == ""'  # the unknown ones
+    assert TrackFilter(audio_genre='x" or 1==1').expression() == 'audio_genre == "x\\" or 1==1"'
+    assert TrackFilter(audio_genre="a\nb").expression() == NOTHING
+
+
 @pytest.mark.parametrize("tid", ["it's", "100%", "%27", "%2527", "'%'", "a%25b'", "plain"])
 def test_track_keys_are_reversible_and_free_of_apostrophes(tid: str) -> None:
     key = track_key(tid)

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 
 from serving.milvus_consistency import ReadLevels
-from serving.milvus_schema import FieldTooLong, IndexSpec, TrackRow, hit_of, row_of, to_entity
+from serving.milvus_schema import (
+    META_FIELDS,
+    FieldTooLong,
+    IndexSpec,
+    MilvusError,
+    TrackRow,
+    check_fields,
+    hit_of,
+    row_of,
+    to_entity,
+)
 
 
 def _row(**over: object) -> TrackRow:
@@ -22,6 +32,8 @@ def _row(**over: object) -> TrackRow:
         "top_tags": ("x", "y"),
         "model_version": "m-1",
         "title": "é" * 300,
+        "audio_genre": "electronic",
+        "audio_genre_confidence": 0.625,
     }
     return TrackRow(**{**fields, **over})  # type: ignore[arg-type]
 
@@ -32,8 +44,10 @@ def test_an_entity_round_trips_and_the_title_is_cut_on_a_character() -> None:
     assert len(entity["title"].encode()) == 512 and entity["title"] == "é" * 256
     back = row_of(entity)
     assert back.track_id == "it's-1" and back.top_tags == ("x", "y")
+    assert (back.audio_genre, back.audio_genre_confidence) == ("electronic", 0.625)
     hit = hit_of(entity, score=0.0)
     assert (hit.track_id, hit.score, hit.uploaded_at_ms) == ("it's-1", 0.0, 7)
+    assert (hit.audio_genre, hit.audio_genre_confidence) == ("electronic", 0.625)
 
 
 @pytest.mark.parametrize(
@@ -44,11 +58,32 @@ def test_an_entity_round_trips_and_the_title_is_cut_on_a_character() -> None:
         ({"embedding": np.ones(3, dtype=np.float32)}, ValueError),
         ({"top_tags": ("a,b",)}, ValueError),
         ({"genre": "a\nb"}, ValueError),
+        ({"audio_genre": "g" * 65}, FieldTooLong),
+        ({"audio_genre": "a\rb"}, ValueError),
+        ({"audio_genre_confidence": 1.5}, ValueError),
+        ({"audio_genre_confidence": float("nan")}, ValueError),
     ],
 )
 def test_a_row_that_breaks_the_schema_is_refused(over: dict[str, object], error: type) -> None:
     with pytest.raises(error):
         to_entity(_row(**over), dim=4)
+
+
+class _Described:
+    """A client whose collection has these fields (describe_collection only)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def describe_collection(self, name: str, timeout: float) -> dict[str, object]:
+        return {"fields": [{"name": n} for n in ["embedding", *self.names]]}
+
+
+def test_a_collection_from_before_the_audio_genre_fails_clearly() -> None:
+    check_fields(_Described(META_FIELDS), collection="tracks", timeout_s=1.0)
+    old = [f for f in META_FIELDS if not f.startswith("audio_genre")]
+    with pytest.raises(MilvusError, match="predates the fields audio_genre, audio_genre_conf"):
+        check_fields(_Described(old), collection="tracks", timeout_s=1.0)
 
 
 def test_index_spec_normalises_case_and_refuses_unknown_types() -> None:
