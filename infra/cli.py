@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from infra import cli_measure, cli_models
-from infra.cli_common import cli_settings, configure_logging
+from infra.cli_common import cli_settings, configure_logging, exit_on_sigterm
 from serving.redact import install_log_redaction
 
 app = typer.Typer(add_completion=False, help="Resonate: real-time music recommendations.")
@@ -33,15 +33,11 @@ def up(
 
     configure_logging()
     settings = cli_settings(workers=workers, partitions=partitions)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # A SIGTERM during start-up unwinds at once (main's handler) and stops what started.
     with EmbeddedStack(settings=settings) as stack:
         typer.echo(f"stack up; addresses in {stack.run_dir / 'stack.json'}")
         typer.echo(json.dumps(json.loads((stack.run_dir / "stack.json").read_text()), indent=2))
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+        _wait_for_stop()
         typer.echo("stopping ...")
 
 
@@ -104,7 +100,11 @@ def demo(
 
 
 def _wait_for_stop() -> None:
-    """Block until Ctrl-C or SIGTERM."""
+    """Block until Ctrl-C or SIGTERM.
+
+    The SIGTERM handler stays for the rest of the run: a second SIGTERM while the stack
+    stops is then ignored instead of cutting the stop short.
+    """
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -271,6 +271,9 @@ def main() -> None:
     """Console-script entry point."""
     # Before anything logs: no signed-URL token in any log line of any command.
     install_log_redaction()
+    # Before any command starts a child: a SIGTERM'd `bench`, `replay`, `demo` or `up` must
+    # stop its embedded stack on the way out, not orphan it.
+    exit_on_sigterm()
     app()
 
 
