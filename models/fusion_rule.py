@@ -11,7 +11,11 @@ A recommendation mixes per-candidate *signals*, each a non-negative amount of ev
 * ``sequence`` -- the sequence model's probability relative to its top pick,
   ``exp(logit - max logit)`` (:func:`relative_probability`);
 * ``familiar`` -- only in a list that may bring favourites back: how much and how lately the
-  listener played a track of their recent window (:func:`familiarity`).
+  listener played a track of their recent window (:func:`familiarity`);
+* ``artist`` -- content from metadata, for every track whose artist is known, audio or not:
+  how many of the listener's recent plays are by the track's artist (offline: the artist
+  one-hot content KNN over the same window, which after scaling by the maximum is the same
+  number).
 
 Each signal is **scaled by its maximum** over the candidates (:func:`scale_by_max`) and the
 scaled signals are summed with the weights of a :class:`MixWeights` (:func:`fuse`).
@@ -41,9 +45,18 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-SIGNALS: tuple[str, ...] = ("audio", "collab", "popularity", "fresh", "sequence", "familiar")
-"""Signal names, in the order their weighted parts are summed (``familiar`` last: in a list
-of new tracks it is 0 everywhere and changes neither sums nor reasons)."""
+SIGNALS: tuple[str, ...] = (
+    "audio",
+    "collab",
+    "popularity",
+    "fresh",
+    "sequence",
+    "familiar",
+    "artist",
+)
+"""Signal names, in the order their weighted parts are summed (the later ones are 0 where
+they do not apply -- ``familiar`` in a list of new tracks, ``artist`` with weight 0 -- and
+then change neither sums nor reasons)."""
 
 
 class MixWeights(BaseModel):
@@ -57,6 +70,7 @@ class MixWeights(BaseModel):
     fresh: float = Field(0.0, ge=0.0)
     sequence: float = Field(0.0, ge=0.0)
     familiar: float = Field(0.0, ge=0.0)
+    artist: float = Field(0.0, ge=0.0)
 
     def weight(self, signal: str) -> float:
         """The weight of one signal of ``SIGNALS``."""

@@ -98,6 +98,11 @@ class Interaction(_Event):
     track_duration_ms: int | None = Field(
         default=None, ge=0, description="Full track duration in ms, if known."
     )
+    artist_id: ArtistId | None = Field(
+        default=None,
+        description="The track's artist, if the platform knows it: the content signal of "
+        "tracks without audio; at most 128 bytes of UTF-8, no control characters.",
+    )
 
 
 class TrackUpload(_Event):

@@ -36,6 +36,9 @@ COLLAB_CANDIDATES = 30
 #: recent events whose co-plays count, and neighbours read per track
 COLLAB_HISTORY = 20
 COLLAB_NEIGHBOURS = 50
+#: artist candidates per listener, and the most popular tracks read per artist
+ARTIST_CANDIDATES = 30
+ARTIST_TRACKS = 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,7 +186,7 @@ class _Excluded:
         return track_id in self.recent or track_id in self.heard
 
 
-_AUDIO, _COLLAB, _POP, _FRESH, _SEQ, _FAMILIAR = range(6)  # models.fusion_rule.SIGNALS order
+_AUDIO, _COLLAB, _POP, _FRESH, _SEQ, _FAMILIAR, _ARTIST = range(7)  # fusion_rule.SIGNALS order
 
 
 def gather_pool(
@@ -235,6 +238,12 @@ def gather_pool(
         b.add(t.track_id, t.artist_id, _POP, t.popularity)
     for t in fresh:
         b.add(t.track_id, t.artist_id, _FRESH, 1.0, fresh=True)
+    if weights.artist > 0.0 and (counts := artist_counts(recent, artists)):
+        _add_by_artist(b, counts, catalog)
+        col = pool.signals[_ARTIST]
+        for n, a in enumerate(pool.artists):
+            if a and (c := counts.get(a)):
+                col[n] = c
     skip_evidence(state, pool, cache=cache, artists=artists, weights=weights)
     return pool
 
@@ -274,6 +283,29 @@ def familiar_pool(
     )
     out.signals[_FAMILIAR][n:] = [fam[t] for t in extra]
     return out
+
+
+def artist_counts(recent: Iterable[Any], artists: Mapping[str, str]) -> dict[str, float]:
+    """Artist -> how many of the listener's recent plays and likes are by them (the artist
+    signal of each of their tracks; offline: the artist content KNN over the same window,
+    whose cosine, scaled by its maximum, is the same count scaled by the largest)."""
+    out: dict[str, float] = {}
+    for h in recent:
+        if h.type is not InteractionType.SKIP and (a := artists.get(h.track_id)):
+            out[a] = out.get(a, 0.0) + 1.0
+    return out
+
+
+def _add_by_artist(b: PoolBuilder, counts: Mapping[str, float], catalog: Catalog) -> None:
+    """The most popular unheard tracks of the listener's most played artists (content for
+    tracks without audio: they are found by nothing else when nobody co-played them)."""
+    added = 0
+    for a, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        for t in catalog.tracks_by(a, ARTIST_TRACKS):
+            if b.add(t, a, _ARTIST, c) is not None:
+                added += 1
+                if added >= ARTIST_CANDIDATES:
+                    return
 
 
 def _add_coplayed(

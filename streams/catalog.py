@@ -58,6 +58,10 @@ class Catalog:
         self.skips: dict[str, int] = {}
         self.coplays: dict[str, dict[str, int]] = {}
         self.artists: dict[str, str] = {}
+        self.by_artist: dict[str, set[str]] = {}  # artist -> tracks (artist candidates)
+        # Each artist's most popular tracks, until the popular list is next recomputed: every
+        # listener of a batch who plays the artist asks.
+        self._artist_top: dict[tuple[str, int], list[str]] = {}
         self.uploaded: dict[str, int] = {}
         self.labels: dict[str, str] = {}  # "title by artist", how reasons name a track
         self._top: dict[str, dict[str, int]] = {}  # strongest co-plays, until the next change
@@ -89,14 +93,36 @@ class Catalog:
                 co[o] = co.get(o, 0) + n
             if len(co) > COPLAY_LIMIT * 3 // 2:  # trim in steps, not on every insert
                 self.coplays[t] = dict(heapq.nlargest(COPLAY_LIMIT, co.items(), key=_count))
+        for t, a in delta.artists.items():
+            self._set_artist(t, a)
         for t, info in delta.uploads.items():
             if info.artist_id:
-                self.artists[t] = info.artist_id
+                self._set_artist(t, info.artist_id)
             if label := track_label(info.title or "", info.artist_id or ""):
                 self.labels[t] = label
             self.uploaded[t] = info.uploaded_at_ms
         self.applied += 1
         return True
+
+    def _set_artist(self, track_id: str, artist: str) -> None:
+        old = self.artists.get(track_id)
+        if old == artist:
+            return
+        if old is not None:
+            self.by_artist.get(old, set()).discard(track_id)
+        self.artists[track_id] = artist
+        self.by_artist.setdefault(artist, set()).add(track_id)
+        self._artist_top.clear()
+
+    def tracks_by(self, artist: str, n: int) -> list[str]:
+        """The artist's ``n`` most popular tracks (ties on id: deterministic); as fresh as
+        the popular list (``ttl_s``)."""
+        top = self._artist_top.get((artist, n))
+        if top is None:
+            tracks = self.by_artist.get(artist, ())
+            top = [t for _, t in heapq.nsmallest(n, ((-self.popularity(t), t) for t in tracks))]
+            self._artist_top[artist, n] = top
+        return top
 
     def popularity(self, track_id: str) -> float:
         """Listeners who played it, net of those who skipped it; a skip is weaker evidence
@@ -143,6 +169,7 @@ class Catalog:
                 ),
             )
             self._fresh = [self.info(t) for _, t in fresh]
+            self._artist_top.clear()
             self._lists_at = now
         return self._popular, self._fresh
 

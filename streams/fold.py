@@ -8,7 +8,7 @@ per event are :func:`streams.state.apply_interaction` and :mod:`schemas.event_ti
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ def fold_batch(
     session_gap_s: float,
     now_ms: int,
     limits: InputLimits,
+    known_artists: Mapping[str, str],
 ) -> Folded:
     """Apply a batch in order; write each listener's state once, with its last event.
 
@@ -70,7 +71,7 @@ def fold_batch(
     by_user: dict[str, list[Incoming]] = {}
     for inc in batch:
         by_user.setdefault(inc.event.user_id, []).append(inc)
-    builder = DeltaBuilder()
+    builder = DeltaBuilder(known_artists=known_artists)
     touched: list[Touched] = []
     duplicates = 0
     rejected: list[tuple[Incoming, str]] = []

@@ -246,7 +246,7 @@ class Uploader:
     async def _announce(self, stored: Sequence[UploadItem], now_ms: int) -> None:
         m = self.deps.metrics
         done_ms = int(time.time() * 1000)
-        delta = DeltaBuilder()
+        delta = DeltaBuilder(known_artists={})  # uploads carry their artist in UploadInfo
         for it in stored:
             ev = it.event
             # Latency only for plausible upload times: a wrong clock is not a slow pipeline.

@@ -120,6 +120,7 @@ class Pipeline:
             session_gap_s=self.s.session_gap_s,
             now_ms=int(time.time() * 1000),
             limits=self.limits,
+            known_artists=self.catalog.artists,
         )
         m.events.labels(topic="interactions", outcome="duplicate").inc(folded.duplicates)
         m.events.labels(topic="interactions", outcome="rejected").inc(len(folded.rejected))

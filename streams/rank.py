@@ -31,7 +31,7 @@ from models.fusion_rule import (
 from schemas.events import RecommendedItem
 from streams.fusion import DEFAULT_WEIGHTS, FusionWeights
 
-_AUDIO, _COLLAB, _POP, _FRESH, _SEQ, _FAMILIAR = (SIGNALS.index(s) for s in SIGNALS)
+_AUDIO, _COLLAB, _POP, _FRESH, _SEQ, _FAMILIAR, _ARTIST = (SIGNALS.index(s) for s in SIGNALS)
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,12 @@ def _emit(
             track_id=p.ids[n],
             score=round(float(total[n]), 6),
             reason=_reason(
-                b if s > 0 else None, p.fresh[n], similar.get(n), p.coplayed_with.get(n), names
+                b if s > 0 else None,
+                p.fresh[n],
+                similar.get(n),
+                p.coplayed_with.get(n),
+                names,
+                p.artists[n],
             ),
         )
         for n, b, s in zip(chosen, best, strength, strict=True)
@@ -249,6 +254,7 @@ def _reason(
     similar_to: str | None,
     coplayed_with: str | None,
     titles: Mapping[str, str],
+    artist: str | None = None,
 ) -> str:
     def name(t: str | None) -> str:
         return titles.get(t or "", t or "a track you played")
@@ -265,6 +271,8 @@ def _reason(
         return "fits what you have been playing"
     if best == _FAMILIAR:
         return "back in your rotation"
+    if best == _ARTIST:
+        return f"more by {artist}, whom you have been playing"
     return "popular on Resonate right now"
 
 

@@ -19,7 +19,7 @@ import base64
 import functools
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -290,17 +290,28 @@ class CatalogDelta(_State):
     uploads: dict[str, UploadInfo] = Field(
         default_factory=dict, description="Tracks that became searchable in this batch."
     )
+    artists: dict[str, str] = Field(
+        default_factory=dict,
+        description="Track -> artist, from interactions that named one the catalog did not "
+        "know yet (or named another).",
+    )
     at_ms: int = Field(default=0, description="Latest event time in the batch.")
 
     def is_empty(self) -> bool:
         """True when the delta changes nothing."""
-        return not (self.plays or self.skips or self.coplays or self.uploads)
+        return not (self.plays or self.skips or self.coplays or self.uploads or self.artists)
 
 
 class DeltaBuilder:
-    """Accumulates one batch's track statistics into a :class:`CatalogDelta`."""
+    """Accumulates one batch's track statistics into a :class:`CatalogDelta`.
 
-    def __init__(self) -> None:
+    ``known_artists``: the catalog's track -> artist; an interaction's artist goes into the
+    delta only when it tells the catalog something new, so a delta does not repeat the
+    artist of every track played."""
+
+    def __init__(self, *, known_artists: Mapping[str, str]) -> None:
+        self.known_artists = known_artists
+        self.artists: dict[str, str] = {}
         self.plays: Counter[str] = Counter()
         self.skips: Counter[str] = Counter()
         self.coplays: defaultdict[str, Counter[str]] = defaultdict(Counter)
@@ -320,6 +331,9 @@ class DeltaBuilder:
         at most one co-play per track they play, however often they repeat a pair.
         """
         self.at_ms = max(self.at_ms, _to_ms(ev))
+        a = ev.artist_id
+        if a and self.known_artists.get(ev.track_id) != a:
+            self.artists[ev.track_id] = a
         if before.knows(ev):
             return
         if ev.type is InteractionType.SKIP:
@@ -344,5 +358,6 @@ class DeltaBuilder:
             skips=dict(self.skips),
             coplays={t: dict(c) for t, c in self.coplays.items()},
             uploads=dict(self.uploads),
+            artists=dict(self.artists),
             at_ms=self.at_ms,
         )

@@ -143,7 +143,7 @@ class ListReader:
         await self._consumer.stop()
 
 
-def _message(user: str, track: str, at: float) -> tuple[str, bytes]:
+def _message(user: str, track: str, at: float, artist: str | None) -> tuple[str, bytes]:
     eid = uuid.uuid4().hex
     value = {
         "event_id": eid,
@@ -151,6 +151,8 @@ def _message(user: str, track: str, at: float) -> tuple[str, bytes]:
         "user_id": user,
         "track_id": track,
         "occurred_at": datetime.fromtimestamp(at, UTC).isoformat(),
+        # The log's artist, as a platform sends it: the content of tracks without audio.
+        "artist_id": artist,
     }
     return eid, json.dumps(value).encode()
 
@@ -198,7 +200,7 @@ async def drive(
             watch = ev.case is not None or (ev.test_period and ev.track in plan.uploads)
             if watch:
                 observed.append(await _observe(reader, n, ev.user, last_sent, answer_timeout_s))
-            eid, value = _message(ev.user, ev.track, ev.at_s + shift)
+            eid, value = _message(ev.user, ev.track, ev.at_s + shift, plan.artists.get(ev.track))
             await producer.send(interactions, value=value, key=ev.user.encode())
             last_sent[ev.user] = eid
             sent_ids.append(eid)

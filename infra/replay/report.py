@@ -48,7 +48,7 @@ def table(report: dict[str, Any]) -> str:
     for name in names:
         off = report["offline"][name]
         rows.append(f"| {_LABELS[name]} | " + " | ".join(_fig(off[m]) for m in METRICS) + " |")
-    for name in names:
+    for name in (n for n in names if n in report["ratio"]):  # the `mix` rows: kinds_table
         rat = report["ratio"][name]
         rows.append(
             f"| live / {_LABELS[name]} | " + " | ".join(_ratio(rat[m]) for m in METRICS) + " |"

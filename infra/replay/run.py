@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 from infra.replay.drive import DriveResult, ListReader, drive
 from infra.replay.plan import ReplayPlan, plan_30music
-from models.recsys.counterpart import KIND_COUNTERPARTS, VARIANTS
+from models.recsys.counterpart import KIND_COUNTERPARTS, VARIANTS, LiveWindows
 from models.recsys.prequential import METRICS, Scored, ratio_ci, score
 from schemas.events import ListKind
 from schemas.settings import Settings
@@ -148,6 +149,19 @@ async def _replay(settings: Settings, plan: ReplayPlan, opts: ReplayOptions) -> 
         await reader.stop()
 
 
+def live_windows(plan: ReplayPlan, window: int) -> LiveWindows:
+    """Per offline test case, the track ids the agent's window holds when it is scored (the
+    listener's last ``window`` events of the whole log, in the order they are sent)."""
+    recent: dict[str, deque[str]] = {}
+    windows: list[list[str]] = [[] for _ in plan.data.test]
+    for ev in plan.events:
+        q = recent.setdefault(ev.user, deque(maxlen=window))
+        if ev.case is not None:
+            windows[ev.case] = list(q)
+        q.append(ev.track)
+    return LiveWindows(windows=windows, artists=plan.artists)
+
+
 def live_scored(plan: ReplayPlan, result: DriveResult, kind: ListKind = ListKind.NEW) -> Scored:
     """The live figures of one kind of list: each scored event against the list of that
     kind it met."""
@@ -216,6 +230,7 @@ def run_replay(settings: Settings, opts: ReplayOptions, out: Path) -> dict[str, 
         sequence,
         taste=fusion.taste,
         window=settings.seq_len,
+        live=live_windows(plan, settings.seq_len),
         seed=opts.seed,
     )
     out_dir = out.resolve().parent

@@ -24,7 +24,7 @@ split into its causes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ import torch
 from models.fusion_rule import MixWeights, familiarity, scale_by_max
 from models.fusion_weights import Taste
 from models.recsys.baselines import ItemKNN, PopRank, Recommender
-from models.recsys.contentknn import ContentKNN
+from models.recsys.contentknn import ContentKNN, ContentKNNConfig
 from models.recsys.data import Dataset
 from models.recsys.export_user import load_artifact
 from models.recsys.hybrid import HybridRec, signal_of
@@ -62,7 +62,13 @@ class Variant:
     note: str = ""
 
 
-POOLS: dict[str, int] = {"audio": 60, "collab": 30, "popularity": 40, "sequence": 80}
+POOLS: dict[str, int] = {
+    "audio": 60,
+    "collab": 30,
+    "popularity": 40,
+    "sequence": 80,
+    "artist": 30,
+}
 """Candidates each source proposes to the agent with lists of 20 (``streams.candidates``:
 ``audio_candidates(20)`` ANN hits, ``COLLAB_CANDIDATES`` co-played tracks, ``2 * top_k``
 popular tracks, the sequence model's ``max(4 * top_k, 50)`` best unheard tracks)."""
@@ -151,11 +157,17 @@ class ArtifactRec:
         return out
 
 
-def served_hybrid(data: Dataset, mix: MixWeights, sequence: Recommender | None) -> HybridRec:
-    """The offline hybrid with fitted components and the served mix (no weight search)."""
+def served_hybrid(
+    data: Dataset, mix: MixWeights, sequence: Recommender | None, *, window: int
+) -> HybridRec:
+    """The offline hybrid with fitted components and the served mix (no weight search).
+    With item content (30Music: the artist one-hot) it stands in twice: for audio (the whole
+    history, as in the tables) and as the ``artist`` signal over the agent's recent
+    ``window``, which is what the agent counts."""
     parts: list[tuple[str, Recommender]] = [("pop", PopRank()), ("itemknn", ItemKNN())]
     if data.content is not None:
         parts.append(("contentknn", ContentKNN()))
+        parts.append(("artistknn", ContentKNN(ContentKNNConfig(last_n=window))))
     if sequence is not None:
         parts.append(("sasrec", sequence))
     hybrid = HybridRec(parts)
@@ -166,21 +178,60 @@ def served_hybrid(data: Dataset, mix: MixWeights, sequence: Recommender | None) 
     return hybrid
 
 
+@dataclass(frozen=True, kw_only=True)
+class LiveWindows:
+    """What the agent's window holds at each test case, for the signals that read it
+    (familiar, artist): the replay sends every event of the log, also those of tracks the
+    offline dataset drops (fewer than 2 training events: ~60% of a 30Music slice's events),
+    so the agent's last ``seq_len`` events reach less far back than the dataset history's."""
+
+    windows: Sequence[Sequence[str]]
+    """Per test case (``data.test`` order), the track ids of the listener's last ``seq_len``
+    events before it, oldest first, every track of the log."""
+    artists: Mapping[str, str]
+    """Track -> artist for every track of the log (the replay sends it with each play)."""
+
+
 def familiar_scores(
-    histories: Sequence[Sequence[int]], n_items: int, *, taste: Taste, window: int
+    windows: Sequence[Sequence[Hashable]],
+    n_items: int,
+    *,
+    taste: Taste,
+    index: Mapping[Hashable, int] | None = None,
 ) -> np.ndarray:
-    """The familiar signal [B, n_items], scaled by its row maximum, of each history's last
-    ``window`` events (the agent's recent window): ``models.fusion_rule.familiarity``, the
-    function the live `mix` list calls. 30Music has plays only, so every event is positive."""
-    out = np.zeros((len(histories), n_items))
-    for b, hist in enumerate(histories):
+    """The familiar signal [B, n_items], scaled by its row maximum, of each window (the
+    agent's recent events, oldest first): ``models.fusion_rule.familiarity``, the function
+    the live `mix` list calls. ``index`` maps a window's ids to items (None: they are item
+    indices); a track the dataset does not know takes its place in the window (and in the
+    cool-down) but cannot be scored. 30Music has plays only: every event is positive."""
+    out = np.zeros((len(windows), n_items))
+    for b, win in enumerate(windows):
         fam = familiarity(
-            [(int(i), True) for i in hist[-window:]],
-            decay=taste.recency_decay,
-            cooldown=taste.familiar_cooldown,
+            [(t, True) for t in win], decay=taste.recency_decay, cooldown=taste.familiar_cooldown
         )
-        for i, v in fam.items():
-            out[b, int(i)] = v  # type: ignore[call-overload]
+        for t, v in fam.items():
+            i = t if index is None else index.get(t)
+            if i is not None:
+                out[b, int(i)] = v  # type: ignore[call-overload]
+    return scale_by_max(out)
+
+
+def artist_scores(
+    windows: Sequence[Sequence[str]], item_ids: Sequence[str], artists: Mapping[str, str]
+) -> np.ndarray:
+    """The artist signal [B, n_items] as the agent computes it (``streams.candidates.
+    artist_counts``): how many of the window's plays are by the item's artist, scaled by the
+    row maximum."""
+    names = sorted({a for a in artists.values()})
+    col = {a: k for k, a in enumerate(names)}
+    item_col = np.asarray([col.get(artists.get(t, ""), -1) for t in item_ids], dtype=np.int64)
+    out = np.zeros((len(windows), len(item_ids)))
+    for b, win in enumerate(windows):
+        counts = np.zeros(len(names) + 1)  # the last: "no artist", always 0
+        for t in win:
+            if (a := artists.get(t)) is not None:
+                counts[col[a]] += 1
+        out[b] = counts[item_col]
     return scale_by_max(out)
 
 
@@ -191,10 +242,12 @@ def ranked_lists(
     *,
     taste: Taste,
     window: int,
+    live: LiveWindows | None = None,
     seed: int = 0,
     batch: int = 256,
 ) -> list[list[str]]:
-    """Top-``LIST_LEN`` track ids per test case under ``variant``."""
+    """Top-``LIST_LEN`` track ids per test case under ``variant``; with ``live``, the
+    familiar and artist signals read the agent's windows instead of the dataset histories."""
     keep = tuple(
         w if signal_of(n) not in variant.drop else 0.0
         for (n, _), w in zip(hybrid.components, hybrid.weights, strict=True)
@@ -205,6 +258,17 @@ def ranked_lists(
         cases = data.test[start : start + batch]
         hist = [c.history for c in cases]
         parts = hybrid._scores(hist, [c.user for c in cases])
+        windows: Sequence[Sequence[Hashable]] = [h[-window:] for h in hist]
+        index: Mapping[Hashable, int] | None = None
+        if live is not None:
+            windows = live.windows[start : start + len(cases)]
+            index = {t: i for i, t in enumerate(data.item_ids)}
+            parts = [
+                artist_scores(windows, data.item_ids, live.artists)  # type: ignore[arg-type]
+                if signal_of(n) == "artist"
+                else p
+                for (n, _), p in zip(hybrid.components, parts, strict=True)
+            ]
         scores = hybrid._mixed(parts, keep)
         if variant.pools:
             scores = _in_pools(hybrid, parts, hist, scores, variant.drop)
@@ -213,7 +277,7 @@ def ranked_lists(
         if variant.familiar:
             # A favourite's score is its familiar part alone: the agent's sources propose
             # unheard tracks only, so no other signal speaks for it live.
-            fam = familiar_scores(hist, scores.shape[1], taste=taste, window=window)
+            fam = familiar_scores(windows, scores.shape[1], taste=taste, index=index)
             scores = np.where(fam > 0, taste.familiar_weight * fam, scores)
         for b, row in enumerate(top_k(scores, LIST_LEN, rng)):
             # An excluded track (-inf) is never shown, even when the catalogue is tiny.
@@ -253,15 +317,18 @@ def counterpart(
     *,
     taste: Taste,
     window: int,
+    live: LiveWindows | None = None,
     seed: int = 0,
 ) -> dict[str, Scored]:
     """Every variant of :data:`VARIANTS` scored prequentially on ``data.test``; ``taste``
     and ``window`` (the agent's ``seq_len``) as served, for the `mix` variants."""
-    hybrid = served_hybrid(data, mix, sequence)
+    hybrid = served_hybrid(data, mix, sequence, window=window)
     listeners = [data.user_ids[c.user] for c in data.test]
     targets = [data.item_ids[c.target] for c in data.test]
     out: dict[str, Scored] = {}
     for name, variant in VARIANTS.items():
-        lists = ranked_lists(hybrid, data, variant, taste=taste, window=window, seed=seed)
+        lists = ranked_lists(
+            hybrid, data, variant, taste=taste, window=window, live=live, seed=seed
+        )
         out[name] = score(list(zip(listeners, lists, targets, strict=True)))
     return out

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 COMPONENT_SIGNAL: dict[str, str] = {
     "contentknn": "audio",
+    "artistknn": "artist",
     "itemknn": "collab",
     "pop": "popularity",
     "sasrec": "sequence",

@@ -62,7 +62,7 @@ def _top(scores: np.ndarray) -> list[list[int]]:
 def grid(data: Dataset, artifact: Path, cases: list[Any], taste: Taste) -> dict[str, float]:
     """HR@20 of every rule on ``cases``."""
     fusion, _ = WeightsSource(dir=None).current()
-    hybrid = served_hybrid(data, fusion.sequence.weights, ArtifactRec(artifact))
+    hybrid = served_hybrid(data, fusion.sequence.weights, ArtifactRec(artifact), window=WINDOW)
     hist = [c.history for c in cases]
     parts = hybrid._scores(hist, [c.user for c in cases])
     keep = tuple(
@@ -75,10 +75,9 @@ def grid(data: Dataset, artifact: Path, cases: list[Any], taste: Taste) -> dict[
     new_top = _top(new)
     for c in COOLDOWNS:
         fam = familiar_scores(
-            hist,
+            [h[-WINDOW:] for h in hist],
             new.shape[1],
             taste=taste.model_copy(update={"familiar_cooldown": c}),
-            window=WINDOW,
         )
         for w in WEIGHTS:
             out[f"mix c{c} w{w}"] = _hr20(data, cases, _top(np.where(fam > 0, w * fam, new)))

@@ -31,6 +31,7 @@ _SIGNALS = (
     ("new upload", "fresh"),
     ("popular", "popularity"),
     ("back in your rotation", "familiar"),
+    ("more by", "artist"),
 )
 _CHECK_S = 1.0  # how often a live stream notices a closed connection
 

@@ -64,6 +64,7 @@ class Fold:
             session_gap_s=1800,
             now_ms=now_ms,
             limits=self.limits,
+            known_artists=self.catalog.artists,
         )
         if folded.delta is not None:
             self.catalog.apply(folded.delta)
@@ -280,7 +281,7 @@ def test_a_repeated_pair_counts_one_coplay_and_kinds_count_once_each() -> None:
 def test_a_heard_filter_false_positive_only_under_counts() -> None:
     st = UserState(user_id="u")
     st = st.model_copy(update={"heard": st.heard.add(["x"])})  # heard before `recent`
-    b = DeltaBuilder()
+    b = DeltaBuilder(known_artists={})
     b.interaction(st, ev("e", T0, track="x"), session_gap_s=1800)
     assert b.build("d").plays == {}  # known (truly or by a false positive): not counted
 
@@ -298,7 +299,7 @@ def test_future_dated_upload_is_clamped_and_never_fresh_forever() -> None:
     assert not is_fresh(None, now_ms=NOW_MS, window_ms=DAY_MS)
 
     cat = Catalog(ttl_s=0)
-    up = DeltaBuilder()
+    up = DeltaBuilder(known_artists={})
     up.upload("raw", UploadInfo(uploaded_at_ms=year_9999))  # an older, unclamped record
     up.upload("clamped", UploadInfo(uploaded_at_ms=upload_time_ms(year_9999, now_ms=NOW_MS)))
     cat.apply(up.build("d"))

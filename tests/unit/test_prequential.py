@@ -11,7 +11,7 @@ import pytest
 from infra.replay.plan import new_tracks, plan_30music
 from models.fusion_rule import MixWeights
 from models.fusion_weights import Taste
-from models.recsys.counterpart import VARIANTS, counterpart
+from models.recsys.counterpart import VARIANTS, LiveWindows, counterpart
 from models.recsys.prequential import event_metrics, ratio_ci, score
 
 
@@ -97,7 +97,27 @@ def test_counterpart_scores_the_same_events_and_excluding_heard_costs_replays(
     # ... nor from beyond the agent's recent window.
     far = counterpart(plan.data, mix, None, taste=Taste(familiar_cooldown=0), window=1)
     assert far["offline-mix-noaudio"].summary["HR@20"].mean == 0.0
+    # The agent's window holds every track of the log: three plays the dataset drops (too
+    # rare) pass the cool-down there, and the counterpart reads the same window.
+    d = plan.data
+    padded = LiveWindows(
+        windows=[[d.item_ids[i] for i in c.history] + ["x", "y", "z"] for c in d.test],
+        artists={},
+    )
+    held_live = counterpart(d, mix, None, taste=Taste(familiar_cooldown=3), window=50, live=padded)
+    assert held_live["offline-mix-noaudio"].summary["HR@20"].mean == pytest.approx(1.0)
     assert np.isfinite(out["offline"].summary["MRR"].ci95)
+
+
+def test_live_windows_are_the_agents_last_events_before_each_case(tmp_path: Path) -> None:
+    from infra.replay.run import live_windows
+
+    plan = plan_30music(_slice(tmp_path))
+    lw = live_windows(plan, 3)
+    assert lw.artists["c"] == "art-c"
+    for e in plan.scored:
+        before = [x.track for x in plan.events[: plan.events.index(e)] if x.user == e.user]
+        assert lw.windows[e.case or 0] == before[-3:]
 
 
 def test_pooled_figures_weight_listeners_and_shrink_the_ci() -> None:

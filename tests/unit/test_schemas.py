@@ -114,6 +114,7 @@ def test_json_schemas_cover_the_three_topics_with_descriptions() -> None:
         "occurred_at",
         "listened_ms",
         "track_duration_ms",
+        "artist_id",
     }
     assert all("description" in p for p in props.values())
 

@@ -28,7 +28,11 @@ OTHERS = [
     for t in ("Inevitable", "Through_Space", "Nebula")
     for k in (0, 1)
 ] + ["fretsonfire-songs-sectoid__Feelings__0", "fretsonfire-songs-sectoid__Metal_madness__0"]
-TODAY = DEFAULT_WEIGHTS.replace(skip_audio_penalty=0.0, skip_artist_penalty=0.0)
+# The artist signal is off in the real-clip test: there the artist is the package, which is
+# the style, so it would measure the listener's style, not the skip (its own tests:
+# test_artist_content.py).
+SERVED = DEFAULT_WEIGHTS.replace(artist=0.0)
+TODAY = SERVED.replace(skip_audio_penalty=0.0, skip_artist_penalty=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +81,9 @@ def test_the_other_clip_of_a_skipped_track_sounds_like_it(world) -> None:  # typ
 
 
 def test_a_skip_sinks_the_other_clip(world) -> None:  # type: ignore[no-untyped-def]
-    before = _ranks(world, skip=False, weights=DEFAULT_WEIGHTS)
+    before = _ranks(world, skip=False, weights=SERVED)
     today = _ranks(world, skip=True, weights=TODAY)
-    new = _ranks(world, skip=True, weights=DEFAULT_WEIGHTS)
+    new = _ranks(world, skip=True, weights=SERVED)
     assert SIBLING in before[:5], before  # it was in the top of the list before the skip
     # Below where it was without the skip, and below where today's rule leaves it.
     assert new.index(SIBLING) > before.index(SIBLING)

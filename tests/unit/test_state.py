@@ -101,7 +101,7 @@ def test_state_survives_json_round_trip() -> None:
 
 def _delta(events: list[Interaction]) -> DeltaBuilder:
     """The delta of ``events`` folded into their listeners' states."""
-    b = DeltaBuilder()
+    b = DeltaBuilder(known_artists={})
     states: dict[str, UserState] = {}
     for i, e in enumerate(events):
         before = states.get(e.user_id) or UserState(user_id=e.user_id)
@@ -129,7 +129,7 @@ def test_catalog_folds_deltas_once_and_ranks_lists() -> None:
     assert cat.apply(d) and not cat.apply(d)  # a replayed delta changes nothing
     assert cat.plays == {"a": 1, "b": 2} and cat.skips == {"c": 1}
     assert cat.coplays_of("a") == {"b": 1}
-    up = DeltaBuilder()
+    up = DeltaBuilder(known_artists={})
     up.upload("n", UploadInfo(artist_id="x", uploaded_at_ms=1_000, title="Nebula"))
     up.upload("old", UploadInfo(artist_id="y", uploaded_at_ms=10))
     cat.apply(up.build("d2"))
