@@ -17,7 +17,9 @@ replay's scored events), with the served mix and the served SASRec artifact (as
   tracks only, so this is what it would take to serve, not what is served).
 
 HR@20 per listener, then the mean over listeners (``models.recsys.prequential``). The cool-down
-and weight are chosen on validation; test is reported beside it.
+and weight are chosen on validation; test is reported beside it. ``artist`` in each split:
+the `new` and `mix` lists for each weight of the artist signal (:func:`artist_grid`), with the
+sequence mix and with the base mix.
 """
 
 from __future__ import annotations
@@ -95,6 +97,35 @@ def grid(data: Dataset, artifact: Path, cases: list[Any], taste: Taste) -> dict[
     return out
 
 
+ARTIST_WEIGHTS = (0.0, 0.3, 0.5, 1.0, 2.0)
+
+
+def artist_grid(
+    data: Dataset, artifact: Path | None, cases: list[Any], taste: Taste
+) -> dict[str, float]:
+    """HR@20 of the `new` and `mix` lists for each weight of the ``artist`` signal, the other
+    weights as served (audio dropped); with ``artifact`` the sequence mix, without it the
+    base mix (listeners the sequence model knows nothing of)."""
+    fusion, _ = WeightsSource(dir=None).current()
+    served = fusion.sequence if artifact is not None else fusion.base
+    seq = ArtifactRec(artifact) if artifact is not None else None
+    hybrid = served_hybrid(data, served.weights, seq, window=WINDOW)
+    hist = [c.history for c in cases]
+    parts = hybrid._scores(hist, [c.user for c in cases])
+    fam = familiar_scores([h[-WINDOW:] for h in hist], parts[0].shape[1], taste=taste)
+    out = {}
+    for wa in ARTIST_WEIGHTS:
+        keep = tuple(
+            0.0 if signal_of(n) == "audio" else (wa if signal_of(n) == "artist" else w)
+            for (n, _), w in zip(hybrid.components, hybrid.weights, strict=True)
+        )
+        new = mask_history(hybrid._mixed(parts, keep), hist)
+        mix = np.where(fam > 0, taste.familiar_weight * fam, new)
+        out[f"new a{wa}"] = _hr20(data, cases, _top(new))
+        out[f"mix a{wa}"] = _hr20(data, cases, _top(mix))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data/30music"))
@@ -113,7 +144,14 @@ def main() -> None:
             )
         data = load_30music(path)
         report["slices"][path.name] = {
-            split: {"cases": len(cases), "hr20": grid(data, artifact, cases, taste)}
+            split: {
+                "cases": len(cases),
+                "hr20": grid(data, artifact, cases, taste),
+                "artist": {
+                    "sequence": artist_grid(data, artifact, cases, taste),
+                    "base": artist_grid(data, None, cases, taste),
+                },
+            }
             for split, cases in (("valid", data.valid), ("test", data.test))
         }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
