@@ -203,12 +203,17 @@ def _emit(
     max_per_artist: int,
     titles: Mapping[str, str] | None,
 ) -> list[RecommendedItem]:
-    """One listener's list: the per-artist cap down the order, then the reasons."""
+    """One listener's list: the per-artist cap down the order, then the reasons.
+
+    The cap (the diversity rule) limits what the sources propose, not the listener's own
+    favourites: a favourite back in a `mix` list (familiar signal > 0) is neither capped nor
+    counted, so one artist's album the listener keeps playing can come back whole."""
     chosen: list[int] = []
     per_artist: dict[str, int] = {}
+    familiar = p.signals[_FAMILIAR]
     for n in order:
         artist = p.artists[n]
-        if artist:
+        if artist and not familiar[n]:
             if per_artist.get(artist, 0) >= max_per_artist:
                 continue
             per_artist[artist] = per_artist.get(artist, 0) + 1

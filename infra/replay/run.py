@@ -231,6 +231,7 @@ def run_replay(settings: Settings, opts: ReplayOptions, out: Path) -> dict[str, 
         taste=fusion.taste,
         window=settings.seq_len,
         live=live_windows(plan, settings.seq_len),
+        max_per_artist=settings.max_per_artist,
         seed=opts.seed,
     )
     out_dir = out.resolve().parent

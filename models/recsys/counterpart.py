@@ -243,6 +243,7 @@ def ranked_lists(
     taste: Taste,
     window: int,
     live: LiveWindows | None = None,
+    max_per_artist: int = 0,
     seed: int = 0,
     batch: int = 256,
 ) -> list[list[str]]:
@@ -253,6 +254,7 @@ def ranked_lists(
         for (n, _), w in zip(hybrid.components, hybrid.weights, strict=True)
     )
     rng = np.random.default_rng(seed)
+    artists = item_artists(data, live)
     out: list[list[str]] = []
     for start in range(0, len(data.test), batch):
         cases = data.test[start : start + batch]
@@ -279,9 +281,48 @@ def ranked_lists(
             # unheard tracks only, so no other signal speaks for it live.
             fam = familiar_scores(windows, scores.shape[1], taste=taste, index=index)
             scores = np.where(fam > 0, taste.familiar_weight * fam, scores)
-        for b, row in enumerate(top_k(scores, LIST_LEN, rng)):
+        # Room for the per-artist cap: the best 20 x 20 (the cap is >= 1 per artist).
+        width = LIST_LEN * LIST_LEN if max_per_artist else LIST_LEN
+        for b, row in enumerate(top_k(scores, width, rng)):
             # An excluded track (-inf) is never shown, even when the catalogue is tiny.
-            out.append([data.item_ids[int(i)] for i in row if np.isfinite(scores[b, int(i)])])
+            ranked = [int(i) for i in row if np.isfinite(scores[b, int(i)])]
+            own = set(np.flatnonzero(fam[b] > 0).tolist()) if variant.familiar else set()
+            out.append(
+                [data.item_ids[i] for i in _capped(ranked, artists, max_per_artist, own)]
+            )
+    return out
+
+
+def item_artists(data: Dataset, live: LiveWindows | None) -> list[str | None]:
+    """Each item's artist: the log's (``live``) or the dataset's one-hot content."""
+    if live is not None:
+        return [live.artists.get(t) for t in data.item_ids]
+    if data.content is None:
+        return [None] * len(data.item_ids)
+    has = np.asarray(data.content).sum(axis=1) > 0
+    col = np.asarray(data.content).argmax(axis=1)
+    return [f"artist-{int(c)}" if h else None for c, h in zip(col, has, strict=True)]
+
+
+def _capped(
+    ranked: list[int], artists: Sequence[str | None], cap: int, favourites: set[int]
+) -> list[int]:
+    """The first ``LIST_LEN`` of ``ranked`` with at most ``cap`` per artist (0: no cap),
+    as the agent's diversity rule (``max_per_artist``) takes them down its order: the
+    listener's ``favourites`` back in a `mix` list are neither capped nor counted."""
+    if not cap:
+        return ranked[:LIST_LEN]
+    out: list[int] = []
+    per: dict[str, int] = {}
+    for i in ranked:
+        a = artists[i]
+        if a and i not in favourites:
+            if per.get(a, 0) >= cap:
+                continue
+            per[a] = per.get(a, 0) + 1
+        out.append(i)
+        if len(out) == LIST_LEN:
+            break
     return out
 
 
@@ -318,17 +359,27 @@ def counterpart(
     taste: Taste,
     window: int,
     live: LiveWindows | None = None,
+    max_per_artist: int = 0,
     seed: int = 0,
 ) -> dict[str, Scored]:
     """Every variant of :data:`VARIANTS` scored prequentially on ``data.test``; ``taste``
-    and ``window`` (the agent's ``seq_len``) as served, for the `mix` variants."""
+    and ``window`` (the agent's ``seq_len``) as served, for the `mix` variants; ``live``:
+    the agent's windows (:class:`LiveWindows`); ``max_per_artist``: the agent's diversity
+    rule (0: none, as in the tables)."""
     hybrid = served_hybrid(data, mix, sequence, window=window)
     listeners = [data.user_ids[c.user] for c in data.test]
     targets = [data.item_ids[c.target] for c in data.test]
     out: dict[str, Scored] = {}
     for name, variant in VARIANTS.items():
         lists = ranked_lists(
-            hybrid, data, variant, taste=taste, window=window, live=live, seed=seed
+            hybrid,
+            data,
+            variant,
+            taste=taste,
+            window=window,
+            live=live,
+            max_per_artist=max_per_artist,
+            seed=seed,
         )
         out[name] = score(list(zip(listeners, lists, targets, strict=True)))
     return out

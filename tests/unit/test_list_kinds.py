@@ -91,3 +91,28 @@ def test_a_new_list_weighs_no_familiar_signal() -> None:
     assert mix.familiar == DEFAULT_WEIGHTS.familiar_weight > 0.0
     assert mix.audio == DEFAULT_WEIGHTS.audio  # only the familiar weight differs
     assert DEFAULT_WEIGHTS.for_kind(ListKind.MIX) is mix  # made once per weights
+
+
+def test_the_diversity_cap_limits_proposals_not_favourites() -> None:
+    """Three favourites by one artist all come back in a `mix` list capped at 1 per
+    artist; the cap still holds for that artist's new tracks."""
+    catalog = Catalog(ttl_s=0.0)
+    catalog.apply(
+        CatalogDelta(
+            delta_id="d",
+            plays={"new-x": 50, "pop": 5},
+            artists={"f1": "X", "f2": "X", "f3": "X", "new-x": "X", "new-x2": "X"},
+        )
+    )
+    played = [("f1", PLAY), ("f2", PLAY), ("f3", PLAY)] + [(f"o{i}", PLAY) for i in range(3)]
+    st = _state(played)
+    popular, fresh = catalog.lists(top_popular=20, top_fresh=0, now_ms=10**7, fresh_window_ms=1)
+    pool = gather_pool(
+        st, [], cache=VectorCache(), catalog=catalog, popular=popular, fresh=fresh, now_ms=10**7
+    )
+    w = DEFAULT_WEIGHTS.for_kind(ListKind.MIX)
+    mix = familiar_pool(st, pool, artists=catalog.artists, weights=DEFAULT_WEIGHTS)
+    (items,) = rank_pools([mix], k=10, max_per_artist=1, mix=w.mix_weights, skip=w.skip_penalty)
+    ids = [i.track_id for i in items]
+    assert {"f1", "f2", "f3"} <= set(ids)
+    assert sum(t.startswith("new-x") for t in ids) == 1  # X's new tracks: capped at 1

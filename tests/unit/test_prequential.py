@@ -11,7 +11,13 @@ import pytest
 from infra.replay.plan import new_tracks, plan_30music
 from models.fusion_rule import MixWeights
 from models.fusion_weights import Taste
-from models.recsys.counterpart import VARIANTS, LiveWindows, counterpart
+from models.recsys.counterpart import (
+    VARIANTS,
+    LiveWindows,
+    counterpart,
+    ranked_lists,
+    served_hybrid,
+)
 from models.recsys.prequential import event_metrics, ratio_ci, score
 
 
@@ -106,6 +112,15 @@ def test_counterpart_scores_the_same_events_and_excluding_heard_costs_replays(
     )
     held_live = counterpart(d, mix, None, taste=Taste(familiar_cooldown=3), window=50, live=padded)
     assert held_live["offline-mix-noaudio"].summary["HR@20"].mean == pytest.approx(1.0)
+    # The agent's diversity rule, applied to the counterpart too: one artist, one item.
+    one = LiveWindows(windows=padded.windows, artists={t: "same" for t in d.item_ids})
+    hybrid = served_hybrid(d, mix, None, window=50)
+    capped = ranked_lists(
+        hybrid, d, VARIANTS["offline"], taste=Taste(), window=50, live=one, max_per_artist=1
+    )
+    assert capped and all(len(lst) == 1 for lst in capped)
+    free = ranked_lists(hybrid, d, VARIANTS["offline"], taste=Taste(), window=50, live=one)
+    assert all(len(lst) == len(d.item_ids) for lst in free)
     assert np.isfinite(out["offline"].summary["MRR"].ci95)
 
 
@@ -158,3 +173,38 @@ def test_artifact_rec_scores_like_the_served_user_model(tmp_path: Path) -> None:
     for tid, sc in zip(ids, scores, strict=True):
         if tid in items:
             assert offline[items.index(tid)] == pytest.approx(float(sc), abs=1e-5)
+
+
+def test_shadow_walks_the_plan_with_the_agents_functions(tmp_path: Path) -> None:
+    """The in-process replica of the live ranking: cases found for both splits, both kinds
+    ranked, the `new` list never showing a heard track."""
+    from infra.replay.shadow import ShadowOptions, observed, shadow
+    from schemas.event_time import InputLimits
+
+    plan = plan_30music(_slice(tmp_path))
+    assert sorted(observed(plan, "test").values()) == list(range(len(plan.data.test)))
+    valid = observed(plan, "valid")
+    assert len(valid) == len(plan.data.valid)
+    for n, k in valid.items():  # each listener's last training play of its target
+        case = plan.data.valid[k]
+        assert not plan.events[n].test_period
+        assert plan.events[n].track == plan.data.item_ids[case.target]
+
+    class NoModel:  # a listener the sequence model knows nothing of
+        def recommend(self, history: list[str]) -> tuple[list[str], np.ndarray, str]:
+            return [], np.zeros(0, dtype=np.float32), ""
+
+    o = ShadowOptions(
+        k=20,
+        max_per_artist=2,
+        seq_len=50,
+        session_gap_s=1800.0,
+        limits=InputLimits(),
+        overrides={"familiar_cooldown": 1},
+    )
+    figures = shadow(plan, NoModel(), "test", o)  # type: ignore[arg-type]
+    assert set(figures) == {"new", "mix"}
+    # Every target replays c or d, played 2 events before: never in a `new` list, brought
+    # back by the `mix` one once out of a 1-event cool-down.
+    assert figures["new"]["HR@20"]["mean"] == 0.0
+    assert figures["mix"]["HR@20"]["mean"] == pytest.approx(1.0)
