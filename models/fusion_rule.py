@@ -36,9 +36,9 @@ sounds like a recently skipped track) and ``SkipPenalty.artist`` times its *arti
 evidence* (the recency weight of the newest skip of a track by its artist), and, where the
 listener both kept and skipped tracks with audio, ``SkipPenalty.learnt`` times the *learnt skip
 evidence* (``models.like_skip``: a per-listener logistic model of finish vs. skip on the audio
-of those tracks, ``max(0, 1 - 2 p_finish)``). The penalty is subtracted after the mix, not
-folded into a signal: a skip is evidence against an item, and the signals are non-negative
-evidence for it.
+of those tracks: its skip probability ``1 - p_finish``). The penalty is subtracted after the
+mix, not folded into a signal: a skip is evidence against an item, and the signals are
+non-negative evidence for it.
 """
 
 from __future__ import annotations

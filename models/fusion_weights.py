@@ -99,7 +99,7 @@ class Taste(BaseModel):
     # The learnt per-listener like/skip probability (models.like_skip). Weight 0 (off) by
     # default: it is served only once the simulated panel says it earns its weight.
     like_skip_penalty: float = Field(0.0, ge=0.0)
-    """Score removed per unit of learnt skip evidence (``max(0, 1 - 2 p_finish)``)."""
+    """Score removed per unit of learnt skip evidence (``1 - p_finish``, models.like_skip)."""
     like_skip_l2: float = Field(0.03, gt=0.0)
     """L2 penalty of the like/skip model, in units of one fresh event's weight."""
     # Favourites back (the `mix` kind of list, models.fusion_rule.familiarity). No list

@@ -14,7 +14,8 @@ cheap. Details that keep it honest on a handful of examples:
 * **Only in the span of the examples.** With an isotropic L2 penalty the optimal weight vector
   lies in the span of the examples (the representer theorem), so the fit runs on the
   examples' coordinates in an orthonormal basis of that span (``r <= n`` parameters, an SVD
-  of an ``n x 200`` matrix), not on 200: a few microseconds of linear algebra per listener.
+  of an ``n x 200`` matrix), not on 200: fit and scoring of 60 candidates take ~0.6 ms for
+  4 examples and ~2.3 ms for 50 on this (busy, 2-core) machine.
   Identical vectors in both classes then collapse to one coordinate the labels cancel on.
 * **Balanced classes.** Each example weighs its recency (as the taste vector weighs events),
   and each class is rescaled to half the total, so the intercept does not carry the
@@ -35,9 +36,10 @@ probability ``1 - p_finish``, in [0, 1]), subtracted after the mix with weight
 ``1 - p`` and not only the part beyond a coin flip (``max(0, 1 - 2p)``): a track that sounds
 like a skip *and* like a kept track sits near 0.5 (on the real clips, the other clip of a
 skipped track that also sounds like a played one: 0.50 against 0.93 when another style was
-skipped), and the clipped form would say nothing about it; ``1 - p`` also lost to it on the
-simulated panel. Its cost: every candidate with audio loses something, one without audio
-nothing, which the panel (all clips have audio) cannot measure -- one reason it is not served.
+skipped), and the clipped form would say nothing about it; it also did worse on the simulated
+panel (``resonate skip-panel``). Its cost: every candidate with audio loses something, one
+without audio nothing, which the panel (all clips have audio) cannot measure -- one reason it
+is not served (``Taste.like_skip_penalty`` 0).
 """
 
 from __future__ import annotations
