@@ -184,6 +184,9 @@ def skip_panel(
         Path | None, typer.Option(help="Reuse (or write) the clips' MusiCNN vectors, .npz.")
     ] = None,
     seeds: Annotated[int, typer.Option(help="Listeners per (liked, disliked) style pair.")] = 5,
+    first_seed: Annotated[
+        int, typer.Option(help="First listener seed (5 on: a panel the rules were not chosen on).")
+    ] = 0,
 ) -> None:
     """SIMULATED listeners on the real clips: disliked style's share of lists after skips."""
     from infra.skip_panel import clip_vectors, markdown, run_panel
@@ -193,7 +196,7 @@ def skip_panel(
     settings = cli_settings()
     where = audio_dir or settings.data_dir / "audio"
     vectors = clip_vectors(where, settings.weights_path, embeddings)
-    result = run_panel(vectors, read_manifest(where), seeds=seeds)
+    result = run_panel(vectors, read_manifest(where), seeds=seeds, first_seed=first_seed)
     typer.echo(markdown(result))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

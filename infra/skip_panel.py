@@ -9,7 +9,12 @@ round after round, the live ranking (``streams.candidates.gather_pool`` +
 skips every disliked clip it is shown (until ``max_skips``) and plays the best-ranked liked clip
 shown. Reported: the share of disliked clips in the first list ranked once the listener has
 skipped 0, 3 and 10 times (or in its last list if it never got that far: the disliked style
-had stopped being shown), for today's rule (no skip penalty) and each penalty tried.
+had stopped being shown), for today's rule (no skip penalty) and each penalty tried, with each
+rule's paired difference from the served rule (same listeners; mean and standard error).
+
+"learnt" rules add the per-listener like/skip model (``models.like_skip``: a logistic model of
+finish vs. skip fitted on the audio of the listener's kept and skipped clips) as evidence
+against what it expects to be skipped.
 
 Every clip is a track; its artist is its package. Each package here is one style, so the
 artist penalty alone separates the styles on this panel: that is why the audio-only penalty is
@@ -46,18 +51,51 @@ OLD_MS = NOW_MS - 365 * 86_400_000  # uploaded long ago: no clip is fresh
 K = 10
 CHECKPOINTS = (0, 3, 10)
 
-#: penalties tried: name -> (skip_audio_penalty, skip_artist_penalty, skip_audio_floor)
-VARIANTS: dict[str, tuple[float, float, float]] = {
-    "today": (0.0, 0.0, 0.0),
-    "audio 0.25": (0.25, 0.0, 0.0),
-    "audio 0.5": (0.5, 0.0, 0.0),
-    "audio 0.25 floor 0.5": (0.25, 0.0, 0.5),
-    "audio 0.5 floor 0.5": (0.5, 0.0, 0.5),
-    "audio 1.0 floor 0.5": (1.0, 0.0, 0.5),
-    "artist 0.1": (0.0, 0.1, 0.0),
-    "artist 0.25": (0.0, 0.25, 0.0),
-    "audio 0.5 floor 0.5 + artist 0.1": (0.5, 0.1, 0.5),
+
+def _rule(
+    *,
+    audio: float = 0.0,
+    artist: float = 0.0,
+    floor: float = 0.0,
+    learnt: float = 0.0,
+    l2: float = 0.03,
+) -> dict[str, float]:
+    """A rule's parameters as ``models.fusion_weights.Taste`` fields (all 0: today's rule)."""
+    return {
+        "skip_audio_penalty": audio,
+        "skip_artist_penalty": artist,
+        "skip_audio_floor": floor,
+        "like_skip_penalty": learnt,
+        "like_skip_l2": l2,
+    }
+
+
+#: rules tried: name -> their parameters ("learnt": the per-listener like/skip model,
+#: models.like_skip, L2 penalty 0.03 unless named)
+VARIANTS: dict[str, dict[str, float]] = {
+    "today": _rule(),
+    "audio 0.25": _rule(audio=0.25),
+    "audio 0.5": _rule(audio=0.5),
+    "audio 0.25 floor 0.5": _rule(audio=0.25, floor=0.5),
+    "audio 0.5 floor 0.5": _rule(audio=0.5, floor=0.5),
+    "audio 1.0 floor 0.5": _rule(audio=1.0, floor=0.5),
+    "artist 0.1": _rule(artist=0.1),
+    "artist 0.25": _rule(artist=0.25),
+    "audio 0.5 floor 0.5 + artist 0.1": _rule(audio=0.5, artist=0.1, floor=0.5),
+    "learnt 0.5": _rule(learnt=0.5),
+    "learnt 1.0": _rule(learnt=1.0),
+    "learnt 2.0": _rule(learnt=2.0),
+    "learnt 1.0 l2 0.01": _rule(learnt=1.0, l2=0.01),
+    "audio 0.5 floor 0.5 + learnt 0.5": _rule(audio=0.5, floor=0.5, learnt=0.5),
+    "audio 0.5 floor 0.5 + artist 0.1 + learnt 0.5": _rule(
+        audio=0.5, artist=0.1, floor=0.5, learnt=0.5
+    ),
+    "audio 0.5 floor 0.5 + artist 0.1 + learnt 1.0": _rule(
+        audio=0.5, artist=0.1, floor=0.5, learnt=1.0
+    ),
 }
+#: the served rule (fusion-20261203130000's skip penalty), what the others are compared with
+SERVED = "audio 0.5 floor 0.5 + artist 0.1"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,41 +177,63 @@ def simulate(
     return {c: shares.get(c, share) for c in CHECKPOINTS} | {-1: float(skips)}
 
 
-def run_panel(vectors: Mapping[str, np.ndarray], clips: Sequence[Clip], seeds: int = 5) -> Any:
-    """Every variant over every (liked, disliked) pair and seed; JSON-able summary."""
+def run_panel(
+    vectors: Mapping[str, np.ndarray], clips: Sequence[Clip], seeds: int = 5, first_seed: int = 0
+) -> Any:
+    """Every variant over every (liked, disliked) pair and seed (``first_seed`` on: other
+    seeds give other starting plays, a panel the variants were not chosen on); JSON-able."""
     world = build_world(clips, vectors)
     styles = sorted({c.style for c in clips})
     pairs = [(a, b) for a in styles for b in styles if a != b]
-    out: dict[str, Any] = {}
-    for name, (audio, artist, floor) in VARIANTS.items():
+    runs: dict[str, np.ndarray] = {}
+    for name, rule in VARIANTS.items():
         # The artist signal (added after this panel) is off: in these clips the artist is
         # the package, which is the style, so it would measure the style, not the skips.
-        w = DEFAULT_WEIGHTS.replace(
-            artist=0.0,
-            skip_audio_penalty=audio,
-            skip_artist_penalty=artist,
-            skip_audio_floor=floor,
-        )
-        runs = [
+        w = DEFAULT_WEIGHTS.replace(artist=0.0, **rule)
+        sims = [
             simulate(world, liked=a, disliked=b, seed=s, weights=w)
             for a, b in pairs
-            for s in range(seeds)
+            for s in range(first_seed, first_seed + seeds)
         ]
-        out[name] = {
-            "skip_audio_penalty": audio,
-            "skip_artist_penalty": artist,
-            "skip_audio_floor": floor,
-            "share": {str(c): float(np.mean([r[c] for r in runs])) for c in CHECKPOINTS},
-            "mean_skips": float(np.mean([r[-1] for r in runs])),
-            "by_pair": {
-                f"{a}>{b}": {
-                    str(c): float(np.mean([r[c] for r in runs[i * seeds : (i + 1) * seeds]]))
-                    for c in CHECKPOINTS
-                }
-                for i, (a, b) in enumerate(pairs)
-            },
-        }
-    return {"simulation": True, "listeners": len(pairs) * seeds, "k": K, "variants": out}
+        # Rows: listeners (pair-major); columns: the checkpoints, then the skips made.
+        runs[name] = np.array([[r[c] for c in (*CHECKPOINTS, -1)] for r in sims])
+    out = {
+        name: _summary(VARIANTS[name], r, runs[SERVED], [f"{a}>{b}" for a, b in pairs])
+        for name, r in runs.items()
+    }
+    return {
+        "simulation": True,
+        "listeners": len(pairs) * seeds,
+        "seeds": [first_seed, first_seed + seeds],
+        "k": K,
+        "variants": out,
+    }
+
+
+def _summary(
+    rule: Mapping[str, float], r: np.ndarray, served: np.ndarray, pairs: Sequence[str]
+) -> dict[str, Any]:
+    """One variant's figures: mean shares, skips, per pair, and the paired difference from
+    the served rule per checkpoint (mean and standard error over the same listeners)."""
+    d = r[:, : len(CHECKPOINTS)] - served[:, : len(CHECKPOINTS)]
+    se = d.std(axis=0, ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.zeros(len(CHECKPOINTS))
+    per = len(r) // len(pairs)
+    return {
+        **rule,
+        "share": {str(c): float(r[:, n].mean()) for n, c in enumerate(CHECKPOINTS)},
+        "mean_skips": float(r[:, -1].mean()),
+        "minus_served": {
+            str(c): {"mean": float(d[:, n].mean()), "se": float(se[n])}
+            for n, c in enumerate(CHECKPOINTS)
+        },
+        "by_pair": {
+            p: {
+                str(c): float(r[i * per : (i + 1) * per, n].mean())
+                for n, c in enumerate(CHECKPOINTS)
+            }
+            for i, p in enumerate(pairs)
+        },
+    }
 
 
 def clip_vectors(audio_dir: Path, weights: Path, cache: Path | None) -> dict[str, np.ndarray]:
@@ -190,14 +250,17 @@ def clip_vectors(audio_dir: Path, weights: Path, cache: Path | None) -> dict[str
 
 
 def markdown(result: Any) -> str:
-    """The panel as a Markdown table."""
+    """The panel as a Markdown table (the difference from the served rule: mean +- SE)."""
     lines = [
-        "| rule | after 0 skips | after 3 | after 10 | skips made |",
-        "|---|---|---|---|---|",
+        "| rule | after 0 skips | after 3 | after 10 | skips made | after 3 - served "
+        "| after 10 - served |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, v in result["variants"].items():
-        s = v["share"]
+        s, d = v["share"], v["minus_served"]
+        diff = [f"{d[c]['mean']:+.3f} ± {d[c]['se']:.3f}" for c in ("3", "10")]
         lines.append(
-            f"| {name} | {s['0']:.3f} | {s['3']:.3f} | {s['10']:.3f} | {v['mean_skips']:.1f} |"
+            f"| {name} | {s['0']:.3f} | {s['3']:.3f} | {s['10']:.3f} | {v['mean_skips']:.1f} "
+            f"| {diff[0]} | {diff[1]} |"
         )
     return "\n".join(lines)

@@ -33,9 +33,12 @@ is what the agent already used online.
 A **skip** lowers what follows it (:func:`penalise`): each candidate's score loses
 ``SkipPenalty.audio`` times its *audio skip evidence* (:func:`audio_skip_evidence`: how much it
 sounds like a recently skipped track) and ``SkipPenalty.artist`` times its *artist skip
-evidence* (the recency weight of the newest skip of a track by its artist). The penalty is
-subtracted after the mix, not folded into a signal: a skip is evidence against an item, and the
-signals are non-negative evidence for it.
+evidence* (the recency weight of the newest skip of a track by its artist), and, where the
+listener both kept and skipped tracks with audio, ``SkipPenalty.learnt`` times the *learnt skip
+evidence* (``models.like_skip``: a per-listener logistic model of finish vs. skip on the audio
+of those tracks: its skip probability ``1 - p_finish``). The penalty is subtracted after the
+mix, not folded into a signal: a skip is evidence against an item, and the signals are
+non-negative evidence for it.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ class SkipPenalty(BaseModel):
     """Score removed per unit of artist skip evidence."""
     floor: float = Field(0.0, ge=0.0, lt=1.0)
     """Cosine to a skipped track at or below which a candidate gets no audio evidence."""
+    learnt: float = Field(0.0, ge=0.0)
+    """Score removed per unit of learnt skip evidence (``models.like_skip``)."""
 
 
 NO_SKIP_PENALTY = SkipPenalty.model_validate({})
@@ -148,12 +153,21 @@ def _unit_rows(m: np.ndarray) -> np.ndarray:
 
 
 def penalise(
-    total: np.ndarray, audio: np.ndarray, artist: np.ndarray, penalty: SkipPenalty
+    total: np.ndarray,
+    audio: np.ndarray,
+    artist: np.ndarray,
+    penalty: SkipPenalty,
+    learnt: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fused scores lowered by the skip evidence (same shapes; evidence in [0, 1])."""
-    if penalty.audio == 0.0 and penalty.artist == 0.0:
+    use_learnt = learnt if learnt is not None and penalty.learnt > 0.0 else None
+    if penalty.audio == 0.0 and penalty.artist == 0.0 and use_learnt is None:
         return total  # today's rule, the same floats
-    out: np.ndarray = total - (penalty.audio * audio + penalty.artist * artist)
+    against = penalty.audio * audio + penalty.artist * artist
+    if use_learnt is not None:
+        # Added last, so with the learnt weight 0 the served rule keeps the same floats.
+        against = against + penalty.learnt * use_learnt
+    out: np.ndarray = total - against
     return out
 
 

@@ -96,6 +96,12 @@ class Taste(BaseModel):
     """Score removed per unit of artist skip evidence (by the artist of a recent skip)."""
     skip_audio_floor: float = Field(0.0, ge=0.0, lt=1.0)
     """Cosine to a skipped track at or below which it says nothing about a candidate."""
+    # The learnt per-listener like/skip probability (models.like_skip). Weight 0 (off) by
+    # default: it is served only once the simulated panel says it earns its weight.
+    like_skip_penalty: float = Field(0.0, ge=0.0)
+    """Score removed per unit of learnt skip evidence (``1 - p_finish``, models.like_skip)."""
+    like_skip_l2: float = Field(0.03, gt=0.0)
+    """L2 penalty of the like/skip model, in units of one fresh event's weight."""
     # Favourites back (the `mix` kind of list, models.fusion_rule.familiarity). No list
     # brought a heard track back before these, so the defaults are the chosen values
     # (docs/results.md, "Lists that bring favourites back"), not an older rule.

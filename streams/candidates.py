@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from models.fusion_rule import audio_skip_evidence, familiarity
+from models.like_skip import fit, learnt_skip_evidence
 from schemas.event_time import is_fresh
 from schemas.events import InteractionType, RecommendedItem
 from streams.catalog import Catalog, TrackInfo
@@ -280,6 +281,7 @@ def familiar_pool(
         # A favourite's own recent plays outweigh a skip of another track: no penalty.
         skip_audio=[*pool.skip_audio, *pad] if pool.skip_audio else [],
         skip_artist=[*pool.skip_artist, *pad] if pool.skip_artist else [],
+        skip_learnt=[*pool.skip_learnt, *pad] if pool.skip_learnt else [],
     )
     out.signals[_FAMILIAR][n:] = [fam[t] for t in extra]
     return out
@@ -333,16 +335,21 @@ def standing_skips(state: UserState, decay: float) -> dict[str, float]:
     """Skipped track -> recency weight of its newest skip (as ``recency_weights`` weighs the
     events), for the skips the listener has not taken back: a track played or liked after
     its skip no longer speaks against what sounds like it."""
+    return kept_and_skipped(state, decay)[1]
+
+
+def kept_and_skipped(state: UserState, decay: float) -> tuple[dict[str, float], dict[str, float]]:
+    """The listener's recent tracks by their newest event: (kept: played or liked, skipped),
+    each track -> that event's recency weight (the newest event weighs 1)."""
     recent = list(state.recent)
-    out: dict[str, float] = {}
-    kept: set[str] = set()
+    kept: dict[str, float] = {}
+    skipped: dict[str, float] = {}
     weights = recency_weights(len(recent), decay).tolist()
     for h, wt in zip(reversed(recent), reversed(weights), strict=True):
-        if h.type is not InteractionType.SKIP:
-            kept.add(h.track_id)
-        elif h.track_id not in kept and h.track_id not in out:
-            out[h.track_id] = wt
-    return out
+        if h.track_id in kept or h.track_id in skipped:
+            continue  # an older event of a track already labelled by its newest
+        (skipped if h.type is InteractionType.SKIP else kept)[h.track_id] = wt
+    return kept, skipped
 
 
 def skip_evidence(
@@ -353,29 +360,35 @@ def skip_evidence(
     artists: Mapping[str, str],
     weights: FusionWeights,
 ) -> None:
-    """Fill ``pool.skip_audio`` / ``skip_artist``: how much the listener's standing skips speak
-    against each candidate (``models.fusion_rule``). Left empty (no cost) when the listener
-    skipped nothing lately or the penalty is off."""
+    """Fill ``pool.skip_audio`` / ``skip_artist`` / ``skip_learnt``: how much the listener's
+    standing skips speak against each candidate (``models.fusion_rule``). Left empty (no
+    cost) when the listener skipped nothing lately or the penalties are off."""
     w = weights
-    if not pool.ids or (w.skip_audio_penalty == 0.0 and w.skip_artist_penalty == 0.0):
+    if not pool.ids or (
+        w.skip_audio_penalty == 0.0 and w.skip_artist_penalty == 0.0 and w.like_skip_penalty == 0.0
+    ):
         return
-    skips = standing_skips(state, w.recency_decay)
+    kept, skips = kept_and_skipped(state, w.recency_decay)
     if not skips:
         return
-    if w.skip_audio_penalty > 0.0 and (skipped := cache.embeddings(skips)):
-        # Every candidate with audio, hit or not: a co-played or popular track that sounds
-        # like the skip is as unwelcome as an audio neighbour.
-        vecs = {n: v for n, t in enumerate(pool.ids) if (v := cache.vector(t)) is not None}
-        if vecs:
-            ev = audio_skip_evidence(
-                np.stack(list(vecs.values())),
-                np.stack(list(skipped.values())),
-                np.array([skips[t] for t in skipped]),
-                w.skip_audio_floor,
-            )
-            pool.skip_audio = [0.0] * len(pool.ids)
-            for n, e in zip(vecs, ev.tolist(), strict=True):
-                pool.skip_audio[n] = e
+    skipped = cache.embeddings(skips) if w.skip_audio_penalty or w.like_skip_penalty else {}
+    # Every candidate with audio, hit or not: a co-played or popular track that sounds like
+    # the skip is as unwelcome as an audio neighbour.
+    vecs = (
+        {n: v for n, t in enumerate(pool.ids) if (v := cache.vector(t)) is not None}
+        if skipped
+        else {}
+    )
+    if w.skip_audio_penalty > 0.0 and vecs:
+        ev = audio_skip_evidence(
+            np.stack(list(vecs.values())),
+            np.stack(list(skipped.values())),
+            np.array([skips[t] for t in skipped]),
+            w.skip_audio_floor,
+        )
+        pool.skip_audio = _per_entry(len(pool.ids), vecs, ev)
+    if w.like_skip_penalty > 0.0 and vecs:
+        _learnt_evidence(pool, vecs, cache.embeddings(kept), kept, skipped, skips, w)
     if w.skip_artist_penalty > 0.0:
         by_artist: dict[str, float] = {}
         for t, wt in skips.items():
@@ -385,6 +398,39 @@ def skip_evidence(
                 by_artist[a] = max(wt, by_artist.get(a, 0.0))
         if by_artist:
             pool.skip_artist = [by_artist.get(a, 0.0) if a else 0.0 for a in pool.artists]
+
+
+def _learnt_evidence(
+    pool: Pool,
+    vecs: Mapping[int, np.ndarray],
+    kept_vecs: Mapping[str, np.ndarray],
+    kept: Mapping[str, float],
+    skipped_vecs: Mapping[str, np.ndarray],
+    skips: Mapping[str, float],
+    w: FusionWeights,
+) -> None:
+    """``pool.skip_learnt`` from the listener's like/skip model (``models.like_skip``), fitted
+    on the audio of what they kept and skipped; left empty when it has no contrast."""
+    if not kept_vecs:
+        return
+    model = fit(
+        np.stack(list(kept_vecs.values())),
+        np.stack(list(skipped_vecs.values())),
+        l2=w.like_skip_l2,
+        kept_weight=np.array([kept[t] for t in kept_vecs]),
+        skipped_weight=np.array([skips[t] for t in skipped_vecs]),
+    )
+    if model is not None:
+        ev = learnt_skip_evidence(model, np.stack(list(vecs.values())))
+        pool.skip_learnt = _per_entry(len(pool.ids), vecs, ev)
+
+
+def _per_entry(width: int, vecs: Mapping[int, np.ndarray], ev: np.ndarray) -> list[float]:
+    """Evidence of the entries with audio (``vecs``' keys, in order), 0 for the rest."""
+    out = [0.0] * width
+    for n, e in zip(vecs, ev.tolist(), strict=True):
+        out[n] = e
+    return out
 
 
 def _played(state: UserState, cache: VectorCache) -> tuple[list[str], np.ndarray] | None:

@@ -200,5 +200,8 @@ def _for_kind(w: FusionWeights, kind: ListKind) -> FusionWeights:
 @functools.lru_cache(maxsize=64)
 def _skip_of(w: FusionWeights) -> SkipPenalty:
     return SkipPenalty(
-        audio=w.skip_audio_penalty, artist=w.skip_artist_penalty, floor=w.skip_audio_floor
+        audio=w.skip_audio_penalty,
+        artist=w.skip_artist_penalty,
+        floor=w.skip_audio_floor,
+        learnt=w.like_skip_penalty,
     )

@@ -7,9 +7,9 @@ matrix per signal (zero-padded: zero is "no evidence", and padding changes no ro
 maximum), scores them all with the fusion rule the offline hybrid ranks with
 (``models.fusion_rule``: each signal scaled by its row maximum, then mixed), orders each row
 by score (ties on track id, so lists are deterministic), lowers the scores of what
-the listener's recent skips speak against (``Pool.skip_audio`` / ``skip_artist``, a matrix each
-like the signals, applied by ``models.fusion_rule.penalise``), applies the per-artist cap and
-writes a reason for each item emitted, only for those.
+the listener's recent skips speak against (``Pool.skip_audio`` / ``skip_artist`` /
+``skip_learnt``, a matrix each like the signals, applied by ``models.fusion_rule.penalise``),
+applies the per-artist cap and writes a reason for each item emitted, only for those.
 """
 
 from __future__ import annotations
@@ -60,8 +60,10 @@ class Pool:
     audio vector) and ``played`` (ids and vectors of the listener's played tracks; a function,
     called only when an emitted item's best signal is audio).
 
-    ``skip_audio`` / ``skip_artist``: per entry, the evidence of the listener's recent skips
-    against it (``models.fusion_rule``); empty when the listener skipped nothing lately.
+    ``skip_audio`` / ``skip_artist`` / ``skip_learnt``: per entry, the evidence of the
+    listener's recent skips against it (``models.fusion_rule``; ``skip_learnt`` from the
+    listener's like/skip model, ``models.like_skip``); empty when the listener skipped nothing
+    lately (``skip_learnt`` also when they kept nothing with audio).
     """
 
     ids: list[str]
@@ -74,6 +76,7 @@ class Pool:
     played: Callable[[], tuple[list[str], np.ndarray] | None] | None = None
     skip_audio: list[float] = field(default_factory=list)
     skip_artist: list[float] = field(default_factory=list)
+    skip_learnt: list[float] = field(default_factory=list)
 
 
 class PoolBuilder:
@@ -183,15 +186,18 @@ def _penalised(
     pools: Sequence[Pool], widths: list[int], total: np.ndarray, skip: SkipPenalty
 ) -> np.ndarray:
     """``total`` lowered by the pools' skip evidence (untouched when no pool has any)."""
-    if not any(p.skip_audio or p.skip_artist for p in pools):
+    if not any(p.skip_audio or p.skip_artist or p.skip_learnt for p in pools):
         return total
     audio, artist = np.zeros_like(total), np.zeros_like(total)
+    learnt = np.zeros_like(total) if any(p.skip_learnt for p in pools) else None
     for i, p in enumerate(pools):
         if p.skip_audio:
             audio[i, : widths[i]] = p.skip_audio
         if p.skip_artist:
             artist[i, : widths[i]] = p.skip_artist
-    return penalise(total, audio, artist, skip)
+        if p.skip_learnt and learnt is not None:
+            learnt[i, : widths[i]] = p.skip_learnt
+    return penalise(total, audio, artist, skip, learnt)
 
 
 def _emit(

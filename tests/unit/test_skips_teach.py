@@ -14,6 +14,7 @@ import pytest
 from infra.skip_panel import NOW_MS, build_world
 from models.audio_eval import read_manifest, represent
 from models.fusion_rule import audio_skip_evidence
+from models.like_skip import fit, learnt_skip_evidence
 from schemas.events import InteractionType
 from streams.candidates import audio_hits, rank_listener, standing_skips, taste_vectors
 from streams.fusion import DEFAULT_WEIGHTS, FusionWeights
@@ -78,6 +79,28 @@ def test_the_other_clip_of_a_skipped_track_sounds_like_it(world) -> None:  # typ
         np.stack([v[SIBLING]] + [v[t] for t in others]), v[SKIPPED][None], np.ones(1), 0.5
     )
     assert ev[0] > 0.7 and ev[0] > np.median(ev[1:]) + 0.4
+
+
+def test_a_skip_lowers_the_learnt_probability_of_the_other_clip(world) -> None:  # type: ignore[no-untyped-def]
+    """The like/skip model (models.like_skip) of a listener who played three electronic clips:
+    skipping ``frontiers`` clip 0 makes its clip 1 far less likely to be finished than when a
+    rock clip was skipped instead, and less likely than any electronic or other ``asc-music``
+    clip. (Not below 0.5: clip 1 also sounds like a played clip, cosine 0.88 to
+    ``Awakening``. And not the least likely of all: the model learns a direction, away from
+    the played electronic clips, so the remaining rock clip falls lower still.)"""
+    v = world.vectors
+    kept = np.stack([v[t] for t in PLAYED])
+    other = "fretsonfire-songs-sectoid__Feelings__0"
+    rest = [t for t in v if t not in (*PLAYED, SKIPPED, SIBLING, other)]
+    cands = np.stack([v[SIBLING]] + [v[t] for t in rest])
+    no_skip = fit(kept, np.zeros((0, kept.shape[1])), l2=SERVED.like_skip_l2)
+    assert not learnt_skip_evidence(no_skip, cands).any()  # no skip: no evidence
+    skip = fit(kept, v[SKIPPED][None], l2=SERVED.like_skip_l2)
+    skip_other = fit(kept, v[other][None], l2=SERVED.like_skip_l2)
+    assert skip is not None and skip_other is not None
+    p, p_other = skip.p_finish(cands), skip_other.p_finish(cands)
+    assert p[0] < p_other[0] - 0.25
+    assert p[0] < min(p[n + 1] for n, t in enumerate(rest) if not t.startswith("fretsonfire"))
 
 
 def test_a_skip_sinks_the_other_clip(world) -> None:  # type: ignore[no-untyped-def]
