@@ -226,6 +226,7 @@ def gather_pool(
     _add_coplayed(b, recent, catalog, weights)
     artists = catalog.artists
     if sequence:
+        uploaded = catalog.uploaded
         best = max(sc for _, sc in sequence)
         for tid, sc in sequence:
             b.add(
@@ -233,7 +234,8 @@ def gather_pool(
                 artists.get(tid),
                 _SEQ,
                 float(np.exp(min(0.0, sc - best))),
-                fresh=_is_fresh(catalog.uploaded.get(tid), now_ms, weights),
+                # Most sequence picks are no upload at all: skip the freshness rule for them.
+                fresh=tid in uploaded and _is_fresh(uploaded[tid], now_ms, weights),
             )
     for t in popular:
         b.add(t.track_id, t.artist_id, _POP, t.popularity)

@@ -61,7 +61,7 @@ class Catalog:
         self.by_artist: dict[str, set[str]] = {}  # artist -> tracks (artist candidates)
         # Each artist's most popular tracks, until the popular list is next recomputed: every
         # listener of a batch who plays the artist asks.
-        self._artist_top: dict[tuple[str, int], list[str]] = {}
+        self._artist_top: dict[str, dict[int, list[str]]] = {}
         self.uploaded: dict[str, int] = {}
         self.labels: dict[str, str] = {}  # "title by artist", how reasons name a track
         self._top: dict[str, dict[str, int]] = {}  # strongest co-plays, until the next change
@@ -112,16 +112,20 @@ class Catalog:
             self.by_artist.get(old, set()).discard(track_id)
         self.artists[track_id] = artist
         self.by_artist.setdefault(artist, set()).add(track_id)
-        self._artist_top.clear()
+        # Only these two artists' lists changed: a batch names new artists all the time.
+        self._artist_top.pop(artist, None)
+        if old is not None:
+            self._artist_top.pop(old, None)
 
     def tracks_by(self, artist: str, n: int) -> list[str]:
         """The artist's ``n`` most popular tracks (ties on id: deterministic); as fresh as
         the popular list (``ttl_s``)."""
-        top = self._artist_top.get((artist, n))
+        cached = self._artist_top.setdefault(artist, {})
+        top = cached.get(n)
         if top is None:
             tracks = self.by_artist.get(artist, ())
             top = [t for _, t in heapq.nsmallest(n, ((-self.popularity(t), t) for t in tracks))]
-            self._artist_top[artist, n] = top
+            cached[n] = top
         return top
 
     def popularity(self, track_id: str) -> float:

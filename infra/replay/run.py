@@ -268,7 +268,8 @@ def _naming(result: DriveResult, fusion: str, sequence: str) -> dict[str, Any]:
     }
 
 
-def _ratios(live: Scored, offline: dict[str, Scored], names: Any, seed: int) -> dict[str, Any]:
+def ratios_of(live: Scored, offline: dict[str, Scored], names: Any, seed: int) -> dict[str, Any]:
+    """Live over each named offline variant, with the paired bootstrap interval."""
     out = {}
     for name in names:
         per = {m: ratio_ci(live, offline[name], m, seed=seed) for m in METRICS}
@@ -292,7 +293,7 @@ def _report(
         str(kind): {
             "live": {m: f.model_dump() for m, f in sc.summary.items()},
             "counterparts": list(KIND_COUNTERPARTS[kind]),
-            "ratio": _ratios(sc, offline, KIND_COUNTERPARTS[kind], opts.seed),
+            "ratio": ratios_of(sc, offline, KIND_COUNTERPARTS[kind], opts.seed),
             "scored_without_list": sum(kind not in ob.lists for ob in scored),
         }
         for kind, sc in live.items()
@@ -322,7 +323,7 @@ def _report(
         "offline": {
             name: {m: f.model_dump() for m, f in sc.summary.items()} for name, sc in offline.items()
         },
-        "ratio": _ratios(new, offline, plain, opts.seed),
+        "ratio": ratios_of(new, offline, plain, opts.seed),
         "kinds": kinds,
         "cold_start": cold_start(plan, result),
         # Per event (time order), so slices can be pooled and compared listener by listener.

@@ -271,6 +271,8 @@ def ranked_lists(
                 else p
                 for (n, _), p in zip(hybrid.components, parts, strict=True)
             ]
+        if variant.exclude_history:
+            parts = _sequence_over_unheard(hybrid, parts, hist)
         scores = hybrid._mixed(parts, keep)
         if variant.pools:
             scores = _in_pools(hybrid, parts, hist, scores, variant.drop)
@@ -290,6 +292,24 @@ def ranked_lists(
             out.append(
                 [data.item_ids[i] for i in _capped(ranked, artists, max_per_artist, own)]
             )
+    return out
+
+
+def _sequence_over_unheard(
+    hybrid: HybridRec, parts: list[np.ndarray], histories: Sequence[Sequence[int]]
+) -> list[np.ndarray]:
+    """The sequence signal as the agent receives it: relative to the best *unheard* track.
+
+    The served model returns its top unheard tracks, so live ``exp(logit - best)`` has the
+    best unheard track at 1; over the whole catalogue the best is often a replay, which
+    would make every unheard track's signal smaller next to the others than it is live.
+    ``part = exp(logit - best of all)``, so dividing by its best unheard value rescales it."""
+    out = []
+    for (name, _), part in zip(hybrid.components, parts, strict=True):
+        if signal_of(name) == "sequence":
+            best = mask_history(part, histories, 0.0).max(axis=1, keepdims=True)
+            part = part / np.where(best > 0, best, 1.0)
+        out.append(part)
     return out
 
 
