@@ -123,13 +123,22 @@ class Refresher:
         for kind in self.deps.settings.list_kinds:
             g = group
             if kind is ListKind.MIX:
-                artists = self.catalog.artists
                 g = [
-                    (t, familiar_pool(t.state, pool, artists=artists, weights=weights), src, sv)
+                    (t, self._with_favourites(t, pool, weights), src, sv)
                     for t, pool, src, sv in group
                 ]
             out.append((kind, self._rank(g, weights.for_kind(kind))))
         return out
+
+    def _with_favourites(self, t: Touched, pool: Pool, weights: FusionWeights) -> Pool:
+        """The listener's `mix` pool; if making it fails, their pool without favourites
+        (counted): one listener's failure must not stop everyone's lists."""
+        try:
+            return familiar_pool(t.state, pool, artists=self.catalog.artists, weights=weights)
+        except Exception:
+            self.deps.metrics.events.labels(topic="refresh", outcome="error").inc()
+            log.exception("favourites failed for user %s", t.state.user_id)
+            return pool
 
     def _pools(
         self,

@@ -11,7 +11,7 @@ import faust
 import pytest
 
 from models.convert_musicnn import MUSICNN_CARD
-from schemas.events import Interaction, ListKind, Recommendation
+from schemas.events import Interaction, InteractionType, ListKind, Recommendation
 from schemas.settings import Settings
 from streams.app import build_app
 from streams.clients import Deps
@@ -309,3 +309,59 @@ def test_refresher_ranks_with_the_weights_artifact_in_force(tmp_path: Any) -> No
     gauge = deps.metrics.registry.get_sample_value
     assert gauge("resonate_fusion_weights_info", {"version": version}) == 1.0
     assert gauge("resonate_fusion_weights_info", {"version": builtin().version}) is None
+
+
+async def test_a_listener_whose_favourites_fail_still_gets_both_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The `mix` pool failing for one listener is counted; that listener's mix list falls
+    back to its new candidates, and every list of the batch is still sent."""
+    import streams.refresh as refresh_mod
+    from streams.candidates import VectorCache
+    from streams.catalog import Catalog
+    from streams.clients import Clients
+    from streams.fold import Touched
+    from streams.refresh import Refresher
+    from streams.state import HistoryItem
+
+    deps = Deps(
+        settings=Settings(kafka_bootstrap="localhost:1"),
+        card=MUSICNN_CARD,
+        metrics=Metrics(),
+        store_factory=NoAudioStore,  # type: ignore[arg-type]
+        encoder_factory=_never,
+    )
+    catalog = Catalog(ttl_s=0.0)
+    catalog.apply(CatalogDelta(delta_id="d", plays={"p1": 3, "p2": 2}))
+    r = Refresher(deps=deps, clients=Clients(deps), catalog=catalog, cache=VectorCache())
+
+    def broken(state: UserState, *a: Any, **kw: Any) -> Any:
+        if state.user_id == "bad":
+            raise RuntimeError("boom")
+        return real(state, *a, **kw)
+
+    real = refresh_mod.familiar_pool
+    monkeypatch.setattr(refresh_mod, "familiar_pool", broken)
+    touched = []
+    for uid in ("bad", "good"):
+        ev = _ev(1 if uid == "bad" else 2, uid, "t1")
+        st = UserState(
+            user_id=uid,
+            recent=(HistoryItem(track_id="t1", type=InteractionType.PLAY, at_ms=1),),
+        )
+        touched.append(Touched(state=st, events=[ev]))
+    out: list[tuple[str, Recommendation]] = []
+
+    async def send(key: str, rec: Recommendation) -> None:
+        out.append((key, rec))
+
+    await r.refresh(touched, send)
+    assert [(k, rec.kind) for k, rec in out] == [
+        (u, kind) for u in ("bad", "good") for kind in (ListKind.NEW, ListKind.MIX)
+    ]
+    bad = {rec.kind: [i.track_id for i in rec.items] for k, rec in out if k == "bad"}
+    assert bad[ListKind.MIX] == bad[ListKind.NEW]  # no favourites, same candidates
+    errors = deps.metrics.registry.get_sample_value(
+        "resonate_events_total", {"topic": "refresh", "outcome": "error"}
+    )
+    assert errors == 1.0
