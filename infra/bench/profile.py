@@ -22,11 +22,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: (stage, pattern of a frame "function (file:line)"): a sample's innermost frame that
-#: matches one names its stage. Order matters only within one frame.
 #: (stage, pattern of a frame "[Class.]function (file:line)"): a sample's innermost frame
 #: that matches one names its stage. Order matters only within one frame.
 _Q = r"^(?:[\w<>]+\.)*"  # py-spy names methods Class.method (and closures a.<locals>.b)
+_FILE = r"\((?:[^()]*/)?"  # the start of a frame's "(path/file.py:line)", any root
 STAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (stage, re.compile(p))
     for stage, p in (
@@ -35,13 +34,11 @@ STAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("encode", _Q + r"(dumps_(value|key) \(.*streams/codec\.py|_message \()"),
         ("vector search", r"milvus_store\.py|/pymilvus/|/grpc/|" + _Q + r"_fill_cache \("),
         ("sequence model", r"user_encoder_client\.py|" + _Q + r"sequence_candidates \("),
-        ("rank", _Q + r"(rank|rank_batch|_reason|_merge|candidate_signals) \(|models/fusion_rule"),
-        (
-            "candidates",
-            _Q + r"(rank_listener|taste_vectors|user_vector|audio_hits|_audio_hits|lists"
-            r"|coplays_of|collab_scores|_closest_played|gather|candidates_of) \(",
-        ),
-        ("fold", _Q + r"fold_batch \(|streams/(state|dedupe)\.py|schemas/event_time\.py"),
+        ("rank", _Q + r"(rank|_rank|_rank_kinds) \(.*streams/(rank|refresh)\.py"),
+        # The candidates' steps outside streams/candidates.py (the catalog's lists, co-plays
+        # and artist tops are read here, not fed); inside it, its file names it (below).
+        ("candidates", _Q + r"(_pools|_with_favourites|lists|coplays_of|tracks_by) \("),
+        ("fold", _Q + r"fold_batch \(|streams/(state|dedupe|fold)\.py|schemas/event_time\.py"),
         ("catalog feed", r"streams/catalog\.py"),
         ("dead letters", r"streams/(deadletter|spool)\.py"),
         (
@@ -51,6 +48,13 @@ STAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             + r"(send|publish_message|_send_now|as_future_message) \(.*faust/(topics|channels)\.py",
         ),
         ("metrics", r"/prometheus_client/"),
+        # By file, after the names above (which win within a frame): a step's helpers and
+        # comprehensions are the step's, whatever they are called after the next refactor.
+        ("rank", _FILE + r"(streams/rank|models/fusion_rule|models/like_skip)\.py:"),
+        ("candidates", _FILE + r"streams/(candidates|fusion)\.py:"),
+        # The pipeline's and refresher's own lines: loops over the batch, grouping, metrics
+        # calls; what they call is filed under its own stage first.
+        ("batch glue", _FILE + r"streams/(pipeline|refresh)\.py:"),
         # The event loops' own wake-ups (the worker's and Faust's consumer thread's): CPU
         # spent in epoll_wait and cross-thread wake-ups, not idle time (py-spy skips that).
         ("event loop", _Q + r"(select|_write_to_self|_read_from_self|call_soon_threadsafe) \("),
