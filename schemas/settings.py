@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     vector_cache_size: int = Field(
         100_000, description="Track vectors (and 'no vector' answers) cached per worker."
     )
+    gc_young_threshold: int = Field(
+        50_000,
+        ge=700,
+        description="Allocations between two young-generation passes of Python's garbage "
+        "collector in a worker (Python's default: 700). A refresh allocates thousands of "
+        "small objects per listener, so at 700 the collector ran every few interactions "
+        "and took about a fifth of the worker's CPU (python -m infra.bench.hotpath).",
+    )
     app_id: str = Field("resonate", description="Faust application id (consumer group).")
 
     # --- recommendation behaviour ---

@@ -9,6 +9,7 @@ talks to Milvus or Kafka.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from models.fusion_rule import audio_skip_evidence, familiarity
+from models.fusion_rule import SIGNALS, audio_skip_evidence, familiarity
 from models.like_skip import fit, learnt_skip_evidence
 from schemas.event_time import is_fresh
 from schemas.events import InteractionType, RecommendedItem
@@ -211,18 +212,20 @@ def gather_pool(
     recent = list(state.recent)
     b = PoolBuilder(exclude=_Excluded({h.track_id for h in recent}, state.heard.matcher()))
     pool = b.pool
+    window = weights.fresh_window_ms
     for h in hits:
         n = b.add(
             h.track_id,
             h.artist_id or None,
             _AUDIO,
             float(h.score),
-            fresh=_is_fresh(h.uploaded_at_ms, now_ms, weights),
+            fresh=is_fresh(h.uploaded_at_ms, now_ms=now_ms, window_ms=window),
         )
         if n is not None and (v := cache.vector(h.track_id)) is not None:
             pool.hit_vectors.setdefault(n, v)
     if pool.hit_vectors:
-        pool.played = lambda: _played(state, cache)
+        # Asked by each kind's list that carries an audio item: worked out once.
+        pool.played = functools.cache(lambda: _played(state, cache))
     _add_coplayed(b, recent, catalog, weights)
     artists = catalog.artists
     if sequence:
@@ -235,7 +238,7 @@ def gather_pool(
                 _SEQ,
                 float(np.exp(min(0.0, sc - best))),
                 # Most sequence picks are no upload at all: skip the freshness rule for them.
-                fresh=tid in uploaded and _is_fresh(uploaded[tid], now_ms, weights),
+                fresh=tid in uploaded and is_fresh(uploaded[tid], now_ms=now_ms, window_ms=window),
             )
     for t in popular:
         b.add(t.track_id, t.artist_id, _POP, t.popularity)
@@ -243,10 +246,10 @@ def gather_pool(
         b.add(t.track_id, t.artist_id, _FRESH, 1.0, fresh=True)
     if weights.artist > 0.0 and (counts := artist_counts(recent, artists)):
         _add_by_artist(b, counts, catalog)
-        col = pool.signals[_ARTIST]
+        rows = pool.values
         for n, a in enumerate(pool.artists):
             if a and (c := counts.get(a)):
-                col[n] = c
+                rows[n][_ARTIST] = c
     skip_evidence(state, pool, cache=cache, artists=artists, weights=weights)
     return pool
 
@@ -270,11 +273,12 @@ def familiar_pool(
     extra = [str(t) for t in fam if t not in known]
     if not extra:
         return pool
-    n, pad = len(pool.ids), [0.0] * len(extra)
+    pad = [0.0] * len(extra)
     out = Pool(
         ids=[*pool.ids, *extra],
         artists=[*pool.artists, *(artists.get(t) for t in extra)],
-        signals=[[*col, *pad] for col in pool.signals],
+        # The pool's rows are shared, not copied: they are not changed here.
+        values=[*pool.values, *(_familiar_row(fam[t]) for t in extra)],
         fresh=[*pool.fresh, *(False for _ in extra)],
         similar_to=pool.similar_to,
         coplayed_with=pool.coplayed_with,
@@ -285,8 +289,13 @@ def familiar_pool(
         skip_artist=[*pool.skip_artist, *pad] if pool.skip_artist else [],
         skip_learnt=[*pool.skip_learnt, *pad] if pool.skip_learnt else [],
     )
-    out.signals[_FAMILIAR][n:] = [fam[t] for t in extra]
     return out
+
+
+def _familiar_row(value: float) -> list[float]:
+    row = [0.0] * len(SIGNALS)
+    row[_FAMILIAR] = value
+    return row
 
 
 def artist_counts(recent: Iterable[Any], artists: Mapping[str, str]) -> dict[str, float]:
@@ -485,7 +494,3 @@ def rank_listener(
         skip=weights.skip_penalty,
     )
     return Ranked(items=items, source=pool_source(hits, sequence))
-
-
-def _is_fresh(uploaded_at_ms: int | None, now_ms: int, w: FusionWeights) -> bool:
-    return is_fresh(uploaded_at_ms, now_ms=now_ms, window_ms=w.fresh_window_ms)

@@ -29,6 +29,8 @@ from streams.state import HistoryItem
 
 _BASE = builtin().base.weights
 _TASTE = builtin().taste
+_MIX_FIELDS = frozenset(MixWeights.model_fields)
+_TASTE_FIELDS = frozenset(Taste.model_fields)
 
 
 class FusionWeights:
@@ -62,9 +64,10 @@ class FusionWeights:
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names that are not attributes: a signal's weight or a taste field.
-        if name in MixWeights.model_fields:
+        # (Sets made once: pydantic's ``model_fields`` is a property, slow on a hot path.)
+        if name in _MIX_FIELDS:
             return getattr(self.mix_weights, name)
-        if name in Taste.model_fields:
+        if name in _TASTE_FIELDS:
             return getattr(self.taste, name)
         raise AttributeError(f"FusionWeights has no {name!r}")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from schemas.events import RecommendedItem
 from streams.fusion import DEFAULT_WEIGHTS, FusionWeights
 
 _AUDIO, _COLLAB, _POP, _FRESH, _SEQ, _FAMILIAR, _ARTIST = (SIGNALS.index(s) for s in SIGNALS)
+_WIDTH = len(SIGNALS)
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,9 @@ class Candidate:
 
 @dataclass
 class Pool:
-    """One listener's candidates: one entry per track, ``signals[s][n]`` the raw value of
-    signal ``SIGNALS[s]`` for entry ``n``.
+    """One listener's candidates: one entry per track, ``values[n][s]`` the raw value of
+    signal ``SIGNALS[s]`` for entry ``n`` (a row per entry: adding a track is one list, and
+    a pool extended by more entries shares the rows it had).
 
     ``similar_to`` names the played track an audio candidate sounds like; where it is not
     given, it is worked out for the items emitted only, from ``hit_vectors`` (entry ->
@@ -68,7 +71,7 @@ class Pool:
 
     ids: list[str]
     artists: list[str | None]
-    signals: list[list[float]]
+    values: list[list[float]]
     fresh: list[bool]
     similar_to: dict[int, str] = field(default_factory=dict)
     coplayed_with: dict[int, str] = field(default_factory=dict)
@@ -89,7 +92,7 @@ class PoolBuilder:
         # ``exclude``: anything with ``in`` (recent tracks, the heard filter).
         self._index: dict[str, int] = {}
         self._exclude = exclude
-        self.pool = Pool(ids=[], artists=[], signals=[[] for _ in SIGNALS], fresh=[])
+        self.pool = Pool(ids=[], artists=[], values=[], fresh=[])
 
     def add(
         self,
@@ -103,6 +106,8 @@ class PoolBuilder:
         """Propose ``track_id`` with ``value`` for signal number ``signal`` (and, when
         ``fresh``, as a recent upload: the fresh signal 1); its entry, or None when the
         track is excluded."""
+        # Called ~100 times per listener and refresh: one dict lookup for a track already
+        # proposed, one new row for a new one.
         p = self.pool
         n = self._index.get(track_id)
         if n is None:
@@ -111,18 +116,20 @@ class PoolBuilder:
             n = self._index[track_id] = len(p.ids)
             p.ids.append(track_id)
             p.artists.append(artist_id)
-            for s, col in enumerate(p.signals):
-                col.append(value if s == signal else 0.0)
+            row = [0.0] * _WIDTH
+            row[signal] = value
+            p.values.append(row)
             p.fresh.append(fresh)
         else:
-            col = p.signals[signal]
-            if value > col[n]:
-                col[n] = value
+            row = p.values[n]
+            if value > row[signal]:
+                row[signal] = value
             if not p.artists[n] and artist_id:
                 p.artists[n] = artist_id
         if fresh:
             p.fresh[n] = True
-            p.signals[_FRESH][n] = max(p.signals[_FRESH][n], 1.0)
+            if row[_FRESH] < 1.0:
+                row[_FRESH] = 1.0
         return n
 
     def add_candidate(self, c: Candidate) -> None:
@@ -130,10 +137,10 @@ class PoolBuilder:
         n = self.add(c.track_id, c.artist_id, _AUDIO, c.audio, fresh=c.fresh)
         if n is None:
             return
-        cols = self.pool.signals
+        row = self.pool.values[n]
         for s, v in ((_COLLAB, c.collab), (_POP, c.popularity), (_SEQ, c.sequence)):
-            if v > cols[s][n]:
-                cols[s][n] = v
+            if v > row[s]:
+                row[s] = v
         if c.similar_to and n not in self.pool.similar_to:
             self.pool.similar_to[n] = c.similar_to
         if c.coplayed_with and n not in self.pool.coplayed_with:
@@ -154,10 +161,7 @@ def rank_pools(
     width = max(widths, default=0)
     if width == 0:
         return [[] for _ in pools]
-    raw = np.zeros((len(SIGNALS), len(pools), width))
-    for i, p in enumerate(pools):
-        if widths[i]:
-            raw[:, i, : widths[i]] = p.signals
+    raw = _signal_matrix(pools, widths, width)
     parts = weighted_parts(scale_signals(dict(zip(SIGNALS, raw, strict=True))), mix)
     # Summed in SIGNALS order (sequence and familiar last: without a sequence model, or in
     # a list of new tracks, they are 0 and change neither sums nor reasons), the same float
@@ -180,6 +184,22 @@ def rank_pools(
         _emit(p, order[i, : widths[i]].tolist(), total[i], stacked[:, i], k, max_per_artist, titles)
         for i, p in enumerate(pools)
     ]
+
+
+def _signal_matrix(pools: Sequence[Pool], widths: list[int], width: int) -> np.ndarray:
+    """``signal x listener x entry``, zero-padded: every pool's rows read in one pass (one
+    ``fromiter`` over the flattened rows, not one conversion per pool)."""
+    total = sum(widths)
+    flat = np.fromiter(
+        chain.from_iterable(chain.from_iterable(p.values for p in pools)),
+        dtype=np.float64,
+        count=total * _WIDTH,
+    ).reshape(total, _WIDTH)
+    listener = np.repeat(np.arange(len(pools)), widths)
+    entry = np.arange(total) - np.repeat(np.cumsum(widths) - widths, widths)
+    rows = np.zeros((len(pools), width, _WIDTH))
+    rows[listener, entry] = flat
+    return rows.transpose(2, 0, 1)  # a view
 
 
 def _penalised(
@@ -216,10 +236,10 @@ def _emit(
     counted, so one artist's album the listener keeps playing can come back whole."""
     chosen: list[int] = []
     per_artist: dict[str, int] = {}
-    familiar = p.signals[_FAMILIAR]
+    values = p.values
     for n in order:
         artist = p.artists[n]
-        if artist and not familiar[n]:
+        if artist and not values[n][_FAMILIAR]:
             if per_artist.get(artist, 0) >= max_per_artist:
                 continue
             per_artist[artist] = per_artist.get(artist, 0) + 1

@@ -116,3 +116,49 @@ def test_stage_budget_files_each_sample_under_its_innermost_stage() -> None:
     assert shares["batch glue"] == round(4 / 120, 4)
     budget = stage_budget(shares, 4.0)
     assert budget["state codec"] == 1.0 and abs(sum(budget.values()) - 4.0) < 1e-3
+
+
+def test_the_worker_collects_young_objects_at_its_own_pace_and_freezes_its_start() -> None:
+    import gc
+
+    from schemas.settings import Settings
+    from streams.runtime import tune_gc
+
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        tune_gc(Settings(gc_young_threshold=12_345))
+        assert gc.get_threshold() == (12_345, *before[1:])
+        assert gc.get_freeze_count() > frozen  # what exists at start is out of every pass
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_hotpath_drives_the_worker_steps_and_reports_cpu_per_step(tmp_path: Path) -> None:
+    import argparse
+    import asyncio
+    import gc
+
+    from infra.bench.hotpath import STEPS, run
+    from schemas.settings import Settings
+
+    o = argparse.Namespace(
+        events=300,
+        warmup=100,
+        batch=50,
+        listeners=40,
+        audio=50,
+        silent=50,
+        artists=10,
+        seed=0,
+        profile=None,
+        out=None,
+        default_gc=True,
+    )
+    before = gc.get_threshold()
+    got = asyncio.run(run(o, Settings()))
+    assert gc.get_threshold() == before  # --default-gc leaves the collector alone
+    assert set(got["cpu_ms_per_event"]) == set(STEPS)
+    assert all(v > 0 for v in got["cpu_ms_per_event"].values())
+    # 50 events over 40 listeners: most batches touch each listener once, two kinds each
+    assert 1.0 < got["lists_per_event"] <= 2.0
