@@ -154,6 +154,13 @@ def audio_candidates(k: int) -> int:
     return max(3 * k, 30)
 
 
+def sequence_top_n(k: int) -> int:
+    """Sequence-model tracks a listener's ranking looks at (its best unheard ones), as for
+    audio hits: room for the per-artist cap and re-ranking, no more (every one is a pool
+    entry for every listener)."""
+    return max(4 * k, 50)
+
+
 def search_limit(k: int, state: UserState, cache: VectorCache) -> int:
     """Hits to ask for: room for the per-artist cap and re-ranking, plus the listener's
     recent tracks that have a vector, which are dropped afterwards (each listener excludes

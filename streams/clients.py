@@ -16,6 +16,7 @@ from schemas.settings import Settings
 from serving.milvus_store import TrackStore
 from serving.triton_client import AudioEncoderClient
 from serving.user_encoder_client import UserEncoderClient
+from streams.candidates import sequence_top_n
 from streams.catalog import Catalog, CatalogFeed
 from streams.metrics import Metrics
 from streams.state import UserState
@@ -119,7 +120,7 @@ async def sequence_candidates(
     t0 = time.perf_counter()
     try:
         client = await lazy.user_encoder()
-        items, version = await client.recommend(history, n=max(4 * deps.settings.top_k, 50))
+        items, version = await client.recommend(history, n=sequence_top_n(deps.settings.top_k))
     except Exception as exc:  # any failure: fall back, never drop the refresh
         lazy.user_encoder_down_until = time.monotonic() + _USER_ENCODER_BACKOFF_S
         m.user_encoder_calls.labels(outcome="error").inc()

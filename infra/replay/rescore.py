@@ -21,9 +21,9 @@ from typing import Any
 from infra.cli_common import cli_settings
 from infra.replay.plan import plan_30music
 from infra.replay.report import markdown
-from infra.replay.run import live_windows, ratios_of
+from infra.replay.run import ratios_of, served_counterpart
 from models.fusion_weights import WeightsSource, git_commit
-from models.recsys.counterpart import KIND_COUNTERPARTS, VARIANTS, ArtifactRec, counterpart
+from models.recsys.counterpart import KIND_COUNTERPARTS, VARIANTS, ArtifactRec
 from models.recsys.prequential import Scored, summarize_over
 from schemas.events import ListKind
 from schemas.settings import Settings
@@ -42,15 +42,8 @@ def rescore(report: dict[str, Any], settings: Settings) -> dict[str, Any]:
         )
     plan = plan_30music(Path(opts["path"]), listeners=int(opts["listeners"]), seed=opts["seed"])
     sequence = ArtifactRec(Path(report["artifacts"]["sequence_model_path"]))
-    offline = counterpart(
-        plan.data,
-        fusion.sequence.weights,
-        sequence,
-        taste=fusion.taste,
-        window=settings.seq_len,
-        live=live_windows(plan, settings.seq_len),
-        max_per_artist=settings.max_per_artist,
-        seed=opts["seed"],
+    offline = served_counterpart(
+        plan, settings, fusion=fusion, sequence=sequence, seed=opts["seed"]
     )
     per_event = report["per_event"]
     live = {

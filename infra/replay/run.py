@@ -24,7 +24,14 @@ from typing import Any
 
 from infra.replay.drive import DriveResult, ListReader, drive
 from infra.replay.plan import ReplayPlan, plan_30music
-from models.recsys.counterpart import KIND_COUNTERPARTS, VARIANTS, LiveWindows
+from models.fusion_weights import FusionArtifact, WeightsSource
+from models.recsys.counterpart import (
+    KIND_COUNTERPARTS,
+    VARIANTS,
+    ArtifactRec,
+    LiveWindows,
+    counterpart,
+)
 from models.recsys.prequential import METRICS, Scored, ratio_ci, score
 from schemas.events import ListKind
 from schemas.settings import Settings
@@ -162,6 +169,30 @@ def live_windows(plan: ReplayPlan, window: int) -> LiveWindows:
     return LiveWindows(windows=windows, artists=plan.artists)
 
 
+def served_counterpart(
+    plan: ReplayPlan,
+    settings: Settings,
+    *,
+    fusion: FusionArtifact,
+    sequence: ArtifactRec,
+    seed: int,
+) -> dict[str, Scored]:
+    """The replay's offline counterpart (:func:`models.recsys.counterpart.counterpart`) on
+    ``plan``'s events, configured as the stack serves: ``fusion``'s sequence mix and taste,
+    the served ``sequence`` model, the agent's window and diversity cap, its live windows.
+    One home, so a replay and its rescoring (:mod:`infra.replay.rescore`) compute the same."""
+    return counterpart(
+        plan.data,
+        fusion.sequence.weights,
+        sequence,
+        taste=fusion.taste,
+        window=settings.seq_len,
+        live=live_windows(plan, settings.seq_len),
+        max_per_artist=settings.max_per_artist,
+        seed=seed,
+    )
+
+
 def live_scored(plan: ReplayPlan, result: DriveResult, kind: ListKind = ListKind.NEW) -> Scored:
     """The live figures of one kind of list: each scored event against the list of that
     kind it met."""
@@ -198,8 +229,6 @@ def run_replay(settings: Settings, opts: ReplayOptions, out: Path) -> dict[str, 
     import pymilvus  # noqa: F401 -- it configures its loggers on import: quiet them after
 
     from infra.stack import EmbeddedStack
-    from models.fusion_weights import WeightsSource
-    from models.recsys.counterpart import ArtifactRec, counterpart
     from models.recsys.export_user import latest_artifact
 
     # The clients' per-request INFO lines and the "collection not found" errors of the wait
@@ -224,16 +253,7 @@ def run_replay(settings: Settings, opts: ReplayOptions, out: Path) -> dict[str, 
     assert artifact is not None  # ensure_user_model checked
     fusion, fusion_version = WeightsSource(dir=settings.fusion_weights_dir).current()
     sequence = ArtifactRec(artifact)
-    offline = counterpart(
-        plan.data,
-        fusion.sequence.weights,
-        sequence,
-        taste=fusion.taste,
-        window=settings.seq_len,
-        live=live_windows(plan, settings.seq_len),
-        max_per_artist=settings.max_per_artist,
-        seed=opts.seed,
-    )
+    offline = served_counterpart(plan, settings, fusion=fusion, sequence=sequence, seed=opts.seed)
     out_dir = out.resolve().parent
     s = _stack_settings(settings, model_root, out_dir / f"replay-{plan.name}")
     s = s.model_copy(update={"workers": opts.workers})

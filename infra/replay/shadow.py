@@ -1,12 +1,14 @@
 """The live ranking, in process: a replay plan folded and ranked by the agent's own functions.
 
-``python -m infra.replay.shadow --path SLICE [--split test|valid] [--set artist=0.5 ...]``
-walks a :class:`~infra.replay.plan.ReplayPlan`'s events in time order through the functions
-the worker runs (``streams.state.apply_interaction`` and ``DeltaBuilder`` into a
+``python -m infra.replay.shadow --path SLICE [--split test|valid] [--set artist=0.5 ...]
+[--top-n N]`` walks a :class:`~infra.replay.plan.ReplayPlan`'s events in time order through
+the functions the worker runs (``streams.state.apply_interaction`` and ``DeltaBuilder`` into a
 ``streams.catalog.Catalog``; ``gather_pool`` / ``familiar_pool`` / ``rank_pools`` with the
 served sequence model's top-N from ``serving.user_model.UserModel``, as Triton serves it), and
 scores each case against the lists its listener would hold. No broker, no Triton, no Milvus:
-one slice in about a minute, not six.
+one slice in about a minute, not six. ``--top-n N`` puts the sequence model's N best unheard
+tracks in each pool instead of the agent's ``streams.candidates.sequence_top_n``, to measure
+what a longer reach would buy.
 
 What it leaves out, so what only ``resonate replay`` measures: audio (the cold-start uploads
 and their vectors), batching and timing (every event is its own batch, every list is fresh),
@@ -23,6 +25,7 @@ import argparse
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,8 +36,9 @@ from infra.replay.plan import ReplayPlan, plan_30music
 from models.recsys.prequential import score
 from schemas.event_time import InputLimits
 from schemas.events import Interaction, InteractionType, ListKind
+from schemas.settings import Settings
 from serving.user_model import UserModel
-from streams.candidates import VectorCache, familiar_pool, gather_pool
+from streams.candidates import VectorCache, familiar_pool, gather_pool, sequence_top_n
 from streams.catalog import Catalog
 from streams.fusion import DEFAULT_WEIGHTS, SEQUENCE_WEIGHTS, FusionWeights
 from streams.rank import rank_pools
@@ -45,9 +49,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class ShadowOptions:
-    """What to rank with: lists of ``k``, the diversity cap, weights overridden by name."""
+    """What to rank with: lists of ``k`` from pools holding the sequence model's ``top_n``
+    best unheard tracks, the diversity cap, weights overridden by name."""
 
     k: int
+    top_n: int
     max_per_artist: int
     seq_len: int
     session_gap_s: float
@@ -77,7 +83,7 @@ def _lists(
     history = [h.track_id for h in st.positives()]
     if history:
         ids, scores, _ = model.recommend(history)
-        n = max(4 * o.k, 50)  # what streams.clients.sequence_candidates asks for
+        n = o.top_n  # the model may return more (its own top-N): the agent asks for n
         seq = list(zip(ids[:n], (float(s) for s in scores[:n]), strict=False))
     w: FusionWeights = (SEQUENCE_WEIGHTS if seq else DEFAULT_WEIGHTS).replace(**o.overrides)
     popular, fresh = catalog.lists(
@@ -141,33 +147,52 @@ def shadow(plan: ReplayPlan, model: UserModel, split: str, o: ShadowOptions) -> 
     }
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (``sys.argv`` when ``argv`` is None)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--path", type=Path, required=True, help="30Music slice")
     p.add_argument("--models", type=Path, default=Path("run/replay/user-model"))
     p.add_argument("--split", choices=("test", "valid"), default="test")
     p.add_argument("--k", type=int, default=20, help="items per list (the replay's 20)")
+    p.add_argument(
+        "--top-n",
+        type=int,
+        help="sequence-model tracks per pool (default: as many as the agent asks for)",
+    )
     p.add_argument("--set", action="append", default=[], help="weight override, name=value")
     p.add_argument("--out", type=Path)
-    args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    s = cli_settings()
-    overrides = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    o = ShadowOptions(
+    return p.parse_args(argv)
+
+
+def shadow_options(args: argparse.Namespace, s: Settings) -> ShadowOptions:
+    """The options ``args`` ask for, the rest as the settings serve them."""
+    return ShadowOptions(
         k=args.k,
+        top_n=sequence_top_n(args.k) if args.top_n is None else args.top_n,
         max_per_artist=s.max_per_artist,
         seq_len=s.seq_len,
         session_gap_s=s.session_gap_s,
         limits=InputLimits.from_settings(s),
-        overrides=overrides,
+        overrides={k: float(v) for k, v in (kv.split("=", 1) for kv in args.set)},
     )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    s = cli_settings()
+    o = shadow_options(args, s)
     plan = plan_30music(args.path)
+    # The agent takes the first top_n of what the model returns (user_model_top_n, as
+    # Triton is configured): a longer reach needs the model to return that many.
+    model = UserModel(args.models / args.path.stem, top_n=max(o.top_n, s.user_model_top_n))
     report = {
         "slice": args.path.name,
         "split": args.split,
-        "overrides": overrides,
+        "overrides": o.overrides,
         "max_per_artist": o.max_per_artist,
-        "figures": shadow(plan, UserModel(args.models / args.path.stem), args.split, o),
+        "top_n": o.top_n,
+        "figures": shadow(plan, model, args.split, o),
     }
     text = json.dumps(report, indent=2)
     if args.out:

@@ -71,7 +71,7 @@ POOLS: dict[str, int] = {
 }
 """Candidates each source proposes to the agent with lists of 20 (``streams.candidates``:
 ``audio_candidates(20)`` ANN hits, ``COLLAB_CANDIDATES`` co-played tracks, ``2 * top_k``
-popular tracks, the sequence model's ``max(4 * top_k, 50)`` best unheard tracks)."""
+popular tracks, the sequence model's ``sequence_top_n(top_k)`` best unheard tracks)."""
 
 
 VARIANTS: dict[str, Variant] = {

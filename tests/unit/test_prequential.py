@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,7 @@ def test_shadow_walks_the_plan_with_the_agents_functions(tmp_path: Path) -> None
 
     o = ShadowOptions(
         k=20,
+        top_n=80,
         max_per_artist=2,
         seq_len=50,
         session_gap_s=1800.0,
@@ -208,3 +210,58 @@ def test_shadow_walks_the_plan_with_the_agents_functions(tmp_path: Path) -> None
     # back by the `mix` one once out of a 1-event cool-down.
     assert figures["new"]["HR@20"]["mean"] == 0.0
     assert figures["mix"]["HR@20"]["mean"] == pytest.approx(1.0)
+
+
+def test_shadow_top_n_is_parsed_and_defaults_to_what_the_agent_asks_for() -> None:
+    from infra.replay.shadow import parse_args, shadow_options
+    from schemas.settings import Settings
+    from streams.candidates import sequence_top_n
+
+    s = Settings.model_validate({})
+    default = shadow_options(parse_args(["--path", "x.txt"]), s)
+    assert default.top_n == sequence_top_n(20) == 80  # the docs' "top 80"
+    assert shadow_options(parse_args(["--path", "x.txt", "--k", "30"]), s).top_n == 120
+    wide = shadow_options(parse_args(["--path", "x.txt", "--top-n", "500"]), s)
+    assert wide.top_n == 500 and wide.k == 20
+
+
+def test_shadow_pools_hold_the_sequence_models_first_top_n() -> None:
+    """The only source of a listener alone in an empty catalog is the sequence model: its
+    lists are the model's first ``top_n`` unheard tracks, however many it returns."""
+    from infra.replay.shadow import ShadowOptions, _lists
+    from schemas.event_time import InputLimits
+    from schemas.events import Interaction, InteractionType, ListKind
+    from streams.catalog import Catalog
+    from streams.state import apply_interaction
+
+    ranked = [f"s{i:02d}" for i in range(30)]
+
+    class Model:
+        def recommend(self, history: list[str]) -> tuple[list[str], np.ndarray, str]:
+            return ranked, np.linspace(0.0, -1.0, len(ranked), dtype=np.float32), "m"
+
+    played = Interaction(
+        event_id="e1",
+        type=InteractionType.PLAY,
+        user_id="u",
+        track_id="a",
+        occurred_at=datetime.fromtimestamp(1_000, UTC),
+    )
+    limits = InputLimits.model_validate({})
+    st, _ = apply_interaction(None, played, seq_len=50, now_ms=1_000_000, limits=limits)
+
+    def new_list(top_n: int) -> list[str]:
+        o = ShadowOptions(
+            k=20,
+            top_n=top_n,
+            max_per_artist=2,
+            seq_len=50,
+            session_gap_s=1800.0,
+            limits=limits,
+            overrides={},
+        )
+        lists = _lists(st, Catalog(ttl_s=0.0), Model(), 2_000_000, o)  # type: ignore[arg-type]
+        return lists[ListKind.NEW]
+
+    assert new_list(5) == ranked[:5]
+    assert new_list(80) == ranked[:20]
