@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 # Seconds buckets spanning a fast in-memory hop (ms) to a slow cold upload (tens of s).
@@ -179,6 +182,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.gc_seconds = Counter(
+            "resonate_gc_seconds_total",
+            "Time Python's garbage collector ran, by generation (nothing else runs meanwhile; "
+            "a profiler files it under whatever allocated last).",
+            ["generation"],
+            registry=r,
+        )
 
     def set_assigned(self, ok: bool) -> None:
         """The app's half of readiness: partitions assigned, tables and catalog caught up."""
@@ -189,6 +199,19 @@ class Metrics:
         """The lag collector's half: a partition with records waiting does not move."""
         self._stalled = stalled
         self.ready.set(1 if self._assigned and not stalled else 0)
+
+    def time_gc(self) -> None:
+        """Count every collection's duration in ``gc_seconds`` (once per process)."""
+        started: list[float] = []
+        by_gen = [self.gc_seconds.labels(generation=str(g)) for g in range(3)]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[:] = [time.perf_counter()]
+            elif started:
+                by_gen[info["generation"]].inc(time.perf_counter() - started[0])
+
+        gc.callbacks.append(on_gc)
 
     def serve(self, *, port: int, host: str = "127.0.0.1") -> None:
         """Expose /metrics on host:port (a daemon thread)."""

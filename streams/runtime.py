@@ -138,5 +138,6 @@ def run_worker(settings: Settings, card: EncoderCard) -> None:
         security=security,
     )
     tune_gc(settings)
+    metrics.time_gc()
     # faust.Worker installs the signal handlers and runs the app's event loop.
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()

@@ -113,6 +113,21 @@ def batch_steps(texts: list[str]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def counter_total(texts: list[str], name: str) -> float:
+    """The sum of every sample of counter ``name`` (without ``_total``) over the workers'
+    /metrics texts (e.g. ``resonate_gc_seconds``: all generations, all workers)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        smp.value
+        for text in texts
+        for fam in text_string_to_metric_families(text)
+        if fam.name == name
+        for smp in fam.samples
+        if smp.name == f"{name}_total"
+    )
+
+
 def batch_steps_between(
     a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]]
 ) -> dict[str, dict[str, float]]:

@@ -207,6 +207,13 @@ def _budget_section(steps: list[dict[str, Any]], docs: Path) -> list[str]:
     ]
     for stage, share in sorted(p["shares"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {stage} | {share:.1%} | {p['cpu_ms_per_interaction'][stage]} |")
+    if (gc_ms := step.get("gc_ms_per_answered")) is not None:
+        lines += [
+            "",
+            f"Python's garbage collector ran **{gc_ms} ms per answered interaction** in that"
+            " step (`resonate_gc_seconds_total`, all workers): inside the stages above, since"
+            " a collection runs where an allocation triggers it.",
+        ]
     return [*lines, ""]
 
 

@@ -31,6 +31,7 @@ from infra.bench.measure import (
     batch_steps,
     batch_steps_between,
     broker_records,
+    counter_total,
     cpu_between,
     cpu_sample,
     records_between,
@@ -108,7 +109,8 @@ async def _step(
     security = KafkaSecurity.from_settings(s)
     rec0 = await broker_records(s.kafka_bootstrap, s.topic_prefix, security=security)
     cpu0 = cpu_sample(stack.pids())
-    steps0 = batch_steps(_metrics_texts(stack))
+    texts0 = _metrics_texts(stack)
+    steps0, gc0 = batch_steps(texts0), counter_total(texts0, "resonate_gc_seconds")
     mark = _Mark(at=0.0, cpu=cpu0, lat=len(reader.latencies_ms))
 
     def tick(elapsed: float) -> None:
@@ -142,7 +144,12 @@ async def _step(
     out: dict[str, Any] = res.summary()
     out["cpu"] = cpu_between(cpu0, cpu1, res.sent)
     out["records"] = records_between(rec0, rec1, res.sent)
-    out["batch_steps"] = batch_steps_between(steps0, batch_steps(_metrics_texts(stack)))
+    texts1 = _metrics_texts(stack)
+    out["batch_steps"] = batch_steps_between(steps0, batch_steps(texts1))
+    # The collector's time is inside every stage's samples (it runs where an allocation
+    # triggers it): measured apart, all workers, per answered interaction.
+    gc_s = counter_total(texts1, "resonate_gc_seconds") - gc0
+    out["gc_ms_per_answered"] = round(1000 * gc_s / max(1, res.answered), 4)
     out["sustainable"] = _sustainable(out)
     out["settled_before_s"] = settled_s
     out["workers"] = sum(1 for w in stack.workers if w.proc is not None)

@@ -162,3 +162,25 @@ def test_hotpath_drives_the_worker_steps_and_reports_cpu_per_step(tmp_path: Path
     assert all(v > 0 for v in got["cpu_ms_per_event"].values())
     # 50 events over 40 listeners: most batches touch each listener once, two kinds each
     assert 1.0 < got["lists_per_event"] <= 2.0
+
+
+def test_gc_time_is_counted_per_generation_and_read_back_over_workers() -> None:
+    import gc
+
+    from infra.bench.measure import counter_total
+    from streams.metrics import Metrics
+
+    m = Metrics()
+    m.time_gc()
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.pop()
+    full = m.registry.get_sample_value("resonate_gc_seconds_total", {"generation": "2"})
+    assert full is not None and full > 0
+    from prometheus_client import generate_latest
+
+    text = generate_latest(m.registry).decode()
+    total = counter_total([text, text], "resonate_gc_seconds")  # two workers
+    assert abs(total - 2 * full) < 1e-6
+    assert counter_total([text], "resonate_no_such") == 0.0
