@@ -217,7 +217,8 @@ def gather_pool(
     ``exp(score - best)`` (probability relative to the model's top pick).
     """
     recent = list(state.recent)
-    b = PoolBuilder(exclude=_Excluded({h.track_id for h in recent}, state.heard.matcher()))
+    heard, played = state.heard.matcher(), {h.track_id for h in recent}
+    b = PoolBuilder(exclude=played if heard.empty else _Excluded(played, heard))
     pool = b.pool
     window = weights.fresh_window_ms
     for h in hits:
@@ -337,16 +338,14 @@ def _add_coplayed(
     # each track's strongest neighbours keep the cost flat as the catalog learns.
     window = recent[-COLLAB_HISTORY:]
     coplays = {h.track_id: catalog.coplays_of(h.track_id, COLLAB_NEIGHBOURS) for h in window}
-    collab = collab_scores(window, coplays, weights)
+    score, via = collab_scores(window, coplays, weights)
     # Co-plays of 50 recent tracks reach ~1,000 tracks; only the strongest can make a top-k
     # list, so only they become candidates (ranking cost stays flat as co-plays accumulate).
     artists = catalog.artists
-    for tid, (score, via) in heapq.nlargest(
-        COLLAB_CANDIDATES, collab.items(), key=lambda kv: kv[1][0]
-    ):
-        n = b.add(tid, artists.get(tid), _COLLAB, score)
+    for tid in heapq.nlargest(COLLAB_CANDIDATES, score, key=score.__getitem__):
+        n = b.add(tid, artists.get(tid), _COLLAB, score[tid])
         if n is not None:
-            b.pool.coplayed_with.setdefault(n, via)
+            b.pool.coplayed_with.setdefault(n, via[tid])
 
 
 def standing_skips(state: UserState, decay: float) -> dict[str, float]:

@@ -164,9 +164,10 @@ def collab_scores(
     recent: Sequence[HistoryItem],
     coplays: Mapping[str, Mapping[str, int]],
     w: FusionWeights = DEFAULT_WEIGHTS,
-) -> dict[str, tuple[float, str]]:
-    """Candidate -> (recency-weighted co-play count, strongest history track)."""
-    # Two flat dicts and Python floats: this loop runs for every listener refresh.
+) -> tuple[dict[str, float], dict[str, str]]:
+    """(candidate -> recency-weighted co-play count, candidate -> strongest history track)."""
+    # Two flat dicts and Python floats, returned as they are (no pair per candidate): this
+    # loop runs for every listener refresh over ~1,000 co-played tracks.
     score: dict[str, float] = {}
     via: dict[str, str] = {}
     weights = recency_weights(len(recent), w.recency_decay).tolist()
@@ -184,7 +185,7 @@ def collab_scores(
                 if prev < s:
                     via[other] = tid
                 score[other] = prev + s
-    return {t: (sc, via[t]) for t, sc in score.items()}
+    return score, via
 
 
 def track_label(title: str, artist: str) -> str:

@@ -82,10 +82,10 @@ def test_cold_user_gets_popular_tracks_deterministically() -> None:
 def test_collab_scores_follow_recent_positive_history() -> None:
     co = {"a": {"x": 2}, "b": {"x": 1, "y": 4}, "s": {"z": 9}}
     w = FusionWeights(recency_decay=0.5)
-    scores = collab_scores([h("a"), h("s", "skip"), h("b")], co, w)
-    assert set(scores) == {"x", "y"}  # nothing from the skipped track
-    assert scores["y"] == (4.0, "b")
-    assert scores["x"][0] == 2 * 0.25 + 1
+    scores, via = collab_scores([h("a"), h("s", "skip"), h("b")], co, w)
+    assert set(scores) == set(via) == {"x", "y"}  # nothing from the skipped track
+    assert (scores["y"], via["y"]) == (4.0, "b")
+    assert scores["x"] == 2 * 0.25 + 1 and via["x"] == "b"  # b's 1 outweighs a's 2 x 0.25
 
 
 def test_audio_hits_take_artist_and_upload_time_from_the_cache() -> None:
