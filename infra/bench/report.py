@@ -84,7 +84,8 @@ def write_report(result: dict[str, Any], path: Path, *, plot: Path) -> str:
         f"Made by `resonate bench` on {time.strftime('%Y-%m-%d', time.gmtime(result['started']))}"
         f" (2 cores, embedded stack: Apache Kafka {result.get('kafka_version', '')} (KRaft,"
         " one node), Milvus Lite, pytriton on CPU,"
-        f" {result.get('workers', 1)} Faust worker(s)). Every figure of one run comes from"
+        f" {result.get('workers', 1)} Faust worker(s); no query API, the bench reads the"
+        " lists itself). Every figure of one run comes from"
         " the same stack, side by side;"
         " absolute times on these shared machines drift 5-20% between runs, ratios less."
         " Raw numbers: `bench.json` of the run.",

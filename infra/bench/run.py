@@ -368,6 +368,9 @@ def run_bench(settings: Settings, plan: BenchPlan, out_dir: Path) -> dict[str, A
             "milvus_collection": f"bench_{tag}",
             "audio_roots": [*settings.audio_roots, (settings.data_dir / "audio").resolve()],
             "run_dir": out_dir / "stack",
+            # The query API is another reader of the lists, deployed apart; here it would
+            # take a fifth of a core of the two the worker is measured on.
+            "api_enabled": False,
         }
     )
     report: dict[str, Any] = {
