@@ -43,7 +43,7 @@ non-negative evidence for it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Container, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -123,6 +123,33 @@ def familiarity(
                 blocked.add(track)
             continue
         out[track] = out.get(track, 0.0) + decay**age
+    return out
+
+
+def capped(
+    order: Iterable[int],
+    artists: Sequence[str | None],
+    *,
+    k: int,
+    cap: int,
+    exempt: Container[int] = (),
+) -> list[int]:
+    """The diversity rule: the first ``k`` entries of ``order`` with at most ``cap`` per
+    artist (0: no cap; an entry without an artist is never capped). The ``exempt`` entries
+    (the listener's favourites back in a `mix` list) are neither capped nor counted: the
+    cap limits what the sources propose, so an album the listener keeps playing can come
+    back whole. The agent's lists and the offline counterpart take their lists with it."""
+    out: list[int] = []
+    per: dict[str, int] = {}
+    for n in order:
+        a = artists[n]
+        if cap and a and n not in exempt:
+            if per.get(a, 0) >= cap:
+                continue
+            per[a] = per.get(a, 0) + 1
+        out.append(n)
+        if len(out) == k:
+            break
     return out
 
 

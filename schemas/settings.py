@@ -131,7 +131,9 @@ class Settings(BaseSettings):
     # --- recommendation behaviour ---
     top_k: int = Field(10, description="Items per emitted recommendation list.")
     seq_len: int = Field(50, description="Recent events kept per user (L in DMM-HyRec).")
-    max_per_artist: int = Field(2, description="Diversity rule: at most this many per artist.")
+    max_per_artist: int = Field(
+        2, ge=0, description="Diversity rule: at most this many per artist (0: no cap)."
+    )
     list_kinds: tuple[ListKind, ...] = Field(
         (ListKind.NEW, ListKind.MIX),
         min_length=1,

@@ -25,6 +25,7 @@ from models.fusion_rule import (
     SIGNALS,
     MixWeights,
     SkipPenalty,
+    capped,
     penalise,
     scale_signals,
     weighted_parts,
@@ -229,23 +230,10 @@ def _emit(
     max_per_artist: int,
     titles: Mapping[str, str] | None,
 ) -> list[RecommendedItem]:
-    """One listener's list: the per-artist cap down the order, then the reasons.
-
-    The cap (the diversity rule) limits what the sources propose, not the listener's own
-    favourites: a favourite back in a `mix` list (familiar signal > 0) is neither capped nor
-    counted, so one artist's album the listener keeps playing can come back whole."""
-    chosen: list[int] = []
-    per_artist: dict[str, int] = {}
-    values = p.values
-    for n in order:
-        artist = p.artists[n]
-        if artist and not values[n][_FAMILIAR]:
-            if per_artist.get(artist, 0) >= max_per_artist:
-                continue
-            per_artist[artist] = per_artist.get(artist, 0) + 1
-        chosen.append(n)
-        if len(chosen) == k:
-            break
+    """One listener's list: the per-artist cap down the order (``models.fusion_rule.capped``:
+    a favourite back in a `mix` list, familiar signal > 0, is exempt), then the reasons."""
+    favourites = {n for n, row in enumerate(p.values) if row[_FAMILIAR]}
+    chosen = capped(order, p.artists, k=k, cap=max_per_artist, exempt=favourites)
     best = parts[:, chosen].argmax(axis=0).tolist() if chosen else []
     strength = parts[best, chosen].tolist() if chosen else []
     similar = _similar(p, [n for n, b in zip(chosen, best, strict=True) if b == _AUDIO])

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.fusion_rule import MixWeights, familiarity, scale_by_max
+from models.fusion_rule import MixWeights, capped, familiarity, scale_by_max
 from models.fusion_weights import Taste
 from models.recsys.baselines import ItemKNN, PopRank, Recommender
 from models.recsys.contentknn import ContentKNN, ContentKNNConfig
@@ -290,7 +290,10 @@ def ranked_lists(
             ranked = [int(i) for i in row if np.isfinite(scores[b, int(i)])]
             own = set(np.flatnonzero(fam[b] > 0).tolist()) if variant.familiar else set()
             out.append(
-                [data.item_ids[i] for i in _capped(ranked, artists, max_per_artist, own)]
+                [
+                    data.item_ids[i]
+                    for i in capped(ranked, artists, k=LIST_LEN, cap=max_per_artist, exempt=own)
+                ]
             )
     return out
 
@@ -322,28 +325,6 @@ def item_artists(data: Dataset, live: LiveWindows | None) -> list[str | None]:
     has = np.asarray(data.content).sum(axis=1) > 0
     col = np.asarray(data.content).argmax(axis=1)
     return [f"artist-{int(c)}" if h else None for c, h in zip(col, has, strict=True)]
-
-
-def _capped(
-    ranked: list[int], artists: Sequence[str | None], cap: int, favourites: set[int]
-) -> list[int]:
-    """The first ``LIST_LEN`` of ``ranked`` with at most ``cap`` per artist (0: no cap),
-    as the agent's diversity rule (``max_per_artist``) takes them down its order: the
-    listener's ``favourites`` back in a `mix` list are neither capped nor counted."""
-    if not cap:
-        return ranked[:LIST_LEN]
-    out: list[int] = []
-    per: dict[str, int] = {}
-    for i in ranked:
-        a = artists[i]
-        if a and i not in favourites:
-            if per.get(a, 0) >= cap:
-                continue
-            per[a] = per.get(a, 0) + 1
-        out.append(i)
-        if len(out) == LIST_LEN:
-            break
-    return out
 
 
 def _in_pools(

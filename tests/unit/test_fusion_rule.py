@@ -118,3 +118,16 @@ def test_fuse_scales_by_max_and_clips() -> None:
         fuse({"tags": np.ones(2)}, w)
     with pytest.raises(ValueError):
         MixWeights(audio=-0.1)
+
+
+def test_the_diversity_cap_takes_the_order_down_and_exempts_favourites() -> None:
+    from models.fusion_rule import capped
+
+    artists = ["A", "A", "A", None, "B", "A", None]
+    order = [0, 1, 2, 3, 4, 5, 6]
+    assert capped(order, artists, k=5, cap=2) == [0, 1, 3, 4, 6]  # third A and later skipped
+    assert capped(order, artists, k=3, cap=0) == [0, 1, 2]  # 0: no cap
+    # favourites (entries 2 and 5) are neither capped nor counted: both A's before them stay
+    assert capped(order, artists, k=7, cap=2, exempt={2, 5}) == [0, 1, 2, 3, 4, 5, 6]
+    assert capped(order, artists, k=4, cap=1, exempt={1}) == [0, 1, 3, 4]
+    assert capped([], artists, k=3, cap=1) == []
