@@ -21,7 +21,7 @@ import numpy as np
 from models.fusion_rule import SIGNALS, audio_skip_evidence, familiarity
 from models.like_skip import fit, learnt_skip_evidence
 from schemas.event_time import is_fresh
-from schemas.events import InteractionType, RecommendedItem
+from schemas.events import InteractionType, ListKind, RecommendedItem
 from streams.catalog import Catalog, TrackInfo
 from streams.fusion import (
     DEFAULT_WEIGHTS,
@@ -491,12 +491,48 @@ def rank_listener(
         weights=weights,
         sequence=sequence,
     )
-    (items,) = rank_pools(
-        [pool],
-        k=k,
-        max_per_artist=max_per_artist,
-        mix=weights.mix_weights,
-        titles=catalog.labels,
-        skip=weights.skip_penalty,
-    )
+    (items,) = lists_of(
+        state, pool, (ListKind.NEW,), catalog=catalog, weights=weights, k=k, cap=max_per_artist
+    ).values()
     return Ranked(items=items, source=pool_source(hits, sequence))
+
+
+def kind_pool(
+    kind: ListKind,
+    state: UserState,
+    pool: Pool,
+    *,
+    artists: Mapping[str, str],
+    weights: FusionWeights,
+) -> Pool:
+    """The pool a list of ``kind`` ranks: a `new` list the sources' pool as it is, a `mix`
+    list that pool with the listener's favourites (:func:`familiar_pool`)."""
+    if kind is ListKind.MIX:
+        return familiar_pool(state, pool, artists=artists, weights=weights)
+    return pool
+
+
+def lists_of(
+    state: UserState,
+    pool: Pool,
+    kinds: Sequence[ListKind],
+    *,
+    catalog: Catalog,
+    weights: FusionWeights,
+    k: int,
+    cap: int,
+) -> dict[ListKind, list[RecommendedItem]]:
+    """One listener's list of each kind, ranked as the refresher ranks a batch's (each kind
+    its pool, :func:`kind_pool`, and its weights, ``FusionWeights.for_kind``)."""
+    out = {}
+    for kind in kinds:
+        w = weights.for_kind(kind)
+        (out[kind],) = rank_pools(
+            [kind_pool(kind, state, pool, artists=catalog.artists, weights=weights)],
+            k=k,
+            max_per_artist=cap,
+            mix=w.mix_weights,
+            titles=catalog.labels,
+            skip=w.skip_penalty,
+        )
+    return out

@@ -22,8 +22,8 @@ from streams.candidates import (
     VectorCache,
     audio_candidates,
     audio_hits,
-    familiar_pool,
     gather_pool,
+    kind_pool,
     pool_source,
     search_limit,
     taste_vectors,
@@ -134,7 +134,9 @@ class Refresher:
         """The listener's `mix` pool; if making it fails, their pool without favourites
         (counted): one listener's failure must not stop everyone's lists."""
         try:
-            return familiar_pool(t.state, pool, artists=self.catalog.artists, weights=weights)
+            return kind_pool(
+                ListKind.MIX, t.state, pool, artists=self.catalog.artists, weights=weights
+            )
         except Exception:
             self.deps.metrics.events.labels(topic="refresh", outcome="error").inc()
             log.exception("favourites failed for user %s", t.state.user_id)

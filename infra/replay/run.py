@@ -208,9 +208,7 @@ def cold_start(plan: ReplayPlan, result: DriveResult) -> dict[str, Any]:
     """New-track exposure: lists showing an uploaded track, and plays of them that were hits
     (in the `new` list: an uploaded track is new to everyone)."""
     plays = [ob for ob in result.observations if plan.events[ob.index].track in plan.uploads]
-    hits = sum(
-        1 for ob in plays if plan.events[ob.index].track in ob.lists.get(ListKind.NEW, ())
-    )
+    hits = sum(1 for ob in plays if plan.events[ob.index].track in ob.lists.get(ListKind.NEW, ()))
     st = result.stats
     return {
         "uploaded_tracks": len(plan.uploads),

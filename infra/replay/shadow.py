@@ -3,7 +3,7 @@
 ``python -m infra.replay.shadow --path SLICE [--split test|valid] [--set artist=0.5 ...]
 [--top-n N]`` walks a :class:`~infra.replay.plan.ReplayPlan`'s events in time order through
 the functions the worker runs (``streams.state.apply_interaction`` and ``DeltaBuilder`` into a
-``streams.catalog.Catalog``; ``gather_pool`` / ``familiar_pool`` / ``rank_pools`` with the
+``streams.catalog.Catalog``; ``gather_pool`` and ``lists_of`` (each kind of list) with the
 served sequence model's top-N from ``serving.user_model.UserModel``, as Triton serves it), and
 scores each case against the lists its listener would hold. No broker, no Triton, no Milvus:
 one slice in about a minute, not six. ``--top-n N`` puts the sequence model's N best unheard
@@ -38,10 +38,9 @@ from schemas.event_time import InputLimits
 from schemas.events import Interaction, InteractionType, ListKind
 from schemas.settings import Settings
 from serving.user_model import UserModel
-from streams.candidates import VectorCache, familiar_pool, gather_pool, sequence_top_n
+from streams.candidates import VectorCache, gather_pool, lists_of, sequence_top_n
 from streams.catalog import Catalog
 from streams.fusion import DEFAULT_WEIGHTS, SEQUENCE_WEIGHTS, FusionWeights
-from streams.rank import rank_pools
 from streams.state import DeltaBuilder, UserState, apply_interaction
 
 log = logging.getLogger(__name__)
@@ -100,18 +99,10 @@ def _lists(
         weights=w,
         sequence=seq,
     )
-    pools = {
-        ListKind.NEW: pool,
-        ListKind.MIX: familiar_pool(st, pool, artists=catalog.artists, weights=w),
-    }
-    out = {}
-    for kind, p in pools.items():
-        wk = w.for_kind(kind)
-        (items,) = rank_pools(
-            [p], k=o.k, max_per_artist=o.max_per_artist, mix=wk.mix_weights, skip=wk.skip_penalty
-        )
-        out[kind] = [i.track_id for i in items]
-    return out
+    got = lists_of(
+        st, pool, tuple(ListKind), catalog=catalog, weights=w, k=o.k, cap=o.max_per_artist
+    )
+    return {kind: [i.track_id for i in items] for kind, items in got.items()}
 
 
 def shadow(plan: ReplayPlan, model: UserModel, split: str, o: ShadowOptions) -> dict[str, Any]:

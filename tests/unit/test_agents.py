@@ -335,13 +335,13 @@ async def test_a_listener_whose_favourites_fail_still_gets_both_lists(
     catalog.apply(CatalogDelta(delta_id="d", plays={"p1": 3, "p2": 2}))
     r = Refresher(deps=deps, clients=Clients(deps), catalog=catalog, cache=VectorCache())
 
-    def broken(state: UserState, *a: Any, **kw: Any) -> Any:
+    def broken(kind: ListKind, state: UserState, *a: Any, **kw: Any) -> Any:
         if state.user_id == "bad":
             raise RuntimeError("boom")
-        return real(state, *a, **kw)
+        return real(kind, state, *a, **kw)
 
-    real = refresh_mod.familiar_pool
-    monkeypatch.setattr(refresh_mod, "familiar_pool", broken)
+    real = refresh_mod.kind_pool
+    monkeypatch.setattr(refresh_mod, "kind_pool", broken)
     touched = []
     for uid in ("bad", "good"):
         ev = _ev(1 if uid == "bad" else 2, uid, "t1")

@@ -8,10 +8,9 @@ import pytest
 
 from models.fusion_rule import familiarity
 from schemas.events import InteractionType, ListKind
-from streams.candidates import VectorCache, familiar_pool, gather_pool
+from streams.candidates import VectorCache, gather_pool, lists_of
 from streams.catalog import Catalog
 from streams.fusion import DEFAULT_WEIGHTS
-from streams.rank import rank_pools
 from streams.state import CatalogDelta, HistoryItem, UserState
 
 PLAY, SKIP = InteractionType.PLAY, InteractionType.SKIP
@@ -51,16 +50,9 @@ def _lists(st: UserState, catalog: Catalog) -> dict[ListKind, list[tuple[str, st
     pool = gather_pool(
         st, [], cache=VectorCache(), catalog=catalog, popular=popular, fresh=fresh, now_ms=10**7
     )
-    pools = {
-        ListKind.NEW: pool,
-        ListKind.MIX: familiar_pool(st, pool, artists=catalog.artists, weights=DEFAULT_WEIGHTS),
-    }
-    out = {}
-    for kind, p in pools.items():
-        w = DEFAULT_WEIGHTS.for_kind(kind)
-        (items,) = rank_pools([p], k=10, max_per_artist=10, mix=w.mix_weights, skip=w.skip_penalty)
-        out[kind] = [(i.track_id, i.reason) for i in items]
-    return out
+    kinds = (ListKind.NEW, ListKind.MIX)
+    got = lists_of(st, pool, kinds, catalog=catalog, weights=DEFAULT_WEIGHTS, k=10, cap=10)
+    return {kind: [(i.track_id, i.reason) for i in items] for kind, items in got.items()}
 
 
 def test_mix_brings_a_favourite_back_and_new_never_does() -> None:
@@ -110,9 +102,7 @@ def test_the_diversity_cap_limits_proposals_not_favourites() -> None:
     pool = gather_pool(
         st, [], cache=VectorCache(), catalog=catalog, popular=popular, fresh=fresh, now_ms=10**7
     )
-    w = DEFAULT_WEIGHTS.for_kind(ListKind.MIX)
-    mix = familiar_pool(st, pool, artists=catalog.artists, weights=DEFAULT_WEIGHTS)
-    (items,) = rank_pools([mix], k=10, max_per_artist=1, mix=w.mix_weights, skip=w.skip_penalty)
-    ids = [i.track_id for i in items]
+    got = lists_of(st, pool, (ListKind.MIX,), catalog=catalog, weights=DEFAULT_WEIGHTS, k=10, cap=1)
+    ids = [i.track_id for i in got[ListKind.MIX]]
     assert {"f1", "f2", "f3"} <= set(ids)
     assert sum(t.startswith("new-x") for t in ids) == 1  # X's new tracks: capped at 1
