@@ -71,3 +71,17 @@ def test_the_worker_installs_the_corrections_through_the_seam_only() -> None:
     for path in (ROOT / "infra").rglob("*.py"):
         text = path.read_text()
         assert "Consumer.getmany =" not in text and "_build_highwaters =" not in text, path
+
+
+def test_pymilvus_hits_carry_their_ids_and_distances_as_lists() -> None:
+    """serving/milvus_store._pairs reads ``HybridHits.ids`` / ``.distances``; if a pymilvus
+    upgrade drops them, the search falls back to one dict per hit (slow, not wrong)."""
+    from pymilvus.client.search_result import HybridHits
+
+    from serving.milvus_store import _pairs
+
+    hits = HybridHits(0, 2, ["a%27s", "b"], [0.9, 0.5], [], [], [], "track_id")
+    assert list(hits.ids) == ["a%27s", "b"] and list(hits.distances) == [0.9, 0.5]
+    assert _pairs(hits) == [("a's", 0.9), ("b", 0.5)]
+    # the hit-by-hit path, for a client without those lists
+    assert _pairs([{"id": "a%27s", "distance": 0.9}]) == [("a's", 0.9)]
