@@ -111,3 +111,11 @@ def test_search_asks_room_only_for_recent_tracks_that_can_be_hits() -> None:
     cache.put("silent", None)  # known to have no audio
     st = UserState(user_id="u", recent=(h("a"), h("a", at=1), h("silent", at=2), h("x", at=3)))
     assert search_limit(10, st, cache) == audio_candidates(10) + 1
+
+
+def test_a_track_played_twice_counts_its_co_plays_with_both_weights() -> None:
+    co = {"a": {"x": 2}, "b": {"x": 4}}
+    w = FusionWeights(recency_decay=0.5)
+    scores, via = collab_scores([h("a"), h("b"), h("a")], co, w)  # weights 0.25, 0.5, 1
+    assert scores["x"] == 2 * (0.25 + 1) + 4 * 0.5
+    assert via["x"] == "a"  # a's 2.5 outweighs b's 2
