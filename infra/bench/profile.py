@@ -37,7 +37,12 @@ STAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("rank", _Q + r"(rank|_rank|_rank_kinds) \(.*streams/(rank|refresh)\.py"),
         # The candidates' steps outside streams/candidates.py (the catalog's lists, co-plays
         # and artist tops are read here, not fed); inside it, its file names it (below).
-        ("candidates", _Q + r"(_pools|_with_favourites|lists|coplays_of|tracks_by) \("),
+        # The skip evidence is made with the candidates, by rules that live in models/.
+        (
+            "candidates",
+            _Q + r"(_pools|_with_favourites|lists|coplays_of|tracks_by) \("
+            r"|(skip_evidence|_unit_rows|fit|learnt_skip_evidence) \(.*models/",
+        ),
         ("fold", _Q + r"fold_batch \(|streams/(state|dedupe|fold)\.py|schemas/event_time\.py"),
         ("catalog feed", r"streams/catalog\.py"),
         ("dead letters", r"streams/(deadletter|spool)\.py"),
@@ -50,7 +55,7 @@ STAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("metrics", r"/prometheus_client/"),
         # By file, after the names above (which win within a frame): a step's helpers and
         # comprehensions are the step's, whatever they are called after the next refactor.
-        ("rank", _FILE + r"(streams/rank|models/fusion_rule|models/like_skip)\.py:"),
+        ("rank", _FILE + r"(streams/rank|models/fusion_rule)\.py:"),
         ("candidates", _FILE + r"streams/(candidates|fusion)\.py:"),
         # The pipeline's and refresher's own lines: loops over the batch, grouping, metrics
         # calls; what they call is filed under its own stage first.
