@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -200,8 +201,9 @@ class Metrics:
         self._stalled = stalled
         self.ready.set(1 if self._assigned and not stalled else 0)
 
-    def time_gc(self) -> None:
-        """Count every collection's duration in ``gc_seconds`` (once per process)."""
+    def time_gc(self) -> Callable[[str, dict[str, int]], None]:
+        """Count every collection's duration in ``gc_seconds`` (once per process); the
+        callback installed (``gc.callbacks.remove`` it to stop)."""
         started: list[float] = []
         by_gen = [self.gc_seconds.labels(generation=str(g)) for g in range(3)]
 
@@ -212,6 +214,7 @@ class Metrics:
                 by_gen[info["generation"]].inc(time.perf_counter() - started[0])
 
         gc.callbacks.append(on_gc)
+        return on_gc
 
     def serve(self, *, port: int, host: str = "127.0.0.1") -> None:
         """Expose /metrics on host:port (a daemon thread)."""

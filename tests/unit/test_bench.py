@@ -163,6 +163,8 @@ def test_hotpath_drives_the_worker_steps_and_reports_cpu_per_step(tmp_path: Path
     assert gc.get_threshold() == before  # --default-gc leaves the collector alone
     assert set(got["cpu_ms_per_event"]) == set(STEPS)
     assert all(v > 0 for v in got["cpu_ms_per_event"].values())
+    assert 0 <= got["of_which_gc_ms_per_event"] < got["total_cpu_ms_per_event"]
+    assert not any(getattr(cb, "__qualname__", "").startswith("Metrics.") for cb in gc.callbacks)
     # 50 events over 40 listeners: most batches touch each listener once, two kinds each
     assert 1.0 < got["lists_per_event"] <= 2.0
 
@@ -174,11 +176,11 @@ def test_gc_time_is_counted_per_generation_and_read_back_over_workers() -> None:
     from streams.metrics import Metrics
 
     m = Metrics()
-    m.time_gc()
+    on_gc = m.time_gc()
     try:
         gc.collect()
     finally:
-        gc.callbacks.pop()
+        gc.callbacks.remove(on_gc)
     full = m.registry.get_sample_value("resonate_gc_seconds_total", {"generation": "2"})
     assert full is not None and full > 0
     from prometheus_client import generate_latest
