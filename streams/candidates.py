@@ -21,7 +21,7 @@ import numpy as np
 from models.fusion_rule import SIGNALS, audio_skip_evidence, familiarity
 from models.like_skip import fit, learnt_skip_evidence
 from schemas.event_time import is_fresh
-from schemas.events import InteractionType, ListKind, RecommendedItem
+from schemas.events import InteractionType
 from streams.catalog import Catalog, TrackInfo
 from streams.fusion import (
     DEFAULT_WEIGHTS,
@@ -30,7 +30,7 @@ from streams.fusion import (
     recency_weights,
     user_vector,
 )
-from streams.rank import Pool, PoolBuilder, rank_pools
+from streams.rank import Pool, PoolBuilder
 from streams.state import HeardMatcher, UserState
 
 #: co-play candidates kept per listener (the strongest; see ``rank_listener``)
@@ -137,15 +137,6 @@ def audio_hits(found: Sequence[tuple[str, float]], cache: VectorCache) -> list[A
         if row is not None:
             out.append(AudioHit(track_id, score, row.artist_id or "", row.uploaded_at_ms or 0))
     return out
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """The ranked list and how the user vector was made (for metrics)."""
-
-    items: list[RecommendedItem]
-    source: str  # "audio" (user vector from audio), "collab-pop" (no audio history),
-    # either with "+sequence" when the served sequence model's candidates took part
 
 
 def audio_candidates(k: int) -> int:
@@ -462,77 +453,3 @@ def pool_source(hits: Sequence[Any], sequence: Sequence[Any]) -> str:
     "collab-pop" (no audio history), with "+sequence" when the sequence model took part."""
     source = "audio" if hits else "collab-pop"
     return f"{source}+sequence" if sequence else source
-
-
-def rank_listener(
-    state: UserState,
-    hits: Sequence[Any],
-    *,
-    cache: VectorCache,
-    catalog: Catalog,
-    popular: Sequence[TrackInfo],
-    fresh: Sequence[TrackInfo],
-    k: int,
-    max_per_artist: int,
-    now_ms: int,
-    weights: FusionWeights = DEFAULT_WEIGHTS,
-    sequence: Sequence[tuple[str, float]] = (),
-) -> Ranked:
-    """Top-k for one listener: :func:`gather_pool`, then :func:`rank_pools` of one (the
-    refresher ranks a whole batch's pools at once)."""
-    pool = gather_pool(
-        state,
-        hits,
-        cache=cache,
-        catalog=catalog,
-        popular=popular,
-        fresh=fresh,
-        now_ms=now_ms,
-        weights=weights,
-        sequence=sequence,
-    )
-    (items,) = lists_of(
-        state, pool, (ListKind.NEW,), catalog=catalog, weights=weights, k=k, cap=max_per_artist
-    ).values()
-    return Ranked(items=items, source=pool_source(hits, sequence))
-
-
-def kind_pool(
-    kind: ListKind,
-    state: UserState,
-    pool: Pool,
-    *,
-    artists: Mapping[str, str],
-    weights: FusionWeights,
-) -> Pool:
-    """The pool a list of ``kind`` ranks: a `new` list the sources' pool as it is, a `mix`
-    list that pool with the listener's favourites (:func:`familiar_pool`)."""
-    if kind is ListKind.MIX:
-        return familiar_pool(state, pool, artists=artists, weights=weights)
-    return pool
-
-
-def lists_of(
-    state: UserState,
-    pool: Pool,
-    kinds: Sequence[ListKind],
-    *,
-    catalog: Catalog,
-    weights: FusionWeights,
-    k: int,
-    cap: int,
-) -> dict[ListKind, list[RecommendedItem]]:
-    """One listener's list of each kind, ranked as the refresher ranks a batch's (each kind
-    its pool, :func:`kind_pool`, and its weights, ``FusionWeights.for_kind``)."""
-    out = {}
-    for kind in kinds:
-        w = weights.for_kind(kind)
-        (out[kind],) = rank_pools(
-            [kind_pool(kind, state, pool, artists=catalog.artists, weights=weights)],
-            k=k,
-            max_per_artist=cap,
-            mix=w.mix_weights,
-            titles=catalog.labels,
-            skip=w.skip_penalty,
-        )
-    return out

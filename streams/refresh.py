@@ -23,7 +23,6 @@ from streams.candidates import (
     audio_candidates,
     audio_hits,
     gather_pool,
-    kind_pool,
     pool_source,
     search_limit,
     taste_vectors,
@@ -32,6 +31,7 @@ from streams.catalog import Catalog
 from streams.clients import Clients, Deps, sequence_candidates
 from streams.fold import Touched
 from streams.fusion import FusionWeights
+from streams.lists import kind_pool
 from streams.rank import Pool, rank_pools
 from streams.state import UserState
 

@@ -38,9 +38,10 @@ from schemas.event_time import InputLimits
 from schemas.events import Interaction, InteractionType, ListKind
 from schemas.settings import Settings
 from serving.user_model import UserModel
-from streams.candidates import VectorCache, gather_pool, lists_of, sequence_top_n
+from streams.candidates import VectorCache, gather_pool, sequence_top_n
 from streams.catalog import Catalog
 from streams.fusion import DEFAULT_WEIGHTS, SEQUENCE_WEIGHTS, FusionWeights
+from streams.lists import lists_of
 from streams.state import DeltaBuilder, UserState, apply_interaction
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.events import Interaction, InteractionType
-from streams.candidates import VectorCache, rank_listener
+from streams.candidates import VectorCache
 from streams.catalog import Catalog
 from streams.fusion import DEFAULT_WEIGHTS
+from streams.lists import rank_listener
 from streams.state import CatalogDelta, DeltaBuilder, HistoryItem, UserState
 
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)

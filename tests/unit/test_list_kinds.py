@@ -8,9 +8,10 @@ import pytest
 
 from models.fusion_rule import familiarity
 from schemas.events import InteractionType, ListKind
-from streams.candidates import VectorCache, gather_pool, lists_of
+from streams.candidates import VectorCache, gather_pool
 from streams.catalog import Catalog
 from streams.fusion import DEFAULT_WEIGHTS
+from streams.lists import lists_of
 from streams.state import CatalogDelta, HistoryItem, UserState
 
 PLAY, SKIP = InteractionType.PLAY, InteractionType.SKIP

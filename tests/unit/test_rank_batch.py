@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from rank_scenario import NOW_MS, build
 
-from streams.candidates import audio_hits, gather_pool, pool_source, rank_listener
+from streams.candidates import audio_hits, gather_pool, pool_source
 from streams.fusion import DEFAULT_WEIGHTS, SEQUENCE_WEIGHTS
+from streams.lists import rank_listener
 from streams.rank import rank_pools
 
 GOLDEN = json.loads(

@@ -16,8 +16,9 @@ from models.audio_eval import read_manifest, represent
 from models.fusion_rule import audio_skip_evidence
 from models.like_skip import fit, learnt_skip_evidence
 from schemas.events import InteractionType
-from streams.candidates import audio_hits, rank_listener, standing_skips, taste_vectors
+from streams.candidates import audio_hits, standing_skips, taste_vectors
 from streams.fusion import DEFAULT_WEIGHTS, FusionWeights
+from streams.lists import rank_listener
 from streams.state import HistoryItem, UserState
 
 PLAYED = [f"singularity-music__{t}__0" for t in ("Nebula", "Awakening", "Coherence")]

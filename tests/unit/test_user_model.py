@@ -26,10 +26,11 @@ from models.recsys.sasrec import SASRec, SASRecConfig
 from schemas.events import InteractionType
 from schemas.settings import Settings
 from serving.user_model import NoUserModel, UserModel
-from streams.candidates import VectorCache, rank_listener
+from streams.candidates import VectorCache
 from streams.catalog import Catalog
 from streams.clients import sequence_candidates
 from streams.fusion import SEQUENCE_WEIGHTS
+from streams.lists import rank_listener
 from streams.metrics import Metrics
 from streams.rank import Candidate, rank
 from streams.state import HistoryItem, UserState
