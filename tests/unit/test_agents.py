@@ -270,6 +270,18 @@ async def test_upload_agent_batches_embeds_and_stores(
     assert all(d.uploads[tid].artist_id == "a" for d in deltas for tid in d.uploads)
 
 
+def _refresh_deps(**kw: Any) -> Deps:
+    """A refresher's collaborators without audio: no Milvus vectors, no Triton."""
+    return Deps(
+        settings=Settings(kafka_bootstrap="localhost:1"),
+        card=MUSICNN_CARD,
+        metrics=Metrics(),
+        store_factory=NoAudioStore,  # type: ignore[arg-type]
+        encoder_factory=_never,
+        **kw,
+    )
+
+
 def test_refresher_ranks_with_the_weights_artifact_in_force(tmp_path: Any) -> None:
     import shutil
 
@@ -282,14 +294,7 @@ def test_refresher_ranks_with_the_weights_artifact_in_force(tmp_path: Any) -> No
     folder = tmp_path / "fusion"
     shutil.copytree(BUILTIN_DIR / builtin().version, folder / builtin().version)
     now = [0.0]
-    deps = Deps(
-        settings=Settings(kafka_bootstrap="localhost:1"),
-        card=MUSICNN_CARD,
-        metrics=Metrics(),
-        store_factory=NoAudioStore,  # type: ignore[arg-type]
-        encoder_factory=_never,
-        weights=WeightsSource(dir=folder, poll_s=1.0, clock=lambda: now[0]),
-    )
+    deps = _refresh_deps(weights=WeightsSource(dir=folder, poll_s=1.0, clock=lambda: now[0]))
     r = Refresher(deps=deps, clients=Clients(deps), catalog=Catalog(), cache=VectorCache())
     version, base, _ = r.mixes()
     assert version == builtin().version and base.audio == builtin().base.weights.audio
@@ -324,13 +329,7 @@ async def test_a_listener_whose_favourites_fail_still_gets_both_lists(
     from streams.refresh import Refresher
     from streams.state import HistoryItem
 
-    deps = Deps(
-        settings=Settings(kafka_bootstrap="localhost:1"),
-        card=MUSICNN_CARD,
-        metrics=Metrics(),
-        store_factory=NoAudioStore,  # type: ignore[arg-type]
-        encoder_factory=_never,
-    )
+    deps = _refresh_deps()
     catalog = Catalog(ttl_s=0.0)
     catalog.apply(CatalogDelta(delta_id="d", plays={"p1": 3, "p2": 2}))
     r = Refresher(deps=deps, clients=Clients(deps), catalog=catalog, cache=VectorCache())
